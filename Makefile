@@ -1,0 +1,37 @@
+# The two commands a new machine needs: `make run` (the main job) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA_DIR ?= data/raw
+OUTPUT_DIR ?= outputs
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: env data run run-sample test lint lock clean
+
+env:
+	@bash scripts/setup_env.sh
+
+data: env
+	$(VENV)/bin/fmnist fetch --dest $(DATA_DIR)
+
+## The main job: environment, real data, the full local pipeline on all 70,000 images.
+run: data
+	$(PY) local_runner.py --data-dir $(DATA_DIR) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
+
+## The same pipeline on the committed 1,300-image sample (a few minutes).
+run-sample: env
+	$(PY) local_runner.py --sample --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
+
+## The test suite (CI runs exactly this).
+test: env
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check .
+
+lock:
+	bash scripts/lock.sh
+
+clean:
+	rm -rf $(OUTPUT_DIR)

@@ -1,0 +1,181 @@
+"""Readers for the raw Fashion-MNIST files: the official IDX-gz format and the Kaggle CSV layout.
+
+Pure NumPy, no TensorFlow: the ExampleGen executor, the fetch command, the tests and the
+serving clients all read raw files through here. Every reader takes a binary stream plus the
+name to report, so callers can open local paths or gs:// URIs with whatever filesystem they use.
+Every problem is a DatasetError that names the file and what was wrong with it.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+
+from modules import features
+
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
+IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+
+CSV_HEADER = [features.LABEL_KEY] + [f"pixel{i}" for i in range(1, features.NUM_PIXELS + 1)]
+
+
+class DatasetError(ValueError):
+    """Raw data that cannot be turned into examples; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class RawSplit:
+    """Images as int64 [N, 784] (wide enough to carry out-of-range CSV values to validation)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 2 or self.images.shape[1] != features.NUM_PIXELS:
+            raise DatasetError(f"images must be [N, {features.NUM_PIXELS}], got {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise DatasetError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _decompress(stream: BinaryIO, source: str) -> bytes:
+    try:
+        with gzip.GzipFile(fileobj=stream) as gz:
+            return gz.read()
+    except EOFError as err:
+        raise DatasetError(f"{source}: truncated gzip stream ({err})") from err
+    except (OSError, zlib.error) as err:
+        raise DatasetError(f"{source}: not a valid gzip file ({err})") from err
+
+
+def parse_idx(data: bytes, source: str, expected_magic: int) -> np.ndarray:
+    """Parses decompressed IDX bytes into a uint8 array, checking magic number and size."""
+    if len(data) < 4:
+        raise DatasetError(f"{source}: {len(data)} bytes is too short for an IDX header")
+    (magic,) = struct.unpack(">I", data[:4])
+    if magic != expected_magic:
+        raise DatasetError(
+            f"{source}: wrong magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
+            f"(unsigned-byte IDX with {expected_magic & 0xFF} dimension(s))"
+        )
+    ndim = magic & 0xFF
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise DatasetError(f"{source}: header truncated ({len(data)} of {header_size} bytes)")
+    shape = struct.unpack(f">{ndim}I", data[4:header_size])
+    expected = int(np.prod(shape))
+    actual = len(data) - header_size
+    if actual != expected:
+        raise DatasetError(
+            f"{source}: header declares shape {tuple(shape)} = {expected} bytes of data, "
+            f"but the file holds {actual}"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def read_idx_gz(stream: BinaryIO, source: str, expected_magic: int) -> np.ndarray:
+    return parse_idx(_decompress(stream, source), source, expected_magic)
+
+
+def read_idx_split(images: BinaryIO, labels: BinaryIO, images_source: str, labels_source: str) -> RawSplit:
+    """Reads a pair of IDX-gz files (images, labels) into a RawSplit."""
+    image_array = read_idx_gz(images, images_source, IDX_IMAGES_MAGIC)
+    label_array = read_idx_gz(labels, labels_source, IDX_LABELS_MAGIC)
+    if image_array.shape[1:] != features.IMAGE_SHAPE:
+        raise DatasetError(
+            f"{images_source}: images are {image_array.shape[1]}x{image_array.shape[2]}, "
+            f"expected {features.IMAGE_HEIGHT}x{features.IMAGE_WIDTH}"
+        )
+    if len(image_array) != len(label_array):
+        raise DatasetError(
+            f"{images_source} holds {len(image_array)} images but {labels_source} holds "
+            f"{len(label_array)} labels"
+        )
+    return RawSplit(
+        images=image_array.reshape(-1, features.NUM_PIXELS).astype(np.int64),
+        labels=label_array.astype(np.int64),
+    )
+
+
+def read_csv_split(stream: BinaryIO, source: str) -> RawSplit:
+    """Reads the Kaggle layout: header `label,pixel1..pixel784`, one image per row."""
+    # Read whole: filesystem wrappers (tf.io.gfile for gs://) are not full io.RawIOBase objects.
+    try:
+        text = stream.read().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{source}: not UTF-8 text ({err})") from err
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DatasetError(f"{source}: empty file, expected a header row") from None
+    if [h.strip() for h in header] != CSV_HEADER:
+        raise DatasetError(
+            f"{source}: header must be 'label,pixel1,...,pixel{features.NUM_PIXELS}', "
+            f"got {len(header)} columns starting {header[:3]}"
+        )
+    rows = []
+    for line_number, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(CSV_HEADER):
+            raise DatasetError(
+                f"{source}:{line_number}: {len(row)} columns, expected {len(CSV_HEADER)}"
+            )
+        try:
+            rows.append([int(value) for value in row])
+        except ValueError:
+            bad = next(v for v in row if not v.strip().lstrip("-").isdigit())
+            raise DatasetError(f"{source}:{line_number}: non-integer value {bad!r}") from None
+    if not rows:
+        raise DatasetError(f"{source}: no data rows")
+    table = np.asarray(rows, dtype=np.int64)
+    return RawSplit(images=table[:, 1:], labels=table[:, 0])
+
+
+def write_csv_split(split: RawSplit, stream: BinaryIO) -> None:
+    """Writes a RawSplit in the Kaggle layout (used to convert and to test the CSV path)."""
+    text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for label, image in zip(split.labels, split.images, strict=False):
+        writer.writerow([int(label), *image.tolist()])
+    text.flush()
+    text.detach()
+
+
+def write_idx_gz(array: np.ndarray, stream: BinaryIO, magic: int) -> None:
+    """Writes a uint8 array as IDX-gz (used to build the committed sample)."""
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.GzipFile(fileobj=stream, mode="wb", mtime=0) as gz:
+        gz.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def stratified_holdout(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Indices of a deterministic hold-out with `size` examples in the labels' class proportions.
+
+    Per-class quotas use largest-remainder rounding, so they add up to `size` exactly; within a
+    class, a seeded permutation picks the members. Same labels + size + seed => same indices.
+    """
+    if not 0 < size < len(labels):
+        raise DatasetError(f"hold-out size {size} must be between 1 and {len(labels) - 1}")
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * size / len(labels)
+    quotas = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - quotas), kind="stable")[: size - quotas.sum()]:
+        quotas[i] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.permutation(np.flatnonzero(labels == cls))[:quota]
+        for cls, quota in zip(classes, quotas, strict=False)
+    ]
+    return np.sort(np.concatenate(chosen))

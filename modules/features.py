@@ -1,0 +1,37 @@
+"""The one source of truth for Fashion-MNIST feature names, class names and shapes.
+
+Pure Python on purpose: the pipeline, the model code, the serving code and the clients all
+import it, and none of them should pay for a TensorFlow import to learn a feature name.
+"""
+
+from typing import Final
+
+IMAGE_KEY: Final = "image"
+LABEL_KEY: Final = "label"
+
+IMAGE_HEIGHT: Final = 28
+IMAGE_WIDTH: Final = 28
+IMAGE_SHAPE: Final = (IMAGE_HEIGHT, IMAGE_WIDTH)
+NUM_PIXELS: Final = IMAGE_HEIGHT * IMAGE_WIDTH
+PIXEL_MIN: Final = 0
+PIXEL_MAX: Final = 255
+
+# Index = label id, in the order Zalando published them.
+CLASS_NAMES: Final = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES: Final = len(CLASS_NAMES)
+
+
+def transformed_name(key: str) -> str:
+    """Name of a feature after Transform (TFX template convention)."""
+    return f"{key}_xf"

@@ -1,0 +1,33 @@
+"""Model construction and hyperparameter handling."""
+
+import numpy as np
+import pytest
+
+from modules import features
+from modules.model import HParams, build_model
+
+
+def test_cnn_outputs_a_distribution_per_image():
+    model = build_model(HParams())
+    batch = np.random.default_rng(0).normal(size=(5, features.NUM_PIXELS)).astype(np.float32)
+    probabilities = model(batch, training=False).numpy()
+    assert probabilities.shape == (5, features.NUM_CLASSES)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert model.input_names == [features.transformed_name(features.IMAGE_KEY)]
+    assert any("batch_normalization" in layer.name for layer in model.layers)
+    assert any("dropout" in layer.name for layer in model.layers)
+
+
+def test_architecture_follows_hyperparameters():
+    small = build_model(HParams(conv_filters=(8,), convs_per_block=1, dense_units=16))
+    large = build_model(HParams())
+    assert small.count_params() < large.count_params()
+    conv_layers = [layer for layer in large.layers if layer.__class__.__name__ == "Conv2D"]
+    assert [layer.filters for layer in conv_layers] == [32, 32, 64, 64]
+
+
+def test_hparams_round_trip_and_reject_unknown_names():
+    hparams = HParams(conv_filters=(16, 32), epochs=3)
+    assert HParams.from_dict(hparams.to_dict()) == hparams
+    with pytest.raises(ValueError, match=r"unknown hyperparameters \['learning_rat'\]"):
+        HParams.from_dict({"learning_rat": 0.1})

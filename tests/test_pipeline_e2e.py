@@ -1,0 +1,146 @@
+"""End-to-end LocalDagRunner runs on the committed sample of the real files.
+
+One good run (asserted through ML Metadata and the pushed SavedModel), its cached re-run, and
+two runs on bad data that must stop before Transform and push nothing.
+"""
+
+import gzip
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import local_runner
+from fmnist import dataset
+from fmnist.sample import read_official
+from modules import features, signatures
+from tfx_pipeline import run_summary
+
+pytestmark = pytest.mark.e2e
+
+EXPECTED_COMPONENTS = {
+    "FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
+    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+}
+
+
+def _config(data_dir, output_dir, *extra):
+    args = local_runner.parse_args(["--sample", "--data-dir", str(data_dir), "--output-dir", str(output_dir), *extra])
+    return local_runner.build_config(args)
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory, sample_dir):
+    config = _config(sample_dir, tmp_path_factory.mktemp("good"))
+    local_runner.run(config)
+    return config
+
+
+def _outputs(config, component, key):
+    return run_summary.latest_outputs(config.metadata_path, config.pipeline_name, component, key)
+
+
+def test_every_component_ran(good_run):
+    runs = run_summary.component_runs(good_run.metadata_path, good_run.pipeline_name)
+    assert {r.component for r in runs} == EXPECTED_COMPONENTS
+    assert {r.state for r in runs} == {"COMPLETE"}, run_summary.format_table(runs)
+
+
+def test_example_validator_found_no_anomalies(good_run):
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    (anomalies,) = _outputs(good_run, "ExampleValidator", "anomalies")
+    split_names = json.loads(anomalies.properties["split_names"].string_value)
+    assert sorted(split_names) == ["eval", "test", "train"]
+    for split in split_names:
+        with tf.io.gfile.GFile(f"{anomalies.uri}/Split-{split}/SchemaDiff.pb", "rb") as stream:
+            parsed = anomalies_pb2.Anomalies.FromString(stream.read())
+        assert not parsed.anomaly_info and not parsed.dataset_anomaly_info.reason, split
+
+
+def test_example_splits_have_the_configured_sizes(good_run):
+    (examples,) = _outputs(good_run, "FileBasedExampleGen", "examples")
+    counts = {}
+    for split in ("train", "eval", "test"):
+        files = tf.io.gfile.glob(f"{examples.uri}/Split-{split}/*")
+        counts[split] = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+    assert counts == {"train": 800, "eval": 200, "test": 300}
+
+
+def test_pushed_model_returns_probabilities_for_a_test_image(good_run, sample_dir):
+    pushed = run_summary.latest_pushed_model(good_run.serving_model_dir)
+    assert pushed is not None, "the good run pushed nothing"
+    loaded = tf.saved_model.load(pushed)
+    test = read_official(sample_dir, "t10k")
+    image = test.images[:1].reshape(1, *features.IMAGE_SHAPE).astype(np.float32)
+    outputs = loaded.signatures[signatures.SERVING_DEFAULT](images=tf.constant(image))
+    probabilities = outputs["probabilities"].numpy()
+    assert probabilities.shape == (1, features.NUM_CLASSES)
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    class_id = int(outputs["class_id"].numpy()[0])
+    assert outputs["class_name"].numpy()[0].decode() == features.CLASS_NAMES[class_id]
+
+
+def test_pushed_model_is_better_than_chance_on_the_test_split(good_run, sample_dir):
+    pushed = run_summary.latest_pushed_model(good_run.serving_model_dir)
+    assert run_summary.pushed_model_accuracy(pushed, str(sample_dir), "idx") > 0.6
+
+
+def test_classify_signature_is_marked_for_tf_serving(good_run):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pushed = run_summary.latest_pushed_model(good_run.serving_model_dir)
+    saved_model = saved_model_pb2.SavedModel.FromString(open(f"{pushed}/saved_model.pb", "rb").read())
+    signature = saved_model.meta_graphs[0].signature_def[signatures.CLASSIFY_SIGNATURE]
+    assert signature.method_name == "tensorflow/serving/classify"
+    assert set(signature.inputs) == {"inputs"} and set(signature.outputs) == {"classes", "scores"}
+
+
+def test_rerun_with_unchanged_inputs_is_served_from_cache(good_run):
+    pushed_before = run_summary.latest_pushed_model(good_run.serving_model_dir)
+    local_runner.run(good_run)
+    runs = run_summary.component_runs(good_run.metadata_path, good_run.pipeline_name)
+    cached = {r.component for r in runs if r.state == "CACHED"}
+    # The resolver is not a cached execution by nature; every executor-backed component is.
+    assert EXPECTED_COMPONENTS - {"latest_blessed_model_resolver"} <= cached, run_summary.format_table(runs)
+    assert run_summary.latest_pushed_model(good_run.serving_model_dir) == pushed_before
+
+
+def _copy_sample(sample_dir, dest):
+    shutil.copytree(sample_dir, dest)
+    return dest
+
+
+def test_bad_label_stops_the_pipeline_before_transform(tmp_path, sample_dir):
+    data = _copy_sample(sample_dir, tmp_path / "data")
+    labels_file = data / "t10k-labels-idx1-ubyte.gz"
+    labels = bytearray(gzip.decompress(labels_file.read_bytes()))
+    labels[8 + 5] = 12  # 8-byte IDX header, then one byte per label
+    labels_file.write_bytes(gzip.compress(bytes(labels)))
+    config = _config(data, tmp_path / "out")
+
+    with pytest.raises(Exception, match=r"split 'test', feature 'label'.*(large|range|domain)") as raised:
+        local_runner.run(config)
+    assert "stopping before Transform" in str(raised.value)
+    assert run_summary.latest_pushed_model(config.serving_model_dir) is None
+    ran = {r.component for r in run_summary.component_runs(config.metadata_path, config.pipeline_name)}
+    assert "Transform" not in ran and "Trainer" not in ran
+
+
+def test_bad_pixel_in_csv_stops_the_pipeline_before_transform(tmp_path, sample_dir):
+    data = tmp_path / "csv"
+    data.mkdir()
+    for official, name in (("train", "fashion-mnist_train.csv"), ("t10k", "fashion-mnist_test.csv")):
+        raw = read_official(sample_dir, official)
+        images = raw.images.copy()
+        if official == "train":
+            images[3, 400] = 300
+        with open(data / name, "wb") as out:
+            dataset.write_csv_split(dataset.RawSplit(images=images, labels=raw.labels), out)
+    config = _config(data, tmp_path / "out", "--format", "csv")
+
+    with pytest.raises(Exception, match=r"feature 'image'.*(large|range|domain)"):
+        local_runner.run(config)
+    assert run_summary.latest_pushed_model(config.serving_model_dir) is None

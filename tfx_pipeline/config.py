@@ -1,0 +1,49 @@
+"""The one typed configuration object both runners build and create_pipeline() consumes."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+PIPELINE_NAME = "fashion-mnist"
+
+# Module paths, not files: the code is installed (locally with `pip install -e .`, on Vertex
+# baked into the image), so nothing is packaged into the pipeline root at compile time.
+PREPROCESSING_FN = "modules.preprocessing.preprocessing_fn"
+TRAINER_RUN_FN = "modules.trainer.run_fn"
+
+
+@dataclass(frozen=True)
+class EvaluationThresholds:
+    """Blessing rules. Scoped deliberately: TFMA applies an unscoped threshold to every slice."""
+
+    min_accuracy: float = 0.90  # overall slice
+    min_class_recall: float = 0.70  # each class's slice (label == c)
+    max_accuracy_drop: float = 0.005  # vs the last blessed model, overall slice
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    pipeline_root: str
+    data_root: str
+    serving_model_dir: str
+    pipeline_name: str = PIPELINE_NAME
+    metadata_path: str | None = None  # SQLite ML Metadata (local runner only)
+    input_format: str = "idx"  # "idx" (official files) or "csv" (Kaggle layout)
+    eval_holdout_size: int = 5000  # stratified hold-out carved out of the official train split
+    seed: int = 42
+    hparams: dict[str, Any] = field(default_factory=dict)  # overrides of modules.model.HParams
+    max_train_steps: int | None = None  # cap for smoke/weak-model runs
+    thresholds: EvaluationThresholds = EvaluationThresholds()
+    beam_pipeline_args: tuple[str, ...] = ()
+    enable_cache: bool = True
+
+    def replace(self, **changes: Any) -> PipelineConfig:
+        return dataclasses.replace(self, **changes)
+
+    def trainer_custom_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"seed": self.seed, "hparams": dict(self.hparams)}
+        if self.max_train_steps:
+            config["max_steps"] = self.max_train_steps
+        return config

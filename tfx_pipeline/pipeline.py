@@ -1,0 +1,93 @@
+"""create_pipeline(): the one definition of the Fashion-MNIST TFX pipeline, used by both runners.
+
+ExampleGen -> StatisticsGen -> SchemaGen (import) -> ExampleValidator -> AnomaliesGate ->
+Transform -> Trainer -> Evaluator (vs the latest blessed model) -> Pusher.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tfx import v1 as tfx
+from tfx.dsl.components.base.base_node import BaseNode
+
+from tfx_pipeline import eval_config
+from tfx_pipeline.components.anomalies_gate import AnomaliesGate
+from tfx_pipeline.components.raw_example_gen import raw_example_gen
+from tfx_pipeline.config import PREPROCESSING_FN, TRAINER_RUN_FN, PipelineConfig
+
+SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema")
+ALL_SPLITS = ["train", "eval", "test"]
+
+
+def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> list[BaseNode]:
+    example_gen = raw_example_gen(
+        input_base=config.data_root,
+        input_format=config.input_format,
+        eval_holdout_size=config.eval_holdout_size,
+        seed=config.seed,
+    )
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.join(schema_dir, "schema.pbtxt"))
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=PREPROCESSING_FN,
+        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=ALL_SPLITS),
+    )
+    transform.add_upstream_node(anomalies_gate)
+
+    trainer = tfx.components.Trainer(
+        run_fn=TRAINER_RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=config.trainer_custom_config(),
+    )
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        example_splits=["eval"],
+        eval_config=eval_config.create_eval_config(config.thresholds),
+    )
+
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
+        ),
+    )
+    return [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
+            trainer, model_resolver, evaluator, pusher]
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    metadata_connection_config: Any | None = None,
+    components: list[BaseNode] | None = None,
+) -> tfx.dsl.Pipeline:
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=components if components is not None else create_components(config),
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )
