@@ -99,13 +99,22 @@ def test_classify_signature_is_marked_for_tf_serving(good_run):
 
 
 def test_rerun_with_unchanged_inputs_is_served_from_cache(good_run):
-    pushed_before = run_summary.latest_pushed_model(good_run.serving_model_dir)
+    (first_model,) = _outputs(good_run, "Trainer", "model")
     local_runner.run(good_run)
     runs = run_summary.component_runs(good_run.metadata_path, good_run.pipeline_name)
-    cached = {r.component for r in runs if r.state == "CACHED"}
-    # The resolver is not a cached execution by nature; every executor-backed component is.
-    assert EXPECTED_COMPONENTS - {"latest_blessed_model_resolver"} <= cached, run_summary.format_table(runs)
-    assert run_summary.latest_pushed_model(good_run.serving_model_dir) == pushed_before
+    states = {r.component: r.state for r in runs}
+    upstream = EXPECTED_COMPONENTS - {"latest_blessed_model_resolver", "Evaluator", "Pusher"}
+    assert {states[c] for c in upstream} == {"CACHED"}, run_summary.format_table(runs)
+    (second_model,) = _outputs(good_run, "Trainer", "model")
+    assert second_model.id == first_model.id
+    # The Evaluator's inputs did change: the first run's model is now the blessed baseline, so
+    # it re-runs and the comparison against that baseline shows up in its validation result.
+    import tensorflow_model_analysis as tfma
+
+    (evaluation,) = _outputs(good_run, "Evaluator", "evaluation")
+    validation = tfma.load_validation_result(evaluation.uri)
+    assert validation.validation_ok, validation
+    assert states["Evaluator"] == "COMPLETE"
 
 
 def _copy_sample(sample_dir, dest):

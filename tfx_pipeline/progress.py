@@ -20,7 +20,9 @@ _EVENT = re.compile(r"^Component (?P<node>\S+) is (?P<state>running|finished)\.$
 _KNOWN_NOISE = ("ArtifactQuery.property_predicate is not supported",
                 "does not have payload_format custom property",
                 "is deprecated and will be removed",
-                "SavedModel saved prior to TF 2.5 detected")
+                "SavedModel saved prior to TF 2.5 detected",
+                # Beam then uses crcmod's C extension, which the lock installs.
+                "Couldn't find python-snappy")
 
 
 def _worth_showing(record: logging.LogRecord) -> bool:
