@@ -15,6 +15,8 @@ import time
 import warnings
 from pathlib import Path
 
+from tfx_pipeline.config import PIPELINE_NAME, EvaluationThresholds, PipelineConfig, TuningConfig
+
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFX/TFT/TFMA are Keras 2; before TF loads
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # google-api-core warns at import about Python 3.11's end of life in 2027: noise for this CLI.
@@ -26,7 +28,7 @@ SAMPLE_DIR = REPO / "data" / "sample"
 # run and floors that a model trained on 800 images clears.
 SAMPLE_OVERRIDES = dict(
     eval_holdout_size=200,
-    hparams={"epochs": 15, "batch_size": 32, "augment": False, "conv_dropout": 0.1, "dense_dropout": 0.2},
+    hparams={"epochs": 15, "batch_size": 32, "augment": False},
     min_accuracy=0.7,
     min_class_recall=0.3,
 )
@@ -52,6 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-class-recall", type=float, default=None, help="blessing floor, per class")
     parser.add_argument("--max-accuracy-drop", type=float, default=None, help="vs last blessed model")
     parser.add_argument("--no-cache", action="store_true", help="re-run every component")
+    parser.add_argument("--tune", action="store_true", help="add the Tuner; its best values feed the Trainer")
+    parser.add_argument("--tuning-trials", type=int, default=TuningConfig.trials)
+    parser.add_argument("--tuning-epochs", type=int, default=TuningConfig.epochs)
+    parser.add_argument("--tuning-train-examples", type=int, default=TuningConfig.train_examples)
     return parser.parse_args(argv)
 
 
@@ -61,9 +67,7 @@ def beam_args(workers: int) -> tuple[str, ...]:
     return ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
-def build_config(args: argparse.Namespace):
-    from tfx_pipeline.config import PIPELINE_NAME, EvaluationThresholds, PipelineConfig
-
+def build_config(args: argparse.Namespace) -> PipelineConfig:
     defaults = SAMPLE_OVERRIDES if args.sample else {}
     data_dir = SAMPLE_DIR if args.sample and args.data_dir == REPO / "data" / "raw" else args.data_dir
 
@@ -94,12 +98,14 @@ def build_config(args: argparse.Namespace):
             min_class_recall=pick(args.min_class_recall, "min_class_recall", base_thresholds.min_class_recall),
             max_accuracy_drop=pick(args.max_accuracy_drop, "max_accuracy_drop", base_thresholds.max_accuracy_drop),
         ),
+        tuning=TuningConfig(enabled=args.tune, trials=args.tuning_trials, epochs=args.tuning_epochs,
+                            train_examples=args.tuning_train_examples),
         beam_pipeline_args=beam_args(args.beam_workers),
         enable_cache=not args.no_cache,
     )
 
 
-def run(config) -> None:
+def run(config: PipelineConfig) -> None:
     """Runs the pipeline with LocalDagRunner and SQLite ML Metadata; raises if a component fails."""
     from tfx import v1 as tfx
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from modules import features
 
+# Written by a Tuner run (its best_hyperparameters.txt, copied verbatim); see README "Tuning".
+TUNED_HPARAMS_FILE = os.path.join(os.path.dirname(__file__), "tuned_hyperparameters.json")
+
 
 @dataclass(frozen=True)
 class HParams:
-    """Model and training hyperparameters. Defaults are the checked-in, tuned values."""
+    """Model and training hyperparameters. Every value is a scalar so KerasTuner can search it."""
 
-    conv_filters: tuple[int, ...] = (32, 64)
+    base_filters: int = 32  # block i has base_filters * 2**i filters
+    num_blocks: int = 2
     convs_per_block: int = 2
     dense_units: int = 128
     conv_dropout: float = 0.2
@@ -36,12 +42,25 @@ class HParams:
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown hyperparameters {sorted(unknown)}; known: {sorted(known)}")
-        if "conv_filters" in values:
-            values["conv_filters"] = tuple(int(v) for v in values["conv_filters"])
-        return cls(**values)
+        types = {f.name: type(getattr(cls(), f.name)) for f in dataclasses.fields(cls)}
+        return cls(**{k: types[k](v) for k, v in values.items()})
+
+    @classmethod
+    def tuned(cls, overrides: Mapping[str, Any] | None = None) -> HParams:
+        """The checked-in tuned values, then `overrides` on top."""
+        with open(TUNED_HPARAMS_FILE) as stream:
+            tuned = json.load(stream)["values"]
+        return cls.from_dict({**tuned, **(overrides or {})})
+
+    def replace(self, **changes: Any) -> HParams:
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return dataclasses.asdict(self)
+
+    @property
+    def conv_filters(self) -> tuple[int, ...]:
+        return tuple(self.base_filters * 2**block for block in range(self.num_blocks))
 
 
 def build_model(hparams: HParams, steps_per_epoch: int = 1):
@@ -64,6 +83,13 @@ def build_model(hparams: HParams, steps_per_epoch: int = 1):
     x = keras.layers.Dropout(hparams.dense_dropout)(x)
     outputs = keras.layers.Dense(features.NUM_CLASSES, activation="softmax", name="probabilities")(x)
     model = keras.Model(inputs, outputs, name="fmnist_cnn")
+    compile_model(model, hparams, steps_per_epoch)
+    return model
+
+
+def compile_model(model, hparams: HParams, steps_per_epoch: int) -> None:
+    """Adam with cosine learning-rate decay over the whole run; accuracy as the metric."""
+    import tf_keras as keras
 
     schedule = keras.optimizers.schedules.CosineDecay(
         hparams.learning_rate, decay_steps=max(1, steps_per_epoch * hparams.epochs), alpha=0.01
@@ -73,4 +99,3 @@ def build_model(hparams: HParams, steps_per_epoch: int = 1):
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    return model

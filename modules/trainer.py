@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import time
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -21,8 +24,13 @@ IMAGE_XF = features.transformed_name(features.IMAGE_KEY)
 LABEL_XF = features.transformed_name(features.LABEL_KEY)
 
 
-def load_transformed(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput):
-    """Reads a whole transformed split into memory: (images [N, 784] float32, labels [N] int64).
+class Split(NamedTuple):
+    images: np.ndarray  # [N, 784] float32, transformed
+    labels: np.ndarray  # [N] int64
+
+
+def load_transformed(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput) -> Split:
+    """Reads a whole transformed split into memory.
 
     Fashion-MNIST fits in memory many times over, and parsing once instead of every epoch is
     what makes CPU epochs fast."""
@@ -31,7 +39,7 @@ def load_transformed(file_patterns: list[str], tf_transform_output: tft.TFTransf
         raise FileNotFoundError(f"no transformed examples match {file_patterns}")
     spec = tf_transform_output.transformed_feature_spec()
     dataset = (
-        tf.data.TFRecordDataset(files, compression_type="GZIP")
+        tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
         .batch(4096)
         .map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
     )
@@ -39,7 +47,7 @@ def load_transformed(file_patterns: list[str], tf_transform_output: tft.TFTransf
     for batch in dataset:
         images.append(batch[IMAGE_XF].numpy())
         labels.append(batch[LABEL_XF].numpy())
-    return np.concatenate(images), np.concatenate(labels)
+    return Split(np.concatenate(images), np.concatenate(labels))
 
 
 def augment(images: tf.Tensor, hparams: model_lib.HParams, seed: int) -> tf.Tensor:
@@ -49,88 +57,126 @@ def augment(images: tf.Tensor, hparams: model_lib.HParams, seed: int) -> tf.Tens
         batch = tf.image.random_flip_left_right(batch, seed=seed)
     if hparams.max_shift:
         pad = hparams.max_shift
-        # Pad with the image's own background (its minimum) so shifts add no artificial edges.
+        # Pad with the background value (the darkest pixel) so shifts add no artificial edges.
         background = tf.reduce_min(batch)
         padded = tf.pad(batch - background, [[0, 0], [pad, pad], [pad, pad], [0, 0]]) + background
         batch = tf.image.random_crop(padded, tf.shape(batch), seed=seed)
     return tf.reshape(batch, [-1, features.NUM_PIXELS])
 
 
-def make_dataset(images, labels, hparams: model_lib.HParams, seed: int, training: bool) -> tf.data.Dataset:
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+def make_dataset(split: Split, hparams: model_lib.HParams, seed: int, training: bool) -> tf.data.Dataset:
+    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
     if training:
-        dataset = dataset.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(hparams.batch_size)
     if training and hparams.augment:
-        dataset = dataset.map(lambda x, y: (augment(x, hparams, seed), y),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(lambda x, y: (augment(x, hparams, seed), y), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
 class EpochLogger(keras.callbacks.Callback):
     """One log line per epoch with throughput, so long training shows progress in pipeline logs."""
 
-    def __init__(self, num_examples: int):
+    def __init__(self, images_per_epoch: int):
         super().__init__()
-        self.num_examples = num_examples
+        self.images_per_epoch = images_per_epoch
+        self.seconds: list[float] = []
         self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
-        import time
         self._started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
-        seconds = time.perf_counter() - self._started
-        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()) if k != "lr")
+        self.seconds.append(time.perf_counter() - self._started)
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
         log.info("epoch %d/%d: %.1fs, %.0f images/s, %s", epoch + 1, self.params["epochs"],
-                    seconds, self.num_examples / seconds, metrics)
+                 self.seconds[-1], self.images_per_epoch / self.seconds[-1], metrics)
+
+    @property
+    def images_per_second(self) -> float:
+        """Median over epochs: the first epoch also pays for tracing."""
+        return self.images_per_epoch / float(np.median(self.seconds))
 
 
-def train(fn_args: FnArgs):
-    """Trains the model; returns (model, tf_transform_output, history)."""
-    config = fn_args.custom_config or {}
-    seed = int(config.get("seed", 42))
-    hparams = model_lib.HParams.from_dict(config.get("hparams"))
-    if fn_args.hyperparameters:  # from the Tuner, when tuning is on
-        tuned = fn_args.hyperparameters.get("values", {})
-        hparams = model_lib.HParams.from_dict({**hparams.to_dict(), **tuned})
+def seed_everything(seed: int) -> None:
     # Without tf.random.Generator, a fixed global seed makes tf_keras Dropout draw poorly
     # randomised masks (measured: 0.62 vs 0.76 train accuracy after one epoch).
     keras.backend.experimental.enable_tf_random_generator()
     keras.utils.set_random_seed(seed)
 
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    train_x, train_y = load_transformed(fn_args.train_files, tf_transform_output)
-    eval_x, eval_y = load_transformed(fn_args.eval_files, tf_transform_output)
-    steps_per_epoch = math.ceil(len(train_y) / hparams.batch_size)
-    max_steps = config.get("max_steps")
-    if max_steps:  # a deliberately short run (smoke tests, weak-model tests)
-        steps_per_epoch = min(steps_per_epoch, int(max_steps))
-        hparams = model_lib.HParams.from_dict({**hparams.to_dict(), "epochs": 1})
-    log.info("training on %d images, validating on %d; %s", len(train_y), len(eval_y), hparams)
 
+def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
+        log_dir: str | None = None, max_steps: int | None = None):
+    """Builds and trains the CNN; returns (model, history, epoch_logger)."""
+    seed_everything(seed)
+    steps_per_epoch = math.ceil(len(train.labels) / hparams.batch_size)
+    if max_steps:  # a deliberately short run (smoke tests, weak-model tests)
+        steps_per_epoch = min(steps_per_epoch, max_steps)
+        hparams = hparams.replace(epochs=1)
+    log.info("training on %d images, validating on %d; %s", len(train.labels), len(evaluation.labels), hparams)
     model = model_lib.build_model(hparams, steps_per_epoch)
+    epoch_logger = EpochLogger(min(len(train.labels), steps_per_epoch * hparams.batch_size))
     callbacks = [
-        EpochLogger(min(len(train_y), steps_per_epoch * hparams.batch_size)),
-        keras.callbacks.TensorBoard(log_dir=os.path.join(fn_args.model_run_dir, "tensorboard")),
+        epoch_logger,
         # Validation accuracy is noisy while BatchNorm statistics settle: never stop in the
         # first half of the schedule.
         keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
                                       patience=hparams.early_stopping_patience,
                                       start_from_epoch=hparams.epochs // 2),
     ]
+    if log_dir:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir))
     history = model.fit(
-        make_dataset(train_x, train_y, hparams, seed, training=True),
+        make_dataset(train, hparams, seed, training=True),
         steps_per_epoch=steps_per_epoch,
         epochs=hparams.epochs,
-        validation_data=make_dataset(eval_x, eval_y, hparams, seed, training=False),
+        validation_data=make_dataset(evaluation, hparams, seed, training=False),
         callbacks=callbacks,
         verbose=0,
     )
-    return model, tf_transform_output, history
+    return model, history, epoch_logger
+
+
+def resolve_hparams(custom_config: dict[str, Any] | None, tuner_output: dict[str, Any] | None = None):
+    """Checked-in tuned values, then the Tuner's best values (when tuning ran), then the
+    pipeline's explicit overrides (e.g. --epochs)."""
+    config = custom_config or {}
+    tuned = (tuner_output or {}).get("values", {})
+    return model_lib.HParams.tuned({**tuned, **config.get("hparams", {})})
+
+
+TRAINING_SUMMARY_FILE = "training_summary.json"
+
+
+def write_training_summary(path: str, model, hparams: model_lib.HParams, history, epoch_logger: EpochLogger,
+                           seconds: float) -> None:
+    """What benchmarks and reviewers want to know about a training run, next to its logs."""
+    summary = {
+        "parameters": int(model.count_params()),
+        "epochs_run": len(history.history["loss"]),
+        "train_images_per_second": epoch_logger.images_per_second,
+        "train_seconds": seconds,
+        "best_val_accuracy": float(max(history.history["val_accuracy"])),
+        "hparams": hparams.to_dict(),
+    }
+    with tf.io.gfile.GFile(path, "w") as stream:
+        stream.write(json.dumps(summary, indent=2))
 
 
 def run_fn(fn_args: FnArgs) -> None:
-    model, tf_transform_output, _ = train(fn_args)
+    config = fn_args.custom_config or {}
+    hparams = resolve_hparams(config, fn_args.hyperparameters)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    train = load_transformed(fn_args.train_files, tf_transform_output)
+    evaluation = load_transformed(fn_args.eval_files, tf_transform_output)
+    started = time.perf_counter()
+    model, history, epoch_logger = fit(
+        hparams, train, evaluation,
+        seed=int(config.get("seed", 42)),
+        log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"),
+        max_steps=config.get("max_steps"),
+    )
+    seconds = time.perf_counter() - started
     signatures.export_saved_model(model, tf_transform_output, fn_args.serving_model_dir)
+    write_training_summary(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE),
+                           model, hparams, history, epoch_logger, seconds)

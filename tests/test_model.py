@@ -19,15 +19,24 @@ def test_cnn_outputs_a_distribution_per_image():
 
 
 def test_architecture_follows_hyperparameters():
-    small = build_model(HParams(conv_filters=(8,), convs_per_block=1, dense_units=16))
+    small = build_model(HParams(base_filters=8, num_blocks=1, convs_per_block=1, dense_units=16))
     large = build_model(HParams())
     assert small.count_params() < large.count_params()
     conv_layers = [layer for layer in large.layers if layer.__class__.__name__ == "Conv2D"]
     assert [layer.filters for layer in conv_layers] == [32, 32, 64, 64]
 
 
+def test_tuned_values_are_checked_in_and_overridable():
+    tuned = HParams.tuned()
+    assert tuned != HParams(), "tuned_hyperparameters.json should change something"
+    assert HParams.tuned({"epochs": 2}).epochs == 2
+
+
 def test_hparams_round_trip_and_reject_unknown_names():
-    hparams = HParams(conv_filters=(16, 32), epochs=3)
+    hparams = HParams(base_filters=16, epochs=3, flip=False)
     assert HParams.from_dict(hparams.to_dict()) == hparams
+    assert hparams.conv_filters == (16, 32)
+    # Values arrive from JSON and KerasTuner: coerced to the field's type.
+    assert HParams.from_dict({"weight_decay": 0, "epochs": 3.0}).weight_decay == 0.0
     with pytest.raises(ValueError, match=r"unknown hyperparameters \['learning_rat'\]"):
         HParams.from_dict({"learning_rat": 0.1})

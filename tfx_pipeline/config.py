@@ -12,6 +12,7 @@ PIPELINE_NAME = "fashion-mnist"
 # baked into the image), so nothing is packaged into the pipeline root at compile time.
 PREPROCESSING_FN = "modules.preprocessing.preprocessing_fn"
 TRAINER_RUN_FN = "modules.trainer.run_fn"
+TUNER_FN = "modules.tuner.tuner_fn"
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,16 @@ class EvaluationThresholds:
     min_accuracy: float = 0.90  # overall slice
     min_class_recall: float = 0.70  # each class's slice (label == c)
     max_accuracy_drop: float = 0.005  # vs the last blessed model, overall slice
+
+
+@dataclass(frozen=True)
+class TuningConfig:
+    """The Tuner component (off by default: the default run uses the checked-in tuned values)."""
+
+    enabled: bool = False
+    trials: int = 10
+    epochs: int = 5  # per trial; the winner is then trained for the full schedule
+    train_examples: int = 20000  # stratified subset of `train` searched on (0 = all)
 
 
 @dataclass(frozen=True)
@@ -36,6 +47,7 @@ class PipelineConfig:
     hparams: dict[str, Any] = field(default_factory=dict)  # overrides of modules.model.HParams
     max_train_steps: int | None = None  # cap for smoke/weak-model runs
     thresholds: EvaluationThresholds = EvaluationThresholds()
+    tuning: TuningConfig = TuningConfig()
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
 
@@ -43,7 +55,11 @@ class PipelineConfig:
         return dataclasses.replace(self, **changes)
 
     def trainer_custom_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"seed": self.seed, "hparams": dict(self.hparams)}
+        config: dict[str, Any] = {
+            "seed": self.seed,
+            "hparams": dict(self.hparams),
+            "tuning": dataclasses.asdict(self.tuning),
+        }
         if self.max_train_steps:
             config["max_steps"] = self.max_train_steps
         return config

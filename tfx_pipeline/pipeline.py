@@ -15,7 +15,7 @@ from tfx.dsl.components.base.base_node import BaseNode
 from tfx_pipeline import eval_config
 from tfx_pipeline.components.anomalies_gate import AnomaliesGate
 from tfx_pipeline.components.raw_example_gen import raw_example_gen
-from tfx_pipeline.config import PREPROCESSING_FN, TRAINER_RUN_FN, PipelineConfig
+from tfx_pipeline.config import PREPROCESSING_FN, TRAINER_RUN_FN, TUNER_FN, PipelineConfig
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema")
 ALL_SPLITS = ["train", "eval", "test"]
@@ -43,14 +43,19 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     )
     transform.add_upstream_node(anomalies_gate)
 
-    trainer = tfx.components.Trainer(
-        run_fn=TRAINER_RUN_FN,
+    training_inputs = dict(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]),
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=config.trainer_custom_config(),
+    )
+    tuner = tfx.components.Tuner(tuner_fn=TUNER_FN, **training_inputs) if config.tuning.enabled else None
+    trainer = tfx.components.Trainer(
+        run_fn=TRAINER_RUN_FN,
+        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+        **training_inputs,
     )
 
     model_resolver = tfx.dsl.Resolver(
@@ -74,8 +79,9 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
         ),
     )
-    return [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
-            trainer, model_resolver, evaluator, pusher]
+    components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
+                  tuner, trainer, model_resolver, evaluator, pusher]
+    return [c for c in components if c is not None]
 
 
 def create_pipeline(

@@ -1,0 +1,90 @@
+"""TFX Tuner entry point, referenced by the pipeline as `modules.tuner.tuner_fn`.
+
+A KerasTuner random search over HParams. KerasTuner 1.4 builds Keras 3 models, while this
+stack trains tf_keras (Keras 2) models, so the search drives the project's own `fit` through
+`run_trial` and uses KerasTuner only for the search space, the oracle and the bookkeeping. The
+Tuner's best values flow to the Trainer as `fn_args.hyperparameters`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import keras_tuner as kt
+import tensorflow_transform as tft
+from tfx.components.trainer.fn_args_utils import FnArgs
+from tfx.components.tuner.component import TunerFnResult
+
+from modules import model as model_lib
+from modules import trainer
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE = "val_accuracy"
+
+
+def search_space() -> kt.HyperParameters:
+    hp = kt.HyperParameters()
+    hp.Choice("base_filters", [24, 32, 48])
+    hp.Choice("dense_units", [128, 256])
+    hp.Choice("conv_dropout", [0.0, 0.1, 0.2])
+    hp.Choice("dense_dropout", [0.2, 0.3, 0.5])
+    hp.Choice("weight_decay", [0.0, 1e-4, 5e-4])
+    hp.Choice("learning_rate", [1e-3, 2e-3, 4e-3])
+    hp.Choice("max_shift", [0, 1, 2])
+    hp.Boolean("flip")
+    return hp
+
+
+class HParamsSearch(kt.Tuner):
+    """Each trial trains the project's CNN with the trial's values over `base`."""
+
+    def __init__(self, base: model_lib.HParams, train: trainer.Split, evaluation: trainer.Split,
+                 seed: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.base, self.train, self.evaluation, self.seed = base, train, evaluation, seed
+
+    def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
+        hparams = model_lib.HParams.from_dict({**self.base.to_dict(), **trial.hyperparameters.values})
+        _, history, _ = trainer.fit(hparams, self.train, self.evaluation, self.seed)
+        return {OBJECTIVE: float(max(history.history[OBJECTIVE]))}
+
+
+def stratified_subset(split: trainer.Split, size: int, seed: int) -> trainer.Split:
+    if not size or size >= len(split.labels):
+        return split
+    from fmnist.dataset import stratified_holdout
+
+    rows = stratified_holdout(split.labels, size, seed)
+    return trainer.Split(split.images[rows], split.labels[rows])
+
+
+def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
+    config = fn_args.custom_config or {}
+    seed = int(config.get("seed", 42))
+    tuning = config.get("tuning", {})
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
+    train = stratified_subset(trainer.load_transformed(fn_args.train_files, tf_transform_output),
+                              int(tuning.get("train_examples", 0)), seed)
+    evaluation = trainer.load_transformed(fn_args.eval_files, tf_transform_output)
+    # Trials are short (tuning.epochs); the chosen values are then trained for the full schedule.
+    base = trainer.resolve_hparams(config).replace(epochs=int(tuning.get("epochs", 5)))
+    log.info("tuning: %d trials of %d epochs on %d images", tuning.get("trials", 10), base.epochs,
+             len(train.labels))
+    tuner = HParamsSearch(
+        base, train, evaluation, seed,
+        oracle=kt.oracles.RandomSearchOracle(
+            objective=kt.Objective(OBJECTIVE, "max"),
+            max_trials=int(tuning.get("trials", 10)),
+            hyperparameters=search_space(),
+            allow_new_entries=False,
+            seed=seed,
+        ),
+        directory=fn_args.working_dir,
+        project_name="fmnist_tuning",
+        overwrite=True,
+    )
+    return TunerFnResult(tuner=tuner, fit_kwargs={})
+
+
