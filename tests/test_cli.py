@@ -1,0 +1,30 @@
+"""The `fmnist` CLI: starts without TensorFlow and reports bad input as one clear line."""
+
+import subprocess
+import sys
+
+from fmnist import cli
+
+
+def test_cli_and_data_readers_do_not_import_tensorflow():
+    code = ("import sys, fmnist.cli, fmnist.dataset, fmnist.fetch, modules.features; "
+            "heavy = [m for m in ('tensorflow', 'apache_beam', 'tfx') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fetch_from_a_directory_without_the_files_fails_with_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    status = cli.main(["fetch", "--dest", str(tmp_path / "raw"), "--source-dir", str(tmp_path / "empty"),
+                       "--no-apt", "--no-download"])
+    assert status == 1
+    assert "error:" in capsys.readouterr().err
+
+
+def test_sample_command_writes_a_stratified_sample(sample_dir, tmp_path):
+    assert cli.main(["sample", "--source-dir", str(sample_dir), "--dest", str(tmp_path),
+                     "--train-per-class", "3", "--test-per-class", "2"]) == 0
+    from fmnist.sample import read_official
+
+    assert sorted(read_official(tmp_path, "train").labels.tolist()) == sorted(list(range(10)) * 3)
+    assert len(read_official(tmp_path, "t10k").labels) == 20
