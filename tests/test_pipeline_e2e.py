@@ -182,3 +182,26 @@ def test_exported_model_matches_the_in_memory_model_on_raw_images(good_run, samp
     order_raw = np.lexsort(raw.images.T[::-1])
     order_xf = np.lexsort(test_xf.images.T[::-1])
     np.testing.assert_allclose(exported[order_raw], in_memory[order_xf], atol=1e-5)
+
+
+def test_tuner_output_flows_into_the_trainer(good_run):
+    """Runs last in this module: it adds a Tuner to the good run's pipeline (upstream cached)."""
+    from modules.trainer import TRAINING_SUMMARY_FILE
+    from tfx_pipeline.config import TuningConfig
+
+    tuned_run = good_run.replace(tuning=TuningConfig(enabled=True, trials=2, epochs=1))
+    local_runner.run(tuned_run)
+    states = {r.component: r.state for r in run_summary.component_runs(tuned_run.metadata_path,
+                                                                        tuned_run.pipeline_name)}
+    assert states["Transform"] == "CACHED" and states["Tuner"] == "COMPLETE"
+
+    (best,) = _outputs(tuned_run, "Tuner", "best_hyperparameters")
+    with open(f"{best.uri}/best_hyperparameters.txt") as stream:
+        best_values = json.load(stream)["values"]
+    from modules.tuner import search_space
+
+    assert set(best_values) == {hp.name for hp in search_space().space}
+    (model_run,) = _outputs(tuned_run, "Trainer", "model_run")
+    with open(f"{model_run.uri}/{TRAINING_SUMMARY_FILE}") as stream:
+        trained_with = json.load(stream)["hparams"]
+    assert {k: trained_with[k] for k in best_values} == best_values
