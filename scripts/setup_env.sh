@@ -23,7 +23,7 @@ echo "==> creating $VENV with $("$PYTHON" --version)"
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check uv==0.13.9
 echo "==> installing the pinned lock (no resolution)"
-"$VENV/bin/python" -m uv pip install --python "$VENV/bin/python" --no-deps -r requirements/requirements.lock.txt
+"$VENV/bin/python" -m uv pip install -q --python "$VENV/bin/python" --no-deps -r requirements/requirements.lock.txt
 echo "==> installing tfx wheels (--no-deps)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --ignore-requires-python \
   -r requirements/tfx-wheels.txt
