@@ -73,23 +73,17 @@ def train_baseline(train, evaluation, test, epochs: int, seed: int) -> dict:
 
 def evaluate_pushed(pushed: str, summary: dict, evaluation_raw, test_raw) -> dict:
     import numpy as np
-    import tensorflow as tf
 
-    serve = tf.saved_model.load(pushed).signatures["serving_default"]
+    from tfx_pipeline.run_summary import predict_classes
 
-    def predict(raw):
-        images = raw.images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
-        return np.concatenate([serve(images=tf.constant(images[i:i + 2000]))["class_id"].numpy()
-                               for i in range(0, len(images), 2000)])
-
-    test_predicted = predict(test_raw)
+    test_predicted = predict_classes(pushed, test_raw)
     return {
         "model": "CNN (pushed by the pipeline)",
         "parameters": summary["parameters"],
         "epochs": summary["epochs_run"],
         "images_per_second": summary["train_images_per_second"],
         "train_seconds": summary["train_seconds"],
-        "eval_accuracy": float(np.mean(predict(evaluation_raw) == evaluation_raw.labels)),
+        "eval_accuracy": float(np.mean(predict_classes(pushed, evaluation_raw) == evaluation_raw.labels)),
         "test_accuracy": float(np.mean(test_predicted == test_raw.labels)),
         "per_class": per_class_accuracy(test_predicted, test_raw.labels),
     }

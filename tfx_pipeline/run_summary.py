@@ -80,39 +80,27 @@ def latest_pushed_model(serving_model_dir: str) -> str | None:
     return os.path.join(serving_model_dir, max(versions, key=int)) if versions else None
 
 
-def pushed_model_accuracy(model_dir: str, data_root: str, input_format: str, split: str = "test") -> float:
-    """Accuracy of a pushed SavedModel's `serving_default` on a raw split: the same path a
-    serving client takes, raw pixels in, so it also checks the exported preprocessing."""
+def predict_classes(model_dir: str, raw, batch_size: int = 1000):
+    """Class ids a SavedModel's `serving_default` assigns to a RawSplit's images: the same path a
+    serving client takes, raw pixels in, so it also exercises the exported preprocessing."""
     import numpy as np
     import tensorflow as tf
 
     from modules import features
+
+    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+    images = raw.images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
+    return np.concatenate([
+        serve(images=tf.constant(images[i:i + batch_size]))["class_id"].numpy()
+        for i in range(0, len(images), batch_size)
+    ])
+
+
+def pushed_model_accuracy(model_dir: str, data_root: str, input_format: str, split: str = "test") -> float:
+    """Accuracy of a pushed SavedModel on a raw split of the input data."""
+    import numpy as np
+
     from tfx_pipeline.components.raw_example_gen import SPLIT_PATTERNS, read_split
 
     raw = read_split(data_root, SPLIT_PATTERNS[input_format][split], input_format)
-    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
-    images = raw.images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
-    predicted = np.concatenate([
-        serve(images=tf.constant(images[i:i + 1000]))["class_id"].numpy()
-        for i in range(0, len(images), 1000)
-    ])
-    return float(np.mean(predicted == raw.labels))
-
-
-def latest_outputs(metadata_path: str, pipeline_name: str, component: str, output_key: str) -> list:
-    """Artifacts that `component`'s latest successful execution recorded under `output_key`."""
-    store = _store(metadata_path)
-    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
-    if node is None:
-        return []
-    done = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
-    executions = [e for e in store.get_executions_by_context(node.id) if e.last_known_state in done]
-    if not executions:
-        return []
-    latest = max(executions, key=lambda e: e.create_time_since_epoch)
-    artifact_ids = [
-        event.artifact_id for event in store.get_events_by_execution_ids([latest.id])
-        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-        and event.path.steps and event.path.steps[0].key == output_key
-    ]
-    return store.get_artifacts_by_id(artifact_ids)
+    return float(np.mean(predict_classes(model_dir, raw) == raw.labels))
