@@ -104,3 +104,22 @@ def pushed_model_accuracy(model_dir: str, data_root: str, input_format: str, spl
 
     raw = read_split(data_root, SPLIT_PATTERNS[input_format][split], input_format)
     return float(np.mean(predict_classes(model_dir, raw) == raw.labels))
+
+
+def latest_outputs(metadata_path: str, pipeline_name: str, component: str, output_key: str) -> list:
+    """Artifacts that `component`'s latest successful execution recorded under `output_key`."""
+    store = _store(metadata_path)
+    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
+    if node is None:
+        return []
+    done = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
+    executions = [e for e in store.get_executions_by_context(node.id) if e.last_known_state in done]
+    if not executions:
+        return []
+    latest = max(executions, key=lambda e: e.create_time_since_epoch)
+    artifact_ids = [
+        event.artifact_id for event in store.get_events_by_execution_ids([latest.id])
+        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+        and event.path.steps and event.path.steps[0].key == output_key
+    ]
+    return store.get_artifacts_by_id(artifact_ids)
