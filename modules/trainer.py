@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import math
@@ -177,10 +176,6 @@ def run_fn(fn_args: FnArgs) -> None:
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train = load_transformed(fn_args.train_files, tf_transform_output)
     evaluation = load_transformed(fn_args.eval_files, tf_transform_output)
-    # The Trainer shares its process with every component before it (LocalDagRunner); freezing
-    # what they left on the heap keeps full garbage collections out of the training loop.
-    gc.collect()
-    gc.freeze()
     started = time.perf_counter()
     model, history, epoch_logger = fit(
         hparams, train, evaluation,
