@@ -27,18 +27,11 @@ def _store(metadata_path: str) -> metadata_store.MetadataStore:
 
 
 def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> str | None:
-    runs = [c for c in store.get_contexts_by_type("pipeline_run")
-            if _belongs_to(store, c, pipeline_name)]
-    if not runs:
-        return None
-    return max(runs, key=lambda c: c.create_time_since_epoch).name
-
-
-def _belongs_to(store, run_context, pipeline_name: str) -> bool:
     pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline is None:
-        return False
-    return any(p.id == pipeline.id for p in store.get_parent_contexts_by_context(run_context.id))
+        return None
+    runs = [c for c in store.get_children_contexts_by_context(pipeline.id) if c.type == "pipeline_run"]
+    return max(runs, key=lambda c: c.create_time_since_epoch).name if runs else None
 
 
 def component_runs(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> list[ComponentRun]:
