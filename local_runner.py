@@ -21,6 +21,9 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFX/TFT/TFMA are Keras 2; b
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # google-api-core warns at import about Python 3.11's end of life in 2027: noise for this CLI.
 warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
+# TFMA divides 0 by 0 for one-vs-rest metrics of classes absent from a per-class slice (NaN is
+# the right answer there).
+warnings.filterwarnings("ignore", category=RuntimeWarning, module="tensorflow_model_analysis.metrics")
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_DIR = REPO / "data" / "sample"
@@ -143,8 +146,30 @@ def main(argv: list[str] | None = None) -> int:
         accuracy = run_summary.pushed_model_accuracy(pushed, config.data_root, config.input_format)
         print(f"pushed model: {pushed}\ntest-split accuracy of the pushed model: {accuracy:.4f}")
     else:
-        print("no model was pushed (not blessed); see the Evaluator output under the pipeline root")
+        print("no model was pushed (not blessed); see the evaluation report")
+    print_evaluation(config)
     return 0
+
+
+def print_evaluation(config: PipelineConfig) -> None:
+    """The blessing decision with each rule, and the HTML report written for it."""
+    from reports.evaluation import EvaluationNotFoundError, load_latest
+    from reports.html_report import default_report_path, write_report
+
+    try:
+        evaluation = load_latest(config.metadata_path, config.pipeline_name)
+    except EvaluationNotFoundError as missing:
+        print(f"no evaluation to report: {missing}")
+        return
+    judged = evaluation.judged
+    verdict = {True: "BLESSED", False: "NOT BLESSED", None: "not judged"}[evaluation.blessed]
+    print(f"\nEvaluator on the {judged.split} split: {verdict}")
+    for check in judged.checks:
+        print(f"  {'pass' if check.passed else 'FAIL'}  {check.rule} on {check.slice}: "
+              f"{check.value:.4f} (needs {check.bound})")
+    report = write_report(config.metadata_path, default_report_path(Path(config.pipeline_root).parent),
+                          config.pipeline_name)
+    print(f"evaluation report: {report}")
 
 
 def peak_memory_mib() -> float:

@@ -13,9 +13,9 @@ setup(
     description="TFX pipeline for Fashion-MNIST: ingestion, validation, training, evaluation, serving",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["modules", "modules.*", "tfx_pipeline", "tfx_pipeline.*",
-                                    "fmnist", "fmnist.*", "serving", "serving.*"]),
+                                    "fmnist", "fmnist.*", "reports", "reports.*", "serving", "serving.*"]),
     py_modules=["local_runner", "kubeflow_runner"],
-    package_data={"fmnist": ["*.json"]},
+    package_data={"fmnist": ["*.json"], "reports": ["templates/*.j2"], "modules": ["*.json"]},
     entry_points={"console_scripts": ["fmnist=fmnist.cli:main"]},
     license="MIT",
 )

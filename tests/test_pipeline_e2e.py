@@ -22,7 +22,7 @@ pytestmark = pytest.mark.e2e
 
 EXPECTED_COMPONENTS = {
     "FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
-    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher",
+    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "TestEvaluator", "Pusher",
 }
 
 

@@ -14,6 +14,11 @@ PREPROCESSING_FN = "modules.preprocessing.preprocessing_fn"
 TRAINER_RUN_FN = "modules.trainer.run_fn"
 TUNER_FN = "modules.tuner.tuner_fn"
 
+BLESSING_SPLIT = "eval"  # thresholds are judged here (early stopping also watches it)
+REPORTED_SPLIT = "test"  # the official test set: measured for people, never used to decide
+EVALUATOR_ID = "Evaluator"
+TEST_EVALUATOR_ID = "TestEvaluator"
+
 
 @dataclass(frozen=True)
 class EvaluationThresholds:

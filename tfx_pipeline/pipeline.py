@@ -1,7 +1,8 @@
 """create_pipeline(): the one definition of the Fashion-MNIST TFX pipeline, used by both runners.
 
 ExampleGen -> StatisticsGen -> SchemaGen (import) -> ExampleValidator -> AnomaliesGate ->
-Transform -> Trainer -> Evaluator (vs the latest blessed model) -> Pusher.
+Transform -> Trainer -> Evaluator (`eval` split, vs the latest blessed model) -> Pusher,
+plus TestEvaluator: the same metrics on `test`, reported, never gating a push.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from tfx.dsl.components.base.base_node import BaseNode
 from tfx_pipeline import eval_config
 from tfx_pipeline.components.anomalies_gate import AnomaliesGate
 from tfx_pipeline.components.raw_example_gen import raw_example_gen
-from tfx_pipeline.config import PREPROCESSING_FN, TRAINER_RUN_FN, TUNER_FN, PipelineConfig
+from tfx_pipeline.config import (
+    BLESSING_SPLIT,
+    EVALUATOR_ID,
+    PREPROCESSING_FN,
+    REPORTED_SPLIT,
+    TEST_EVALUATOR_ID,
+    TRAINER_RUN_FN,
+    TUNER_FN,
+    PipelineConfig,
+)
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema")
 ALL_SPLITS = ["train", "eval", "test"]
@@ -68,9 +78,18 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=model_resolver.outputs["model"],
-        example_splits=["eval"],
+        example_splits=[BLESSING_SPLIT],
         eval_config=eval_config.create_eval_config(config.thresholds),
-    )
+    ).with_id(EVALUATOR_ID)
+    # One Evaluator per split: the TFX Evaluator flattens all its splits into one evaluation.
+    # Without thresholds this one writes a ModelBlessing with no `blessed` property, so the
+    # latest-blessed-model resolver (local and on Vertex) never takes it for a blessing.
+    test_evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        example_splits=[REPORTED_SPLIT],
+        eval_config=eval_config.create_eval_config(thresholds=None),
+    ).with_id(TEST_EVALUATOR_ID)
 
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -80,7 +99,7 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         ),
     )
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
-                  tuner, trainer, model_resolver, evaluator, pusher]
+                  tuner, trainer, model_resolver, evaluator, test_evaluator, pusher]
     return [c for c in components if c is not None]
 
 

@@ -19,7 +19,7 @@ class ComponentRun:
     properties: dict
 
 
-def _store(metadata_path: str) -> metadata_store.MetadataStore:
+def open_store(metadata_path: str) -> metadata_store.MetadataStore:
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
@@ -36,7 +36,7 @@ def latest_run_id(store: metadata_store.MetadataStore, pipeline_name: str) -> st
 
 def component_runs(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> list[ComponentRun]:
     """Executions of one pipeline run (the latest by default), in the order they started."""
-    store = _store(metadata_path)
+    store = open_store(metadata_path)
     run_id = run_id or latest_run_id(store, pipeline_name)
     if run_id is None:
         return []
@@ -73,20 +73,25 @@ def latest_pushed_model(serving_model_dir: str) -> str | None:
     return os.path.join(serving_model_dir, max(versions, key=int)) if versions else None
 
 
-def predict_classes(model_dir: str, raw, batch_size: int = 1000):
-    """Class ids a SavedModel's `serving_default` assigns to a RawSplit's images: the same path a
-    serving client takes, raw pixels in, so it also exercises the exported preprocessing."""
+def predict_probabilities(model_dir: str, images, batch_size: int = 1000):
+    """Class probabilities a SavedModel's `serving_default` gives raw images ([N, 784] grey levels):
+    the same path a serving client takes, so it also exercises the exported preprocessing."""
     import numpy as np
     import tensorflow as tf
 
     from modules import features
 
     serve = tf.saved_model.load(model_dir).signatures["serving_default"]
-    images = raw.images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
+    images = np.asarray(images).reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
     return np.concatenate([
-        serve(images=tf.constant(images[i:i + batch_size]))["class_id"].numpy()
+        serve(images=tf.constant(images[i:i + batch_size]))["probabilities"].numpy()
         for i in range(0, len(images), batch_size)
     ])
+
+
+def predict_classes(model_dir: str, raw, batch_size: int = 1000):
+    """Class ids a SavedModel assigns to a RawSplit's images (see predict_probabilities)."""
+    return predict_probabilities(model_dir, raw.images, batch_size).argmax(axis=1)
 
 
 def pushed_model_accuracy(model_dir: str, data_root: str, input_format: str, split: str = "test") -> float:
@@ -99,20 +104,62 @@ def pushed_model_accuracy(model_dir: str, data_root: str, input_format: str, spl
     return float(np.mean(predict_classes(model_dir, raw) == raw.labels))
 
 
-def latest_outputs(metadata_path: str, pipeline_name: str, component: str, output_key: str) -> list:
-    """Artifacts that `component`'s latest successful execution recorded under `output_key`."""
-    store = _store(metadata_path)
+@dataclass(frozen=True)
+class ExecutionOutputs:
+    execution: metadata_store_pb2.Execution
+    run_id: str
+    artifacts: dict[str, list]  # output key -> artifacts
+
+
+_DONE = (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)
+_OUTPUT_EVENTS = (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
+
+
+def latest_execution_outputs(metadata_path: str, pipeline_name: str, component: str,
+                             run_id: str | None = None) -> ExecutionOutputs | None:
+    """`component`'s latest successful execution (within `run_id` if given) and its outputs."""
+    store = open_store(metadata_path)
     node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
     if node is None:
-        return []
-    done = {metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED}
-    executions = [e for e in store.get_executions_by_context(node.id) if e.last_known_state in done]
+        return None
+    executions = [e for e in store.get_executions_by_context(node.id) if e.last_known_state in _DONE]
+    runs = {e.id: _run_of(store, e.id) for e in executions}
+    if run_id is not None:
+        executions = [e for e in executions if runs[e.id] == run_id]
     if not executions:
-        return []
+        return None
     latest = max(executions, key=lambda e: e.create_time_since_epoch)
-    artifact_ids = [
-        event.artifact_id for event in store.get_events_by_execution_ids([latest.id])
-        if event.type in (metadata_store_pb2.Event.OUTPUT, metadata_store_pb2.Event.DECLARED_OUTPUT)
-        and event.path.steps and event.path.steps[0].key == output_key
-    ]
-    return store.get_artifacts_by_id(artifact_ids)
+    return ExecutionOutputs(execution=latest, run_id=runs[latest.id],
+                            artifacts=execution_artifacts(store, latest.id, _OUTPUT_EVENTS))
+
+
+def execution_artifacts(store: metadata_store.MetadataStore, execution_id: int, event_types) -> dict[str, list]:
+    """{input or output key: artifacts} of one execution, for the given event types."""
+    events = [e for e in store.get_events_by_execution_ids([execution_id]) if e.type in event_types]
+    by_id = {a.id: a for a in store.get_artifacts_by_id([e.artifact_id for e in events])}
+    artifacts: dict[str, list] = {}
+    for event in events:
+        # One artifact under two keys (e.g. Evaluator's model == baseline_model) is one event
+        # whose path lists both: key, index, key, index.
+        for key in {step.key for step in event.path.steps if step.HasField("key")}:
+            artifacts.setdefault(key, []).append(by_id[event.artifact_id])
+    return artifacts
+
+
+def _run_of(store: metadata_store.MetadataStore, execution_id: int) -> str:
+    return next((c.name for c in store.get_contexts_by_execution(execution_id) if c.type == "pipeline_run"), "")
+
+
+def latest_outputs(metadata_path: str, pipeline_name: str, component: str, output_key: str) -> list:
+    """Artifacts that `component`'s latest successful execution recorded under `output_key`."""
+    found = latest_execution_outputs(metadata_path, pipeline_name, component)
+    return found.artifacts.get(output_key, []) if found else []
+
+
+def only_pipeline_name(metadata_path: str) -> str:
+    """The pipeline a store records, when it records exactly one (the local runner's layout)."""
+    names = [c.name for c in open_store(metadata_path).get_contexts_by_type("pipeline")]
+    if len(names) != 1:
+        raise LookupError(f"{metadata_path} records {len(names)} pipelines ({', '.join(names) or 'none'}); "
+                          "name the one you mean")
+    return names[0]

@@ -1,0 +1,298 @@
+"""The latest evaluation of a pipeline, found through ML Metadata and read from TFMA's outputs
+into plain Python: what the HTML report and the review notebook show.
+
+Nothing here re-implements TFMA's judgement: the decision and each failure come from the
+validation result the Evaluator wrote; the list of rules comes from the EvalConfig it ran with.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modules import features
+from tfx_pipeline import eval_config as names
+from tfx_pipeline import run_summary
+from tfx_pipeline.config import BLESSING_SPLIT, EVALUATOR_ID, REPORTED_SPLIT, TEST_EVALUATOR_ID
+
+EVALUATORS = {BLESSING_SPLIT: EVALUATOR_ID, REPORTED_SPLIT: TEST_EVALUATOR_ID}
+OVERALL_METRICS = (names.EXAMPLE_COUNT, names.ACCURACY, names.MACRO_PRECISION, names.MACRO_RECALL,
+                   names.CROSS_ENTROPY)
+
+
+class EvaluationNotFoundError(LookupError):
+    """No completed Evaluator run is recorded in the ML Metadata store."""
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    class_id: int
+    name: str
+    examples: int
+    precision: float
+    recall: float
+    auc: float
+    baseline_recall: float | None = None
+
+
+@dataclass(frozen=True)
+class ThresholdCheck:
+    """One blessing rule as applied to one value (e.g. the recall of one class)."""
+
+    rule: str  # e.g. "recall of Shirt (class 6)"
+    slice: str  # e.g. "overall"
+    bound: str  # e.g. ">= 0.7000"
+    value: float
+    passed: bool
+    lower_bound: float | None = None  # for value floors, to draw them
+
+
+@dataclass(frozen=True)
+class SplitEvaluation:
+    split: str
+    component: str
+    uri: str
+    model_name: str  # the candidate's name in TFMA's outputs ("candidate" when there is a baseline)
+    overall: dict[str, float]
+    per_class: list[ClassMetrics]
+    confusion: np.ndarray  # [true class, predicted class] counts
+    baseline_overall: dict[str, float] = field(default_factory=dict)
+    judged: bool = False  # did this Evaluator have thresholds?
+    validation_ok: bool | None = None  # TFMA's verdict, when judged
+    checks: list[ThresholdCheck] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # TFMA's own words for each failed rule
+
+    @property
+    def has_baseline(self) -> bool:
+        return bool(self.baseline_overall)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    pipeline_name: str
+    run_id: str
+    model_uri: str
+    baseline_model_uri: str | None
+    examples_uri: str
+    blessed: bool | None  # None when the blessing Evaluator has not run
+    splits: dict[str, SplitEvaluation]
+
+    @property
+    def judged(self) -> SplitEvaluation:
+        """The split whose thresholds decide the blessing."""
+        return self.splits[BLESSING_SPLIT]
+
+
+def _load_eval_config(uri: str):
+    import tensorflow_model_analysis as tfma
+    from google.protobuf import json_format
+
+    with open(os.path.join(uri, "eval_config.json")) as stream:
+        run = json.load(stream)
+    return json_format.ParseDict(run["evalConfig"], tfma.EvalConfig()), run.get("modelLocations", {})
+
+
+def _model_names(config) -> tuple[str, str | None]:
+    candidate = next((s.name for s in config.model_specs if not s.is_baseline), "")
+    baseline = next((s.name for s in config.model_specs if s.is_baseline), None)
+    return candidate, baseline
+
+
+def _load_metrics(uri: str) -> dict[tuple, dict]:
+    """{slice key: {MetricKey: float}}, slice key () for the whole split."""
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.metrics import metric_types
+    from tensorflow_model_analysis.slicer import slicer_lib
+
+    by_slice = {}
+    for proto in tfma.load_metrics(uri):
+        values = {}
+        for entry in proto.metric_keys_and_values:
+            if entry.value.HasField("double_value"):
+                values[metric_types.MetricKey.from_proto(entry.key)] = entry.value.double_value.value
+        by_slice[slicer_lib.deserialize_slice_key(proto.slice_key)] = values
+    return by_slice
+
+
+def _load_confusion(uri: str, model_name: str) -> np.ndarray:
+    import tensorflow_model_analysis as tfma
+
+    matrix = np.zeros((features.NUM_CLASSES, features.NUM_CLASSES), dtype=np.int64)
+    for proto in tfma.load_plots(uri):
+        if proto.slice_key.single_slice_keys:
+            continue
+        for entry in proto.plot_keys_and_values:
+            if entry.key.model_name != model_name:
+                continue
+            (at_threshold, *_) = entry.value.multi_class_confusion_matrix_at_thresholds.matrices
+            for cell in at_threshold.entries:
+                if cell.predicted_class_id >= 0:  # -1: no class above the threshold (never at 0.0)
+                    matrix[cell.actual_class_id, cell.predicted_class_id] += round(cell.num_weighted_examples)
+    return matrix
+
+
+def _value(metrics: dict, name: str, model: str, class_id: int | None = None, top_k: int | None = None,
+           diff: bool = False) -> float:
+    from tensorflow_model_analysis.metrics import metric_types
+
+    sub_key = metric_types.SubKey(class_id=class_id, top_k=top_k) if class_id is not None else None
+    key = metric_types.MetricKey(name=name, model_name=model, sub_key=sub_key, is_diff=diff)
+    return float(metrics.get(key, math.nan))
+
+
+def _per_class(overall: dict, confusion: np.ndarray, candidate: str, baseline: str | None) -> list[ClassMetrics]:
+    rows = []
+    for c, class_name in enumerate(features.CLASS_NAMES):
+        rows.append(ClassMetrics(
+            class_id=c, name=class_name, examples=int(confusion[c].sum()),
+            precision=_value(overall, names.PRECISION, candidate, c, names.TOP_K),
+            recall=_value(overall, names.RECALL, candidate, c, names.TOP_K),
+            auc=_value(overall, names.AUC, candidate, c),
+            baseline_recall=_value(overall, names.RECALL, baseline, c, names.TOP_K) if baseline else None,
+        ))
+    return rows
+
+
+def describe_slice(slice_key: tuple) -> str:
+    if not slice_key:
+        return "overall"
+    return ", ".join(f"{column} = {value}" for column, value in slice_key)
+
+
+def describe_metric(key, slice_key: tuple = ()) -> str:
+    """Names a judged value as a reviewer would, e.g. accuracy on `label == 6` is Shirt's recall."""
+    text = key.name
+    if key.sub_key is not None and key.sub_key.class_id is not None:
+        c = key.sub_key.class_id
+        text = f"{key.name} of {features.CLASS_NAMES[c]} (class {c})"
+    elif key.name == names.ACCURACY and len(slice_key) == 1 and slice_key[0][0] == features.LABEL_KEY:
+        c = int(slice_key[0][1])
+        text = f"recall of {features.CLASS_NAMES[c]} (class {c})"
+    return f"{text}, change vs baseline" if key.is_diff else text
+
+
+def _describe_bound(threshold) -> str:
+    import tensorflow_model_analysis as tfma
+
+    if isinstance(threshold, tfma.GenericValueThreshold):
+        parts = []
+        if threshold.HasField("lower_bound"):
+            parts.append(f">= {threshold.lower_bound.value:.4f}")
+        if threshold.HasField("upper_bound"):
+            parts.append(f"<= {threshold.upper_bound.value:.4f}")
+        return " and ".join(parts)
+    higher = threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
+    parts = []
+    if threshold.HasField("absolute"):
+        parts.append(f"{'>=' if higher else '<='} {threshold.absolute.value:+.4f}")
+    if threshold.HasField("relative"):
+        parts.append(f"{'>=' if higher else '<='} {threshold.relative.value:+.2%} relative")
+    return " and ".join(parts)
+
+
+def _lower_bound(threshold) -> float | None:
+    has_floor = hasattr(threshold, "lower_bound") and threshold.HasField("lower_bound")
+    return threshold.lower_bound.value if has_floor else None
+
+
+def _threshold_checks(config, by_slice: dict, candidate: str, failed: set) -> list[ThresholdCheck]:
+    """Every (rule, slice, value) the Evaluator judged; `passed` is TFMA's verdict."""
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.slicer import slicer_lib
+
+    checks = []
+    thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs, config)
+    for key, scoped in thresholds.items():
+        if key.model_name != candidate:
+            continue
+        for slice_spec, threshold in scoped:
+            spec = slicer_lib.SingleSliceSpec(spec=slice_spec) if slice_spec is not None else None
+            for slice_key, metrics in by_slice.items():
+                if (spec is not None and not spec.is_slice_applicable(slice_key)) or key not in metrics:
+                    continue
+                checks.append(ThresholdCheck(
+                    rule=describe_metric(key, slice_key), slice=describe_slice(slice_key),
+                    bound=_describe_bound(threshold),
+                    value=float(metrics[key]), passed=(slice_key, key) not in failed,
+                    lower_bound=_lower_bound(threshold),
+                ))
+    return checks
+
+
+def _validation(uri: str) -> tuple[bool, set, list[str]]:
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.metrics import metric_types
+    from tensorflow_model_analysis.slicer import slicer_lib
+
+    result = tfma.load_validation_result(uri)
+    failed, messages = set(), []
+    for per_slice in result.metric_validations_per_slice:
+        slice_key = slicer_lib.deserialize_slice_key(per_slice.slice_key)
+        for failure in per_slice.failures:
+            key = metric_types.MetricKey.from_proto(failure.metric_key)
+            failed.add((slice_key, key))
+            messages.append(f"{describe_metric(key, slice_key)} on {describe_slice(slice_key)}: {failure.message}")
+    messages += [f"missing slice: {s}" for s in result.missing_slices]
+    return result.validation_ok, failed, messages
+
+
+def load_split_evaluation(uri: str, split: str, component: str) -> SplitEvaluation:
+    """One Evaluator output directory (an `evaluation` artifact's URI), read into plain values."""
+    config, _ = _load_eval_config(uri)
+    candidate, baseline = _model_names(config)
+    by_slice = _load_metrics(uri)
+    overall = by_slice.get((), {})
+    confusion = _load_confusion(uri, candidate)
+    judged = any(m.per_slice_thresholds or m.HasField("threshold")
+                 for spec in config.metrics_specs for m in spec.metrics)
+    validation_ok, failed, messages = _validation(uri)
+    return SplitEvaluation(
+        split=split, component=component, uri=uri, model_name=candidate,
+        overall={name: _value(overall, name, candidate) for name in OVERALL_METRICS},
+        per_class=_per_class(overall, confusion, candidate, baseline),
+        confusion=confusion,
+        baseline_overall={name: _value(overall, name, baseline) for name in OVERALL_METRICS} if baseline else {},
+        judged=judged,
+        validation_ok=validation_ok if judged else None,
+        checks=_threshold_checks(config, by_slice, candidate, failed) if judged else [],
+        failures=messages,
+    )
+
+
+def load_latest(metadata_path: str, pipeline_name: str | None = None) -> Evaluation:
+    """The newest blessing evaluation, the test-split evaluation of the same run, and the decision."""
+    if not os.path.exists(metadata_path):
+        raise EvaluationNotFoundError(f"no ML Metadata store at {metadata_path}")
+    pipeline_name = pipeline_name or run_summary.only_pipeline_name(metadata_path)
+    judged = run_summary.latest_execution_outputs(metadata_path, pipeline_name, EVALUATOR_ID)
+    if judged is None:
+        raise EvaluationNotFoundError(
+            f"pipeline {pipeline_name!r} in {metadata_path} has no completed {EVALUATOR_ID} run yet")
+    reported = run_summary.latest_execution_outputs(metadata_path, pipeline_name, TEST_EVALUATOR_ID,
+                                                    run_id=judged.run_id)
+    splits = {}
+    for split, component, outputs in ((BLESSING_SPLIT, EVALUATOR_ID, judged),
+                                      (REPORTED_SPLIT, TEST_EVALUATOR_ID, reported)):
+        if outputs is not None:
+            (evaluation,) = outputs.artifacts["evaluation"]
+            splits[split] = load_split_evaluation(evaluation.uri, split, component)
+
+    from ml_metadata.proto import metadata_store_pb2
+
+    inputs = run_summary.execution_artifacts(run_summary.open_store(metadata_path), judged.execution.id,
+                                             [metadata_store_pb2.Event.INPUT])
+    (model,), (examples,) = inputs["model"], inputs["examples"]
+    baseline = inputs.get("baseline_model", [None])[0]
+    (blessing,) = judged.artifacts["blessing"]
+    blessed = None
+    if "blessed" in blessing.custom_properties:
+        blessed = blessing.custom_properties["blessed"].int_value == 1
+    return Evaluation(
+        pipeline_name=pipeline_name, run_id=judged.run_id, model_uri=model.uri,
+        baseline_model_uri=baseline.uri if baseline else None, examples_uri=examples.uri,
+        blessed=blessed, splits=splits,
+    )

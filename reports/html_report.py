@@ -1,0 +1,130 @@
+"""A self-contained HTML page for the latest evaluation: every chart is an embedded PNG, so the
+file can be mailed, attached to a review or archived next to the model it judged."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from modules import features
+from reports import charts
+from reports.evaluation import OVERALL_METRICS, Evaluation, SplitEvaluation, load_latest
+from reports.misclassified import Predictions, predict_split
+from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT
+
+TEMPLATE = "evaluation_report.html.j2"
+REPORT_FILE = os.path.join("reports", "evaluation_report.html")  # under a local run's output dir
+METRIC_LABELS = {
+    "example_count": "examples",
+    "accuracy": "accuracy",
+    "macro_precision": "macro precision",
+    "macro_recall": "macro recall",
+    "sparse_categorical_crossentropy": "cross-entropy",
+}
+
+
+@dataclass(frozen=True)
+class ConfusedPair:
+    true_name: str
+    predicted_name: str
+    count: int
+    share_of_true: float
+
+
+def most_confused(confusion: np.ndarray, limit: int = 10) -> list[ConfusedPair]:
+    """Off-diagonal cells, largest first: which class is taken for which."""
+    off_diagonal = confusion.astype(float)
+    np.fill_diagonal(off_diagonal, 0)
+    order = np.argsort(-off_diagonal, axis=None, kind="stable")[:limit]
+    pairs = []
+    for flat in order:
+        i, j = np.unravel_index(flat, confusion.shape)
+        if confusion[i, j] == 0:
+            break
+        pairs.append(ConfusedPair(features.CLASS_NAMES[i], features.CLASS_NAMES[j], int(confusion[i, j]),
+                                  float(confusion[i, j] / max(1, confusion[i].sum()))))
+    return pairs
+
+
+def _png(figure) -> str:
+    return "data:image/png;base64," + base64.b64encode(charts.to_png(figure)).decode("ascii")
+
+
+def _recall_floor(split: SplitEvaluation) -> float | None:
+    floors = [c.lower_bound for c in split.checks if c.rule.startswith("recall of") and c.lower_bound is not None]
+    return min(floors) if floors else None
+
+
+def _split_view(split: SplitEvaluation) -> dict:
+    return {
+        "evaluation": split,
+        "per_class_chart": _png(charts.per_class_bars(
+            split.per_class, f"per-class metrics, {split.split} split", _recall_floor(split))),
+        "confusion_chart": _png(charts.confusion_heatmap(split.confusion, f"confusion matrix, {split.split} split")),
+        "confused_pairs": most_confused(split.confusion),
+        "baseline_chart": _png(charts.baseline_recall_bars(
+            split.per_class, f"per-class recall vs the last blessed model, {split.split} split"))
+        if split.has_baseline else None,
+    }
+
+
+def _mistakes_view(predictions: Predictions, limit: int) -> dict:
+    worst = predictions.worst_mistakes(limit)
+    captions = [
+        f"{charts.SHORT_NAMES[predictions.labels[i]]} \u2192 {charts.SHORT_NAMES[predictions.predicted[i]]}\n"
+        f"p={predictions.probabilities[i, predictions.predicted[i]]:.2f}"
+        for i in worst
+    ]
+    errors = int((predictions.predicted != predictions.labels).sum())
+    return {
+        "grid": _png(charts.image_grid(predictions.images[worst], captions)) if worst else None,
+        "shown": len(worst),
+        "errors": errors,
+        "total": len(predictions.labels),
+    }
+
+
+def render(evaluation: Evaluation, predictions: Predictions | None, mistakes_split: str, limit: int) -> str:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True, undefined=jinja2.StrictUndefined,
+    )
+    split_order = [s for s in (BLESSING_SPLIT, REPORTED_SPLIT) if s in evaluation.splits]
+    return environment.get_template(TEMPLATE).render(
+        evaluation=evaluation,
+        judged=evaluation.judged,
+        splits=[_split_view(evaluation.splits[s]) for s in split_order],
+        overall_metrics=OVERALL_METRICS,
+        metric_labels=METRIC_LABELS,
+        mistakes=_mistakes_view(predictions, limit) if predictions is not None else None,
+        mistakes_split=mistakes_split,
+        generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+
+
+def default_report_path(output_dir: str | os.PathLike) -> Path:
+    """Where a local run's report goes: next to its pipeline root, metadata and serving models."""
+    return Path(output_dir) / REPORT_FILE
+
+
+def write_report(metadata_path: str, out_path: str | os.PathLike, pipeline_name: str | None = None,
+                 mistakes: int = 32) -> Path:
+    """Finds the latest evaluation through ML Metadata and writes the page (atomically)."""
+    evaluation = load_latest(metadata_path, pipeline_name)
+    mistakes_split = REPORTED_SPLIT if REPORTED_SPLIT in evaluation.splits else BLESSING_SPLIT
+    predictions = predict_split(evaluation.model_uri, evaluation.examples_uri, mistakes_split) if mistakes else None
+    html = render(evaluation, predictions, mistakes_split, mistakes)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", delete=False,
+                                     encoding="utf-8") as stream:
+        stream.write(html)
+    os.replace(stream.name, out)
+    return out

@@ -1,0 +1,247 @@
+"""Evaluation end to end on the committed sample: blessing decisions from real LocalDagRunner
+runs, the metrics TFMA computed checked against each other and against the serving path, the
+HTML report and the review notebook.
+
+One pipeline history, in order: a first good run (no baseline: judged on the floors alone),
+a second run of the same pipeline (the first model is now the blessed baseline), then a worse
+model that clears every floor but falls behind the baseline. A separate history holds a
+deliberately weak model that has nothing to compare with.
+"""
+
+import base64
+import io
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+import local_runner
+from fmnist import cli
+from modules import features
+from reports.evaluation import load_latest
+from reports.html_report import default_report_path
+from reports.misclassified import predict_split
+from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT, EvaluationThresholds
+
+pytestmark = pytest.mark.e2e
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOK = os.path.join(REPO, "notebooks", "evaluation_review.ipynb")
+SAMPLE_SPLIT_SIZES = {BLESSING_SPLIT: 200, REPORTED_SPLIT: 300}
+
+
+def _config(data_dir, output_dir, *extra):
+    args = local_runner.parse_args(["--sample", "--data-dir", str(data_dir), "--output-dir", str(output_dir), *extra])
+    return local_runner.build_config(args)
+
+
+def _pushed_versions(config) -> list[str]:
+    if not os.path.isdir(config.serving_model_dir):
+        return []
+    return sorted(os.listdir(config.serving_model_dir))
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory, sample_dir):
+    """The good pipeline, run once; later fixtures add runs to the same history."""
+    config = _config(sample_dir, tmp_path_factory.mktemp("history"))
+    local_runner.run(config)
+    return {"config": config, "first": load_latest(config.metadata_path),
+            "first_pushed": _pushed_versions(config)}
+
+
+@pytest.fixture(scope="module")
+def second_run(history):
+    config = history["config"]
+    local_runner.run(config)
+    history["second"] = load_latest(config.metadata_path)
+    history["second_pushed"] = _pushed_versions(config)
+    return history
+
+
+def test_first_run_is_judged_on_the_floors_alone_and_pushed(history):
+    first = history["first"]
+    assert first.blessed is True
+    assert first.baseline_model_uri is None
+    judged = first.judged
+    assert judged.validation_ok is True and judged.failures == []
+    rules = sorted(check.rule for check in judged.checks)
+    assert rules == sorted(["accuracy"] + [f"recall of {name} (class {c})"
+                                           for c, name in enumerate(features.CLASS_NAMES)])
+    assert all(check.passed for check in judged.checks)
+    assert len(history["first_pushed"]) == 1
+
+
+def test_metrics_are_computed_on_both_splits_and_agree_with_each_other(history):
+    first = history["first"]
+    assert set(first.splits) == {BLESSING_SPLIT, REPORTED_SPLIT}
+    assert first.splits[REPORTED_SPLIT].judged is False and first.splits[REPORTED_SPLIT].checks == []
+    for name, split in first.splits.items():
+        size = SAMPLE_SPLIT_SIZES[name]
+        assert split.overall["example_count"] == size
+        assert split.confusion.sum() == size
+        assert [row.examples for row in split.per_class] == [size // features.NUM_CLASSES] * features.NUM_CLASSES
+        recalls = np.array([row.recall for row in split.per_class])
+        # Three independent TFMA computations of the same facts must agree.
+        np.testing.assert_allclose(recalls, np.diag(split.confusion) / split.confusion.sum(axis=1), atol=1e-6)
+        np.testing.assert_allclose(split.overall["accuracy"], np.trace(split.confusion) / size, atol=1e-6)
+        np.testing.assert_allclose(split.overall["macro_recall"], recalls.mean(), atol=1e-6)
+        precisions = np.array([row.precision for row in split.per_class])
+        predicted = split.confusion.sum(axis=0)
+        np.testing.assert_allclose(precisions[predicted > 0],
+                                   (np.diag(split.confusion) / np.maximum(predicted, 1))[predicted > 0], atol=1e-6)
+        assert all(0.5 <= row.auc <= 1.0 for row in split.per_class)
+    # On the judged split, the class floors were checked on exactly these recalls.
+    judged = first.judged
+    by_rule = {check.rule: check.value for check in judged.checks}
+    for row in judged.per_class:
+        assert by_rule[f"recall of {row.name} (class {row.class_id})"] == pytest.approx(row.recall, abs=1e-6)
+
+
+def test_tfma_and_the_serving_signature_see_the_same_model(history):
+    """TFMA scores serialized tf.Examples; clients send raw pixels to serving_default. Same answers."""
+    first = history["first"]
+    predictions = predict_split(first.model_uri, first.examples_uri, REPORTED_SPLIT)
+    np.testing.assert_array_equal(predictions.confusion(), first.splits[REPORTED_SPLIT].confusion)
+
+
+def test_second_run_is_compared_with_the_first_as_baseline(second_run):
+    first, second = second_run["first"], second_run["second"]
+    assert second.baseline_model_uri == first.model_uri
+    judged = second.judged
+    assert judged.has_baseline
+    (comparison,) = [c for c in judged.checks if c.rule == "accuracy, change vs baseline"]
+    assert comparison.slice == "overall" and comparison.passed
+    # The Trainer was cached, so the candidate is the baseline itself: no change at all.
+    assert comparison.value == pytest.approx(0.0, abs=1e-9)
+    assert judged.baseline_overall["accuracy"] == pytest.approx(judged.overall["accuracy"])
+    assert second.blessed is True
+
+
+def _fail_rules(evaluation) -> set[str]:
+    return {check.rule for check in evaluation.judged.checks if not check.passed}
+
+
+def test_weak_model_with_no_baseline_is_not_blessed_and_nothing_is_pushed(tmp_path, sample_dir):
+    config = _config(sample_dir, tmp_path, "--max-train-steps", "1")
+    local_runner.run(config)
+    weak = load_latest(config.metadata_path)
+
+    assert weak.blessed is False and weak.baseline_model_uri is None
+    assert "accuracy" in _fail_rules(weak)
+    assert weak.judged.validation_ok is False and weak.judged.failures
+    assert _pushed_versions(config) == []
+    report = cli.main(["report", "--pipeline-root", config.pipeline_root, "--mistakes", "8"])
+    assert report == 0
+    page = default_report_path(os.path.dirname(config.pipeline_root)).read_text()
+    assert "NOT BLESSED" in page
+
+
+class _PageParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.ids, self.text, self.table_rows, self._table = [], set(), [], {}, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        if tag == "img":
+            self.images.append(attrs)
+        if tag == "table":
+            self._table = attrs.get("id") or attrs.get("class") or f"table{len(self.table_rows)}"
+            self.table_rows.setdefault(self._table, [])
+        if tag == "tr" and self._table is not None:
+            self.table_rows[self._table].append(attrs)
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_report_shows_the_latest_evaluation_with_baseline(second_run, tmp_path):
+    from PIL import Image
+
+    config = second_run["config"]
+    out = tmp_path / "report.html"
+    assert cli.main(["report", "--pipeline-root", config.pipeline_root, "--out", str(out)]) == 0
+    page = _PageParser()
+    page.feed(out.read_text())
+    text = " ".join(page.text)
+
+    assert {"decision", "checks", "overall", "per-class-eval", "per-class-test", "mistakes",
+            "baseline-eval"} <= page.ids
+    assert "BLESSED: every rule passed" in text
+    assert len(page.table_rows["checks"]) == 1 + len(second_run["second"].judged.checks)
+    # the per-class tables (eval, then test): a header and one row per class each
+    assert len(page.table_rows["per-class"]) == 2 * (1 + features.NUM_CLASSES)
+    for name in features.CLASS_NAMES:
+        assert f"{features.CLASS_NAMES.index(name)} {name}" in text
+    assert len(page.images) >= 6
+    for image in page.images:
+        assert image["src"].startswith("data:image/png;base64,"), "the page must be self-contained"
+        decoded = Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1])))
+        assert decoded.format == "PNG" and min(decoded.size) > 100 and image["alt"]
+    errors = round((1 - second_run["second"].splits[REPORTED_SPLIT].overall["accuracy"]) * 300)
+    assert f"{errors} of 300 test images are misclassified" in text
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="headless Chromium not installed")
+def test_report_renders_in_a_headless_browser(second_run, tmp_path):
+    from PIL import Image
+
+    config = second_run["config"]
+    out = tmp_path / "report.html"
+    cli.main(["report", "--pipeline-root", config.pipeline_root, "--out", str(out)])
+    shot = tmp_path / "shot.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1200,3000",
+                    f"--screenshot={shot}", out.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (3000, 1200)
+    # Not a blank page: the decision banner, tables and charts put ink on a good part of it.
+    assert (pixels < 200).mean() > 0.02
+
+
+def test_review_notebook_runs_headless_and_shows_the_per_class_table(second_run, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("FMNIST_PIPELINE_ROOT", second_run["config"].pipeline_root)
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}}).execute()
+
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    html = [o["data"]["text/html"] for o in outputs if "data" in o and "text/html" in o["data"]]
+    per_class = [h for h in html if "Per-class metrics (test split)" in h]
+    assert per_class, "the per-class table for the test split is missing"
+    assert all(name in per_class[0] for name in features.CLASS_NAMES)
+    pngs = [o for o in outputs if "data" in o and "image/png" in o["data"]]
+    assert len(pngs) >= 5  # per-class bars and confusion matrices for both splits, mistakes grid
+
+
+def test_model_worse_than_the_baseline_is_not_blessed(second_run):
+    """Runs last: it adds a run to the history. Floors at zero, so only the comparison with the
+    blessed baseline can fail."""
+    config = second_run["config"].replace(
+        max_train_steps=3,
+        thresholds=EvaluationThresholds(min_accuracy=0.0, min_class_recall=0.0, max_accuracy_drop=0.005),
+    )
+    local_runner.run(config)
+    worse = load_latest(config.metadata_path)
+
+    assert worse.blessed is False
+    assert worse.baseline_model_uri == second_run["first"].model_uri
+    assert _fail_rules(worse) == {"accuracy, change vs baseline"}
+    (failure,) = worse.judged.failures  # TFMA's own validation result names the comparison
+    assert failure.startswith("accuracy, change vs baseline on overall")
+    diff = worse.judged.overall["accuracy"] - worse.judged.baseline_overall["accuracy"]
+    assert diff < -0.005
+    assert _pushed_versions(config) == second_run["second_pushed"], "a model that was not blessed was pushed"
