@@ -13,13 +13,17 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
+from ml_metadata.proto import metadata_store_pb2
+from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.slicer import slicer_lib
 
 from modules import features
 from tfx_pipeline import eval_config as names
 from tfx_pipeline import run_summary
 from tfx_pipeline.config import BLESSING_SPLIT, EVALUATOR_ID, REPORTED_SPLIT, TEST_EVALUATOR_ID
 
-EVALUATORS = {BLESSING_SPLIT: EVALUATOR_ID, REPORTED_SPLIT: TEST_EVALUATOR_ID}
 OVERALL_METRICS = (names.EXAMPLE_COUNT, names.ACCURACY, names.MACRO_PRECISION, names.MACRO_RECALL,
                    names.CROSS_ENTROPY)
 
@@ -88,12 +92,10 @@ class Evaluation:
 
 
 def _load_eval_config(uri: str):
-    import tensorflow_model_analysis as tfma
-    from google.protobuf import json_format
-
+    """The EvalConfig as the Evaluator ran it (TFX drops the change thresholds with no baseline)."""
     with open(os.path.join(uri, "eval_config.json")) as stream:
         run = json.load(stream)
-    return json_format.ParseDict(run["evalConfig"], tfma.EvalConfig()), run.get("modelLocations", {})
+    return json_format.ParseDict(run["evalConfig"], tfma.EvalConfig())
 
 
 def _model_names(config) -> tuple[str, str | None]:
@@ -104,10 +106,6 @@ def _model_names(config) -> tuple[str, str | None]:
 
 def _load_metrics(uri: str) -> dict[tuple, dict]:
     """{slice key: {MetricKey: float}}, slice key () for the whole split."""
-    import tensorflow_model_analysis as tfma
-    from tensorflow_model_analysis.metrics import metric_types
-    from tensorflow_model_analysis.slicer import slicer_lib
-
     by_slice = {}
     for proto in tfma.load_metrics(uri):
         values = {}
@@ -119,8 +117,6 @@ def _load_metrics(uri: str) -> dict[tuple, dict]:
 
 
 def _load_confusion(uri: str, model_name: str) -> np.ndarray:
-    import tensorflow_model_analysis as tfma
-
     matrix = np.zeros((features.NUM_CLASSES, features.NUM_CLASSES), dtype=np.int64)
     for proto in tfma.load_plots(uri):
         if proto.slice_key.single_slice_keys:
@@ -137,8 +133,6 @@ def _load_confusion(uri: str, model_name: str) -> np.ndarray:
 
 def _value(metrics: dict, name: str, model: str, class_id: int | None = None, top_k: int | None = None,
            diff: bool = False) -> float:
-    from tensorflow_model_analysis.metrics import metric_types
-
     sub_key = metric_types.SubKey(class_id=class_id, top_k=top_k) if class_id is not None else None
     key = metric_types.MetricKey(name=name, model_name=model, sub_key=sub_key, is_diff=diff)
     return float(metrics.get(key, math.nan))
@@ -176,8 +170,6 @@ def describe_metric(key, slice_key: tuple = ()) -> str:
 
 
 def _describe_bound(threshold) -> str:
-    import tensorflow_model_analysis as tfma
-
     if isinstance(threshold, tfma.GenericValueThreshold):
         parts = []
         if threshold.HasField("lower_bound"):
@@ -201,9 +193,6 @@ def _lower_bound(threshold) -> float | None:
 
 def _threshold_checks(config, by_slice: dict, candidate: str, failed: set) -> list[ThresholdCheck]:
     """Every (rule, slice, value) the Evaluator judged; `passed` is TFMA's verdict."""
-    import tensorflow_model_analysis as tfma
-    from tensorflow_model_analysis.slicer import slicer_lib
-
     checks = []
     thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(config.metrics_specs, config)
     for key, scoped in thresholds.items():
@@ -224,10 +213,6 @@ def _threshold_checks(config, by_slice: dict, candidate: str, failed: set) -> li
 
 
 def _validation(uri: str) -> tuple[bool, set, list[str]]:
-    import tensorflow_model_analysis as tfma
-    from tensorflow_model_analysis.metrics import metric_types
-    from tensorflow_model_analysis.slicer import slicer_lib
-
     result = tfma.load_validation_result(uri)
     failed, messages = set(), []
     for per_slice in result.metric_validations_per_slice:
@@ -242,7 +227,7 @@ def _validation(uri: str) -> tuple[bool, set, list[str]]:
 
 def load_split_evaluation(uri: str, split: str, component: str) -> SplitEvaluation:
     """One Evaluator output directory (an `evaluation` artifact's URI), read into plain values."""
-    config, _ = _load_eval_config(uri)
+    config = _load_eval_config(uri)
     candidate, baseline = _model_names(config)
     by_slice = _load_metrics(uri)
     overall = by_slice.get((), {})
@@ -280,8 +265,6 @@ def load_latest(metadata_path: str, pipeline_name: str | None = None) -> Evaluat
         if outputs is not None:
             (evaluation,) = outputs.artifacts["evaluation"]
             splits[split] = load_split_evaluation(evaluation.uri, split, component)
-
-    from ml_metadata.proto import metadata_store_pb2
 
     inputs = run_summary.execution_artifacts(run_summary.open_store(metadata_path), judged.execution.id,
                                              [metadata_store_pb2.Event.INPUT])

@@ -126,5 +126,8 @@ def write_report(metadata_path: str, out_path: str | os.PathLike, pipeline_name:
     with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", delete=False,
                                      encoding="utf-8") as stream:
         stream.write(html)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stream.name, 0o666 & ~umask)  # a temp file is private; the report is for sharing
     os.replace(stream.name, out)
     return out
