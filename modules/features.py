@@ -32,6 +32,14 @@ CLASS_NAMES: Final = (
 NUM_CLASSES: Final = len(CLASS_NAMES)
 
 
+# The serving contract: modules/signatures.py exports it, serving/ and its clients rely on it.
+SERVING_DEFAULT: Final = "serving_default"  # float32 `images` [N, 28, 28] of grey levels
+TF_EXAMPLE_SIGNATURE: Final = "serving_tf_example"  # serialized tf.Example `examples` [N]
+CLASSIFY_SIGNATURE: Final = "classification"  # TF Serving Classify API: `inputs` -> classes, scores
+CLASSIFY_METHOD_NAME: Final = "tensorflow/serving/classify"
+IMAGES_INPUT: Final = "images"
+
+
 def transformed_name(key: str) -> str:
     """Name of a feature after Transform (TFX template convention)."""
     return f"{key}_xf"

@@ -16,11 +16,13 @@ import tensorflow_transform as tft
 from tensorflow.core.protobuf import saved_model_pb2
 
 from modules import features
-
-SERVING_DEFAULT = "serving_default"
-TF_EXAMPLE_SIGNATURE = "serving_tf_example"
-CLASSIFY_SIGNATURE = "classification"
-CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+from modules.features import (
+    CLASSIFY_METHOD_NAME,
+    CLASSIFY_SIGNATURE,
+    IMAGES_INPUT,
+    SERVING_DEFAULT,
+    TF_EXAMPLE_SIGNATURE,
+)
 
 
 def _serving_feature_spec(tf_transform_output: tft.TFTransformOutput) -> dict:
@@ -43,7 +45,7 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput) -> dict:
     def probabilities_from_examples(serialized):
         return probabilities_from_raw(tf.io.parse_example(serialized, feature_spec))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *features.IMAGE_SHAPE], tf.float32, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([None, *features.IMAGE_SHAPE], tf.float32, name=IMAGES_INPUT)])
     def serve_images(images):
         pixels = tf.cast(tf.round(tf.reshape(images, [-1, features.NUM_PIXELS])), tf.int64)
         probabilities = probabilities_from_raw({features.IMAGE_KEY: pixels})

@@ -1,0 +1,143 @@
+"""TF Serving's wire formats to and from numpy: the REST JSON API (row `instances` / columnar
+`inputs`, `{"b64": ...}` bytes) and the gRPC protos (TensorProto, tf.Example inputs)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+import numpy as np
+import tensorflow as tf
+
+from serving.errors import bad_request
+from serving.servables import EXAMPLE_FEATURE_RANGES
+
+
+# -- REST --------------------------------------------------------------------------------------
+def _decode_b64(value):
+    if isinstance(value, dict):
+        if set(value) != {"b64"} or not isinstance(value["b64"], str):
+            raise bad_request(f"a JSON object as a value must be {{\"b64\": \"...\"}}, got keys {sorted(value)}")
+        try:
+            return base64.b64decode(value["b64"], validate=True)
+        except binascii.Error as err:
+            raise bad_request(f"invalid base64 in a \"b64\" value: {err}") from None
+    if isinstance(value, list):
+        return [_decode_b64(v) for v in value]
+    return value
+
+
+def parse_predict_request(body, input_names: list[str]) -> tuple[dict, bool]:
+    """({input name: value}, row_format) from a `:predict` JSON body."""
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object with \"instances\" or \"inputs\"")
+    has_rows, has_columns = "instances" in body, "inputs" in body
+    if has_rows == has_columns:
+        raise bad_request("the request must have exactly one of \"instances\" (row format) or \"inputs\" (columnar)")
+    unknown = set(body) - {"instances", "inputs", "signature_name"}
+    if unknown:
+        raise bad_request(f"unknown request fields {sorted(unknown)}")
+    if has_rows:
+        instances = body["instances"]
+        if not isinstance(instances, list) or not instances:
+            raise bad_request("\"instances\" must be a non-empty list")
+        if all(isinstance(i, dict) and "b64" not in i for i in instances):
+            keys = set(instances[0])
+            if any(set(i) != keys for i in instances):
+                raise bad_request("every instance must have the same named inputs")
+            return {k: _decode_b64([i[k] for i in instances]) for k in keys}, True
+        if len(input_names) != 1:
+            raise bad_request(f"this signature takes several inputs {sorted(input_names)}: "
+                              "give each instance as an object with those keys")
+        return {input_names[0]: _decode_b64(instances)}, True
+    inputs = body["inputs"]
+    if isinstance(inputs, dict) and "b64" not in inputs:
+        return {k: _decode_b64(v) for k, v in inputs.items()}, False
+    if len(input_names) != 1:
+        raise bad_request(f"this signature takes several inputs {sorted(input_names)}: \"inputs\" must name them")
+    return {input_names[0]: _decode_b64(inputs)}, False
+
+
+def _jsonable(array: np.ndarray):
+    if array.dtype.kind in "SO":
+        def text(value):
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                return {"b64": base64.b64encode(value).decode("ascii")}
+        return np.vectorize(text, otypes=[object])(array).tolist() if array.size else []
+    return array.tolist()
+
+
+def predict_response(outputs: dict[str, np.ndarray], row_format: bool) -> dict:
+    if not row_format:
+        if len(outputs) == 1:
+            return {"outputs": _jsonable(next(iter(outputs.values())))}
+        return {"outputs": {k: _jsonable(v) for k, v in outputs.items()}}
+    columns = {k: _jsonable(v) for k, v in outputs.items()}
+    if len(columns) == 1:
+        return {"predictions": next(iter(columns.values()))}
+    rows = len(next(iter(columns.values())))
+    return {"predictions": [{k: v[i] for k, v in columns.items()} for i in range(rows)]}
+
+
+def _feature(name: str, value) -> tf.train.Feature:
+    values = value if isinstance(value, list) else [value]
+    if all(isinstance(v, bool) for v in values) and values:
+        raise bad_request(f"feature '{name}': booleans are not a tf.Example type")
+    if all(isinstance(v, int) for v in values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    if all(isinstance(v, int | float) for v in values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    if all(isinstance(v, str | bytes) for v in values):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[v.encode() if isinstance(v, str) else v for v in values]))
+    raise bad_request(f"feature '{name}': values must be all integers, all numbers or all strings")
+
+
+def examples_from_json(body) -> list[tf.train.Example]:
+    """The tf.Examples of a `:classify` / `:regress` JSON body (`examples` + optional `context`)."""
+    if not isinstance(body, dict) or not isinstance(body.get("examples"), list) or not body["examples"]:
+        raise bad_request("a classify request needs \"examples\": a non-empty list of feature objects")
+    context = body.get("context", {})
+    if not isinstance(context, dict):
+        raise bad_request("\"context\" must be an object of features")
+    examples = []
+    for i, raw in enumerate(body["examples"]):
+        if not isinstance(raw, dict):
+            raise bad_request(f"example {i} must be an object of features")
+        merged = {**context, **raw}
+        example = tf.train.Example()
+        for name, value in merged.items():
+            example.features.feature[name].CopyFrom(_feature(name, _decode_b64(value)))
+        examples.append(example)
+    return examples
+
+
+def classify_response_json(classes: np.ndarray, scores: np.ndarray) -> dict:
+    labels = _jsonable(classes)
+    return {"results": [[[label, float(score)] for label, score in zip(row_labels, row_scores, strict=True)]
+                        for row_labels, row_scores in zip(labels, scores.tolist(), strict=True)]}
+
+
+def serialize_examples(examples: list[tf.train.Example]) -> np.ndarray:
+    for i, example in enumerate(examples):
+        for name, (low, high) in EXAMPLE_FEATURE_RANGES.items():
+            feature = example.features.feature.get(name)
+            values = feature.int64_list.value if feature is not None else []
+            if values and (min(values) < low or max(values) > high):
+                raise bad_request(f"example {i}, feature '{name}': values must be within [{low}, {high}]")
+    return np.array([e.SerializeToString() for e in examples], dtype=object)
+
+
+# -- gRPC --------------------------------------------------------------------------------------
+def arrays_from_protos(protos) -> dict[str, np.ndarray]:
+    try:
+        return {k: tf.make_ndarray(v) for k, v in protos.items()}
+    except (TypeError, ValueError) as err:
+        raise bad_request(f"malformed TensorProto: {err}") from None
+
+
+def protos_from_arrays(arrays: dict[str, np.ndarray], target) -> None:
+    for name, array in arrays.items():
+        target[name].CopyFrom(tf.make_tensor_proto(array))

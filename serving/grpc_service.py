@@ -1,0 +1,159 @@
+"""TF Serving's gRPC API: PredictionService (Predict, Classify, GetModelMetadata) and ModelService
+(GetModelStatus), on the tensorflow-serving-api protos, so stock TF Serving clients work."""
+
+from __future__ import annotations
+
+import logging
+from concurrent import futures
+
+import grpc
+from google.protobuf import any_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving import codec
+from serving.errors import ServingError, bad_request
+from serving.service import CLASSIFY_API, METADATA_API, PREDICT_API, STATUS_API, InferenceService
+
+log = logging.getLogger(__name__)
+
+
+def _target(model_spec) -> tuple[str, int | None, str | None]:
+    choice = model_spec.WhichOneof("version_choice")
+    version = model_spec.version.value if choice == "version" else None
+    label = model_spec.version_label if choice == "version_label" else None
+    return model_spec.name, version, label
+
+
+class _Handler:
+    """Runs one call with metrics and turns ServingErrors into gRPC status codes."""
+
+    def __init__(self, service: InferenceService):
+        self.service = service
+
+    def call(self, api: str, request, context, body):
+        outcome: dict = {}
+        with self.service.metrics.observe(request.model_spec.name, api, "grpc", outcome):
+            try:
+                return body(outcome)
+            except ServingError as err:
+                outcome["code"] = err.grpc_code.name
+                context.abort(err.grpc_code, err.message)
+            except Exception as err:
+                log.exception("internal error in %s", api)
+                outcome["code"] = grpc.StatusCode.INTERNAL.name
+                context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}")
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, service: InferenceService):
+        self.service = service
+        self.handler = _Handler(service)
+
+    def _servable(self, request, outcome):
+        servable = self.service.manager.resolve(*_target(request.model_spec))
+        outcome["version"] = servable.version
+        return servable
+
+    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
+        def body(outcome):
+            servable = self._servable(request, outcome)
+            signature, future = self.service.submit_predict(
+                servable, request.model_spec.signature_name or None, codec.arrays_from_protos(request.inputs))
+            outputs = future.result()
+            if request.output_filter:
+                unknown = set(request.output_filter) - set(outputs)
+                if unknown:
+                    raise bad_request(f"output_filter names unknown outputs {sorted(unknown)}")
+                outputs = {k: v for k, v in outputs.items() if k in request.output_filter}
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = request.model_spec.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = signature
+            codec.protos_from_arrays(outputs, response.outputs)
+            return response
+
+        return self.handler.call(PREDICT_API, request, context, body)
+
+    def Classify(self, request: classification_pb2.ClassificationRequest, context):
+        def body(outcome):
+            servable = self._servable(request, outcome)
+            kind = request.input.WhichOneof("kind")
+            if kind == "example_list":
+                examples = list(request.input.example_list.examples)
+            elif kind == "example_list_with_context":
+                with_context = request.input.example_list_with_context
+                examples = []
+                for example in with_context.examples:
+                    merged = type(example)()
+                    merged.CopyFrom(with_context.context)
+                    merged.MergeFrom(example)
+                    examples.append(merged)
+            else:
+                raise bad_request("ClassificationRequest.input has no examples")
+            if not examples:
+                raise bad_request("ClassificationRequest.input has no examples")
+            outputs = self.service.submit_classify(servable, request.model_spec.signature_name or None,
+                                                   codec.serialize_examples(examples)).result()
+            response = classification_pb2.ClassificationResponse()
+            response.model_spec.name = request.model_spec.name
+            response.model_spec.version.value = servable.version
+            for labels, scores in zip(outputs["classes"], outputs["scores"], strict=True):
+                result = response.result.classifications.add()
+                for label, score in zip(labels, scores, strict=True):
+                    result.classes.add(label=label.decode(), score=float(score))
+            return response
+
+        return self.handler.call(CLASSIFY_API, request, context, body)
+
+    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
+        def body(outcome):
+            unsupported = set(request.metadata_field) - {"signature_def"}
+            if unsupported:
+                raise bad_request(f"metadata_field {sorted(unsupported)} not supported (only signature_def)")
+            servable = self._servable(request, outcome)
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = request.model_spec.name
+            response.model_spec.version.value = servable.version
+            packed = any_pb2.Any()
+            packed.Pack(self.service.signature_def_map(servable))
+            response.metadata["signature_def"].CopyFrom(packed)
+            return response
+
+        return self.handler.call(METADATA_API, request, context, body)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, service: InferenceService):
+        self.service = service
+        self.handler = _Handler(service)
+
+    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
+        def body(outcome):
+            response = get_model_status_pb2.GetModelStatusResponse()
+            for version, state, error in self.service.manager.status(*_target(request.model_spec)):
+                status = response.model_version_status.add(version=version, state=state)
+                status.status.error_message = error
+                status.status.error_code = 0 if not error else 2  # tensorflow.error.Code OK / UNKNOWN
+            return response
+
+        return self.handler.call(STATUS_API, request, context, body)
+
+
+def create_server(service: InferenceService, port: int, host: str = "0.0.0.0", threads: int = 32,
+                  max_message_bytes: int = 16 << 20) -> tuple[grpc.Server, int]:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+        options=[("grpc.max_receive_message_length", max_message_bytes),
+                 ("grpc.max_send_message_length", max_message_bytes)],
+    )
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(service), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    return server, bound

@@ -1,0 +1,126 @@
+"""TF Serving's REST API (https://www.tensorflow.org/tfx/serving/api_rest) as a Starlette app:
+
+    GET  /v1/models/{name}[/versions/{v} | /labels/{l}]            model status
+    GET  /v1/models/{name}[/versions/{v} | /labels/{l}]/metadata   signature defs
+    POST /v1/models/{name}[/versions/{v} | /labels/{l}]:predict    row or columnar
+    POST /v1/models/{name}[/versions/{v} | /labels/{l}]:classify
+    GET  /monitoring/prometheus/metrics
+
+Errors are `{"error": "..."}` with a 4xx status for anything the client can fix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from http import HTTPStatus
+
+from google.protobuf import json_format
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from serving import codec
+from serving.errors import ServingError, bad_request, not_found
+from serving.manager import State
+from serving.metrics import PROMETHEUS_PATH
+from serving.service import CLASSIFY_API, METADATA_API, PREDICT_API, STATUS_API, InferenceService
+
+log = logging.getLogger(__name__)
+MODEL_PATH = re.compile(
+    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$")
+
+
+def _json(payload: dict, status: int = 200) -> Response:
+    return Response(json.dumps(payload, separators=(",", ":")), status_code=status, media_type="application/json")
+
+
+def _error(err: ServingError) -> Response:
+    return _json({"error": err.message}, err.status)
+
+
+async def _read_json(request: Request, limit: int):
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ServingError(f"request body of {int(declared)} bytes exceeds the limit of {limit} bytes",
+                           HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ServingError(f"request body exceeds the limit of {limit} bytes", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise bad_request(f"malformed JSON: {err}") from None
+
+
+def _status_json(manager, name, version, label) -> dict:
+    statuses = manager.status(name, version, label)
+    return {"model_version_status": [
+        {"version": str(v), "state": State.Name(state),
+         "status": {"error_code": "OK" if not error else "UNKNOWN", "error_message": error}}
+        for v, state, error in statuses
+    ]}
+
+
+def create_app(service: InferenceService, max_request_bytes: int) -> Starlette:
+    manager, metrics = service.manager, service.metrics
+
+    async def models(request: Request) -> Response:
+        match = MODEL_PATH.match(request.path_params["path"])
+        if match is None:
+            return _error(not_found(f"no such endpoint: {request.url.path}"))
+        name, label, verb = match["name"], match["label"], match["verb"]
+        version = int(match["version"]) if match["version"] else None
+        api = {None: STATUS_API, "predict": PREDICT_API, "classify": CLASSIFY_API}.get(verb, verb)
+        if match["metadata"]:
+            api = METADATA_API
+        outcome: dict = {}
+        with metrics.observe(name, api, "rest", outcome):
+            try:
+                expected = "POST" if verb else "GET"
+                if request.method != expected:
+                    raise ServingError(f"{api} takes {expected}, not {request.method}", HTTPStatus.METHOD_NOT_ALLOWED)
+                if api == STATUS_API:
+                    return _json(_status_json(manager, name, version, label))
+                servable = manager.resolve(name, version, label)
+                outcome["version"] = servable.version
+                if api == METADATA_API:
+                    return _json({
+                        "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+                        "metadata": {"signature_def": json_format.MessageToDict(
+                            service.signature_def_map(servable), preserving_proto_field_name=True)},
+                    })
+                body = await _read_json(request, max_request_bytes)
+                if api == PREDICT_API:
+                    signature = servable.signature(body.get("signature_name") if isinstance(body, dict) else None)
+                    raw, row_format = codec.parse_predict_request(body, list(servable.inputs[signature]))
+                    _, future = service.submit_predict(servable, signature, raw)
+                    return _json(codec.predict_response(await asyncio.wrap_future(future), row_format))
+                if api == CLASSIFY_API:
+                    examples = codec.serialize_examples(codec.examples_from_json(body))
+                    future = service.submit_classify(servable, body.get("signature_name"), examples)
+                    outputs = await asyncio.wrap_future(future)
+                    return _json(codec.classify_response_json(outputs["classes"], outputs["scores"]))
+                raise not_found(f"unknown method ':{verb}' (supported: :predict, :classify)")
+            except ServingError as err:
+                outcome["code"] = err.status.value
+                return _error(err)
+            except Exception as err:  # the server stays up; the client learns it was not its fault
+                log.exception("internal error on %s", request.url.path)
+                outcome["code"] = 500
+                return _json({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
+
+    async def prometheus(_: Request) -> Response:
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[
+        Route("/v1/models/{path:path}", models, methods=["GET", "POST", "PUT", "DELETE"]),
+        Route(PROMETHEUS_PATH, prometheus, methods=["GET"]),
+    ])

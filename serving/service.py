@@ -1,0 +1,56 @@
+"""What both transports do with a request, once decoded: find the servable, check the inputs,
+run them through the batcher. REST and gRPC differ only in how they decode and encode."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+import numpy as np
+from tensorflow.core.protobuf import meta_graph_pb2
+
+from modules import features
+from serving.batching import Batcher
+from serving.errors import bad_request
+from serving.manager import ModelManager
+from serving.metrics import ServingMetrics
+from serving.servables import Servable
+
+PREDICT_API, CLASSIFY_API, METADATA_API, STATUS_API = "predict", "classify", "metadata", "status"
+
+
+class InferenceService:
+    def __init__(self, manager: ModelManager, batcher: Batcher, metrics: ServingMetrics):
+        self.manager = manager
+        self.batcher = batcher
+        self.metrics = metrics
+
+    def submit_predict(self, servable: Servable, signature_name: str | None, raw_inputs: dict) -> tuple[str, Future]:
+        signature = servable.signature(signature_name)
+        inputs = servable.prepare(signature, raw_inputs)
+        return signature, self.batcher.submit(servable, signature, inputs)
+
+    def submit_classify(self, servable: Servable, signature_name: str | None,
+                        serialized_examples: np.ndarray) -> Future:
+        signature = servable.signature(signature_name or self._classify_signature(servable))
+        if servable.method_name(signature) != features.CLASSIFY_METHOD_NAME:
+            raise bad_request(f"signature '{signature}' is not a classification signature "
+                              f"(method {servable.method_name(signature)!r})")
+        (input_name,) = servable.inputs[signature]
+        inputs = servable.prepare(signature, {input_name: serialized_examples})
+        return self.batcher.submit(servable, signature, inputs)
+
+    @staticmethod
+    def _classify_signature(servable: Servable) -> str:
+        if servable.method_name(features.SERVING_DEFAULT) == features.CLASSIFY_METHOD_NAME:
+            return features.SERVING_DEFAULT
+        return next((name for name in sorted(servable.signature_defs)
+                     if servable.method_name(name) == features.CLASSIFY_METHOD_NAME), features.SERVING_DEFAULT)
+
+    @staticmethod
+    def signature_def_map(servable: Servable) -> meta_graph_pb2.SignatureDef:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature_def in servable.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(signature_def)
+        return signature_map
