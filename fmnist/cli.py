@@ -1,5 +1,6 @@
-"""`fmnist`: project commands (fetch, sample, report). Heavy libraries load only inside the
-command that needs them, so `fmnist --help` answers at once."""
+"""`fmnist`: project commands (fetch, sample, report, serve, predict). Heavy libraries load only
+inside the command that needs them, so `fmnist --help` answers at once and `fmnist predict` never
+loads TensorFlow."""
 
 from __future__ import annotations
 
@@ -44,6 +45,56 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(text: str) -> tuple[str, int]:
+    name, _, version = text.partition("=")
+    if not name or not version.isdigit():
+        raise argparse.ArgumentTypeError(f"expected LABEL=VERSION (e.g. stable=1700000000), got {text!r}")
+    return name, int(version)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("serving").setLevel(logging.INFO)
+    from serving.server import ServerOptions, serve
+
+    serve(ServerOptions(
+        model_name=args.model_name, base_path=str(args.model_base_path),
+        model_config_file=str(args.model_config_file) if args.model_config_file else None,
+        version_labels=dict(args.label), host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port,
+        poll_seconds=args.poll_seconds, max_batch_size=args.max_batch_size,
+        batch_timeout_ms=args.batch_timeout_ms, max_request_bytes=args.max_request_bytes,
+        use_tf_serving={"auto": None, "yes": True, "no": False}[args.tf_serving],
+    ))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from serving.client import connect
+    from serving.inputs import load_inputs
+
+    inputs = load_inputs(args.inputs, args.data_dir)
+    client = connect(args.transport, args.server, args.model_name, args.version, args.version_label)
+    try:
+        prediction = client.predict([i.image for i in inputs])
+    finally:
+        client.close()
+    width = max(len(i.name) for i in inputs)
+    for item, top in zip(inputs, prediction.top(args.top), strict=True):
+        ranked = "  ".join(f"{name} {p:.3f}" for name, p in top)
+        truth = "" if item.label is None else f"  (true: {_class_name(item.label)})"
+        print(f"{item.name:<{width}}  {ranked}{truth}")
+    return 0
+
+
+def _class_name(class_id: int) -> str:
+    from modules.features import CLASS_NAMES
+
+    return CLASS_NAMES[class_id]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmnist", description="Fashion-MNIST TFX project tools")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +126,39 @@ def build_parser() -> argparse.ArgumentParser:
                         help="HTML file to write (default: reports/evaluation_report.html next to the pipeline root)")
     report.add_argument("--mistakes", type=int, default=32, help="misclassified images to show (0: none)")
     report.set_defaults(handler=_report)
+
+    serve = commands.add_parser("serve", help="serve pushed models over the TF Serving REST and gRPC APIs")
+    serve.add_argument("--model-base-path", type=Path, default=Path("outputs/fashion-mnist/serving_model"),
+                       help="the Pusher's directory of numbered versions")
+    serve.add_argument("--model-name", default="fashion_mnist")
+    serve.add_argument("--model-config-file", type=Path, default=None,
+                       help="TF Serving model config (text proto: several models, version policy, labels); "
+                            "re-read when it changes")
+    serve.add_argument("--label", type=_label, action="append", default=[], metavar="LABEL=VERSION",
+                       help="version label, e.g. --label stable=1700000000 --label canary=1700000100")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--rest-port", type=int, default=8501)
+    serve.add_argument("--grpc-port", type=int, default=8500)
+    serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often the base path is scanned")
+    serve.add_argument("--max-batch-size", type=int, default=64)
+    serve.add_argument("--batch-timeout-ms", type=float, default=0.0,
+                       help="how long a batch waits for more requests (0: take what is queued)")
+    serve.add_argument("--max-request-bytes", type=int, default=8 << 20)
+    serve.add_argument("--tf-serving", choices=["auto", "yes", "no"], default="auto",
+                       help="run tensorflow_model_server (auto: when it is on PATH)")
+    serve.set_defaults(handler=_serve)
+
+    predict = commands.add_parser("predict", help="classify images through a running server")
+    predict.add_argument("inputs", nargs="+", help="PNG/JPEG files, .npy arrays, or test:I / test:I-J")
+    predict.add_argument("--transport", choices=["rest", "grpc"], default="rest")
+    predict.add_argument("--server", default=None, help="host:port (default localhost:8501 / :8500)")
+    predict.add_argument("--model-name", default="fashion_mnist")
+    target = predict.add_mutually_exclusive_group()
+    target.add_argument("--version", type=int, default=None)
+    target.add_argument("--version-label", default=None)
+    predict.add_argument("--data-dir", type=Path, default=Path("data/raw"), help="where test:N inputs come from")
+    predict.add_argument("--top", type=int, default=3)
+    predict.set_defaults(handler=_predict)
     return parser
 
 

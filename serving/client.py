@@ -1,0 +1,169 @@
+"""A small client for the TF Serving protocol (this project's server or tensorflow_model_server):
+`RestClient` (JSON over HTTP, no TensorFlow) and `GrpcClient` (PredictionService protos, no
+TensorFlow runtime either, see serving/protos.py). Both return the same `Prediction`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from modules import features
+
+DEFAULT_MODEL = "fashion_mnist"
+
+
+class ClientError(RuntimeError):
+    """The server answered with an error (its message included) or could not be reached."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: np.ndarray  # [N, classes]
+    version: int | None = None
+
+    @property
+    def class_ids(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def class_names(self) -> list[str]:
+        return [features.CLASS_NAMES[i] for i in self.class_ids]
+
+    def top(self, k: int = 3) -> list[list[tuple[str, float]]]:
+        order = np.argsort(-self.probabilities, axis=1)[:, :k]
+        return [[(features.CLASS_NAMES[c], float(p[c])) for c in row] for row, p in zip(order, self.probabilities,
+                                                                                          strict=True)]
+
+
+def _as_images(images) -> np.ndarray:
+    array = np.asarray(images, dtype=np.float32)
+    if array.shape[-2:] != features.IMAGE_SHAPE:
+        array = array.reshape(-1, *features.IMAGE_SHAPE)
+    return array.reshape(-1, *features.IMAGE_SHAPE)
+
+
+class RestClient:
+    def __init__(self, server: str = "localhost:8501", model: str = DEFAULT_MODEL, version: int | None = None,
+                 label: str | None = None, timeout: float = 30.0):
+        import httpx
+
+        base = server if server.startswith("http") else f"http://{server}"
+        target = f"/versions/{version}" if version is not None else f"/labels/{label}" if label else ""
+        self.model_url = f"{base}/v1/models/{model}{target}"
+        self._http = httpx.Client(timeout=timeout)
+
+    def _call(self, method: str, url: str, payload: dict | None = None) -> dict:
+        import httpx
+
+        try:
+            response = self._http.request(method, url, json=payload)
+        except httpx.HTTPError as err:
+            raise ClientError(f"cannot reach {url}: {err}") from None
+        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        if response.status_code != 200:
+            raise ClientError(f"HTTP {response.status_code}: {body.get('error', response.text)}")
+        return body
+
+    def predict(self, images) -> Prediction:
+        body = self._call("POST", f"{self.model_url}:predict",
+                          {"signature_name": features.SERVING_DEFAULT, "inputs": {
+                              features.IMAGES_INPUT: _as_images(images).tolist()}})
+        return Prediction(np.asarray(body["outputs"]["probabilities"], dtype=np.float32))
+
+    def classify(self, images) -> list[list[tuple[str, float]]]:
+        pixels = np.rint(_as_images(images)).astype(int).reshape(-1, features.NUM_PIXELS)
+        body = self._call("POST", f"{self.model_url}:classify", {
+            "signature_name": features.CLASSIFY_SIGNATURE,
+            "examples": [{features.IMAGE_KEY: row.tolist()} for row in pixels]})
+        return [[(label, score) for label, score in result] for result in body["results"]]
+
+    def status(self) -> dict:
+        return self._call("GET", self.model_url)
+
+    def metadata(self) -> dict:
+        return self._call("GET", f"{self.model_url}/metadata")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class GrpcClient:
+    def __init__(self, server: str = "localhost:8500", model: str = DEFAULT_MODEL, version: int | None = None,
+                 label: str | None = None, timeout: float = 30.0):
+        import grpc
+
+        from serving import protos
+
+        self._pb = protos.load()
+        self._channel = grpc.insecure_channel(server)
+        self._prediction = self._pb.prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = self._pb.model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self.model, self.version, self.label, self.timeout = model, version, label, timeout
+
+    def _spec(self, target, signature: str = "") -> None:
+        target.name = self.model
+        if signature:
+            target.signature_name = signature
+        if self.version is not None:
+            target.version.value = self.version
+        elif self.label:
+            target.version_label = self.label
+
+    def _call(self, method, request):
+        import grpc
+
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise ClientError(f"gRPC {err.code().name}: {err.details()}") from None
+
+    def predict(self, images) -> Prediction:
+        array = _as_images(images)
+        request = self._pb.predict_pb2.PredictRequest()
+        self._spec(request.model_spec, features.SERVING_DEFAULT)
+        tensor = request.inputs[features.IMAGES_INPUT]
+        tensor.dtype = self._pb.types_pb2.DT_FLOAT
+        tensor.tensor_shape.dim.extend([tensor.tensor_shape.Dim(size=s) for s in array.shape])
+        tensor.tensor_content = array.astype("<f4").tobytes()
+        request.output_filter.append("probabilities")
+        response = self._call(self._prediction.Predict, request)
+        probabilities = response.outputs["probabilities"]
+        shape = [d.size for d in probabilities.tensor_shape.dim]
+        values = (np.frombuffer(probabilities.tensor_content, dtype="<f4") if probabilities.tensor_content
+                  else np.asarray(probabilities.float_val, dtype=np.float32))
+        return Prediction(values.reshape(shape), version=response.model_spec.version.value)
+
+    def classify(self, images) -> list[list[tuple[str, float]]]:
+        pixels = np.rint(_as_images(images)).astype(np.int64).reshape(-1, features.NUM_PIXELS)
+        request = self._pb.classification_pb2.ClassificationRequest()
+        self._spec(request.model_spec, features.CLASSIFY_SIGNATURE)
+        for row in pixels:
+            example = self._pb.example_pb2.Example()
+            example.features.feature[features.IMAGE_KEY].int64_list.value.extend(row.tolist())
+            request.input.example_list.examples.append(example)
+        response = self._call(self._prediction.Classify, request)
+        return [[(c.label, c.score) for c in result.classes] for result in response.result.classifications]
+
+    def status(self):
+        request = self._pb.get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec)
+        return self._call(self._models.GetModelStatus, request)
+
+    def metadata(self):
+        request = self._pb.get_model_metadata_pb2.GetModelMetadataRequest()
+        self._spec(request.model_spec)
+        request.metadata_field.append("signature_def")
+        return self._call(self._prediction.GetModelMetadata, request)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def connect(transport: str, server: str | None = None, model: str = DEFAULT_MODEL, version: int | None = None,
+            label: str | None = None, timeout: float = 30.0) -> RestClient | GrpcClient:
+    if transport == "rest":
+        return RestClient(server or "localhost:8501", model, version, label, timeout)
+    if transport == "grpc":
+        return GrpcClient(server or "localhost:8500", model, version, label, timeout)
+    raise ValueError(f"unknown transport {transport!r} (rest or grpc)")

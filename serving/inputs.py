@@ -1,0 +1,99 @@
+"""What `fmnist predict` accepts: image files (converted to 28x28 grey levels the way
+Fashion-MNIST was made: light garment on a dark background), .npy arrays, and `test:I` or
+`test:I-J` indices into the official test split. No TensorFlow here."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from modules import features
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+TEST_INDEX = re.compile(r"^test:(\d+)(?:-(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    image: np.ndarray  # float32 [28, 28], grey levels 0..255
+    label: int | None = None  # known for test-split inputs
+
+
+def image_from_file(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            grey = ImageOps.exif_transpose(opened).convert("L")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"{path}: not a readable image ({err})") from None
+    grey.thumbnail(features.IMAGE_SHAPE[::-1], Image.Resampling.LANCZOS)
+    array = np.asarray(grey, dtype=np.float32)
+    border = np.concatenate([array[0], array[-1], array[:, 0], array[:, -1]])
+    if border.mean() > 127:  # a photo on a light background: Fashion-MNIST is light on dark
+        array = 255 - array
+    # Centre on a dark 28x28 canvas, keeping the aspect ratio as Zalando did.
+    canvas = np.zeros(features.IMAGE_SHAPE, dtype=np.float32)
+    top, left = (features.IMAGE_HEIGHT - array.shape[0]) // 2, (features.IMAGE_WIDTH - array.shape[1]) // 2
+    canvas[top:top + array.shape[0], left:left + array.shape[1]] = array
+    return canvas
+
+
+def images_from_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable .npy array ({err})") from None
+    if array.shape[-2:] == features.IMAGE_SHAPE:
+        images = array.reshape(-1, *features.IMAGE_SHAPE)
+    elif array.shape[-1] == features.NUM_PIXELS:
+        images = array.reshape(-1, *features.IMAGE_SHAPE)
+    else:
+        raise ValueError(f"{path}: expected [28, 28], [N, 28, 28] or [N, 784] grey levels, got {list(array.shape)}")
+    if images.size and (images.min() < features.PIXEL_MIN or images.max() > features.PIXEL_MAX):
+        raise ValueError(f"{path}: grey levels must be within [0, 255], got [{images.min()}, {images.max()}]")
+    return images.astype(np.float32)
+
+
+def _test_split(data_dir: Path):
+    from fmnist.sample import read_official
+
+    if not (data_dir / "t10k-images-idx3-ubyte.gz").exists():
+        raise ValueError(f"test:N inputs read the official test split from {data_dir}, which has no "
+                         "t10k-*.gz files (run `fmnist fetch` or pass --data-dir)")
+    return read_official(data_dir, "t10k")
+
+
+def load_inputs(specs: list[str], data_dir: Path) -> list[Input]:
+    inputs: list[Input] = []
+    test = None
+    for spec in specs:
+        match = TEST_INDEX.match(spec)
+        if match:
+            test = test or _test_split(data_dir)
+            first = int(match[1])
+            last = int(match[2]) if match[2] else first
+            if not first <= last < len(test.labels):
+                raise ValueError(f"{spec}: the test split has indices 0..{len(test.labels) - 1}")
+            inputs += [Input(f"test:{i}", test.images[i].reshape(features.IMAGE_SHAPE).astype(np.float32),
+                             int(test.labels[i])) for i in range(first, last + 1)]
+            continue
+        path = Path(spec)
+        if not path.is_file():
+            raise ValueError(f"{spec}: no such file (inputs are image files, .npy arrays or test:N)")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            images = images_from_npy(path)
+            inputs += [Input(f"{path.name}[{i}]" if len(images) > 1 else path.name, image)
+                       for i, image in enumerate(images)]
+        elif suffix in IMAGE_SUFFIXES:
+            inputs.append(Input(path.name, image_from_file(path)))
+        else:
+            raise ValueError(f"{spec}: unsupported file type {suffix or '(none)'}; use "
+                             f"{', '.join(sorted(IMAGE_SUFFIXES))}, .npy or test:N")
+    return inputs
+
