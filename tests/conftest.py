@@ -23,3 +23,45 @@ def full_data_dir() -> Path:
         if (candidate / "train-images-idx3-ubyte.gz").is_file():
             return candidate
     pytest.skip("full Fashion-MNIST files not found (run `fmnist fetch`)")
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory, sample_dir) -> Path:
+    """A SavedModel exported by the project's own code (Transform analyzers, Trainer fit,
+    signatures), trained for a few steps on the sample: what the Pusher would push."""
+    import apache_beam as beam
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
+
+    from fmnist.sample import read_official
+    from modules import features, signatures, trainer
+    from modules.model import HParams
+    from modules.preprocessing import preprocessing_fn
+
+    work = tmp_path_factory.mktemp("exported")
+    raw = read_official(sample_dir, "train")
+    instances = [{features.IMAGE_KEY: image, features.LABEL_KEY: int(label)}
+                 for image, label in zip(raw.images, raw.labels, strict=True)]
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec({
+        features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
+        features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    }))
+    with beam.Pipeline() as pipeline, tft_beam.Context(temp_dir=str(work / "tft-tmp")):
+        transform_fn = (pipeline | beam.Create(instances), metadata) | tft_beam.AnalyzeDataset(preprocessing_fn)
+        _ = transform_fn | tft_beam.WriteTransformFn(str(work / "transform"))
+    # The raw schema TFX's Transform writes beside the transform graph (the signatures parse with it).
+    metadata_io.write_metadata(metadata, str(work / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR))
+    tf_transform_output = tft.TFTransformOutput(str(work / "transform"))
+    transformed = tf_transform_output.transform_raw_features({
+        features.IMAGE_KEY: tf.constant(raw.images, tf.int64), features.LABEL_KEY: tf.constant(raw.labels, tf.int64)})
+    split = trainer.Split(
+        images=transformed[features.transformed_name(features.IMAGE_KEY)].numpy().astype(np.float32),
+        labels=transformed[features.transformed_name(features.LABEL_KEY)].numpy().astype(np.int64),
+    )
+    model, _, _ = trainer.fit(HParams.tuned({"epochs": 1, "batch_size": 64}), split, split, seed=0, max_steps=15)
+    export_dir = work / "model"
+    signatures.export_saved_model(model, tf_transform_output, str(export_dir))
+    return export_dir

@@ -1,0 +1,336 @@
+"""The TF Serving protocol server against a model exported by the project's own Trainer code:
+every REST and gRPC call, version labels, bad requests, a hot swap under load, a load test."""
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from fmnist.sample import read_official
+from modules import features
+from serving.client import ClientError, GrpcClient, RestClient
+from serving.manager import read_model_config, single_model_config, write_model_config
+from serving.server import RunningServer, ServerOptions, tf_serving_command
+
+MODEL = "fashion_mnist"
+MAX_REQUEST_BYTES = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def test_images(sample_dir):
+    test = read_official(sample_dir, "t10k")
+    return test.images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32), test.labels
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, exported_model):
+    """Versions 1 and 2 (same model), labelled stable=1 and canary=2."""
+    root = tmp_path_factory.mktemp("serving")
+    for version in (1, 2):
+        shutil.copytree(exported_model, root / "models" / str(version))
+    config = single_model_config(MODEL, str(root / "models"), {"stable": 1, "canary": 2}, latest_versions=2)
+    write_model_config(config, str(root / "models.config"))
+    running = RunningServer(ServerOptions(model_config_file=str(root / "models.config"), rest_port=0, grpc_port=0,
+                                          host="127.0.0.1", poll_seconds=0.2,
+                                          max_request_bytes=MAX_REQUEST_BYTES)).start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def rest(server):
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.rest_port}", timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as opened:
+        yield opened
+
+
+def _reference(exported_model, images):
+    """What the SavedModel itself says, without any server in between."""
+    serve = tf.saved_model.load(str(exported_model)).signatures[features.SERVING_DEFAULT]
+    return serve(images=tf.constant(images))["probabilities"].numpy()
+
+
+# -- REST -------------------------------------------------------------------------------------
+def test_rest_status_for_model_version_and_label(rest):
+    status = rest.get(f"/v1/models/{MODEL}").json()["model_version_status"]
+    assert {(s["version"], s["state"]) for s in status} == {("1", "AVAILABLE"), ("2", "AVAILABLE")}
+    assert rest.get(f"/v1/models/{MODEL}/versions/1").json()["model_version_status"][0]["version"] == "1"
+    assert rest.get(f"/v1/models/{MODEL}/labels/canary").json()["model_version_status"][0]["version"] == "2"
+
+
+def test_rest_metadata_lists_the_signatures(rest):
+    body = rest.get(f"/v1/models/{MODEL}/metadata").json()
+    assert body["model_spec"] == {"name": MODEL, "signature_name": "", "version": "2"}
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    assert set(signatures) == {features.SERVING_DEFAULT, features.TF_EXAMPLE_SIGNATURE, features.CLASSIFY_SIGNATURE}
+    images = signatures[features.SERVING_DEFAULT]["inputs"][features.IMAGES_INPUT]
+    assert images["dtype"] == "DT_FLOAT"
+    assert [int(d["size"]) for d in images["tensor_shape"]["dim"]] == [-1, 28, 28]
+    assert signatures[features.CLASSIFY_SIGNATURE]["method_name"] == features.CLASSIFY_METHOD_NAME
+
+
+def test_rest_predict_row_and_columnar_forms_agree_with_the_model(rest, test_images, exported_model):
+    images = test_images[0][:4]
+    expected = _reference(exported_model, images)
+    rows = rest.post(f"/v1/models/{MODEL}:predict", json={"instances": images.tolist()}).json()["predictions"]
+    named_rows = rest.post(f"/v1/models/{MODEL}/labels/stable:predict",
+                           json={"instances": [{features.IMAGES_INPUT: i} for i in images.tolist()]}).json()
+    columns = rest.post(f"/v1/models/{MODEL}/versions/1:predict",
+                        json={"inputs": {features.IMAGES_INPUT: images.tolist()}}).json()["outputs"]
+    np.testing.assert_allclose([r["probabilities"] for r in rows], expected, atol=1e-5)
+    np.testing.assert_allclose([r["probabilities"] for r in named_rows["predictions"]], expected, atol=1e-5)
+    np.testing.assert_allclose(columns["probabilities"], expected, atol=1e-5)
+    assert columns["class_name"] == [features.CLASS_NAMES[i] for i in expected.argmax(axis=1)]
+
+
+def test_rest_predict_with_b64_serialized_examples(rest, test_images, exported_model):
+    images, _ = test_images
+    examples = []
+    for image in images[:2]:
+        example = tf.train.Example()
+        example.features.feature[features.IMAGE_KEY].int64_list.value.extend(image.reshape(-1).astype(int).tolist())
+        examples.append({"b64": base64.b64encode(example.SerializeToString()).decode()})
+    body = rest.post(f"/v1/models/{MODEL}:predict",
+                     json={"signature_name": features.TF_EXAMPLE_SIGNATURE, "instances": examples})
+    assert body.status_code == 200, body.text
+    np.testing.assert_allclose(body.json()["predictions"], _reference(exported_model, images[:2]), atol=1e-5)
+
+
+def test_rest_classify(rest, test_images, exported_model):
+    images, _ = test_images
+    body = rest.post(f"/v1/models/{MODEL}:classify", json={
+        "signature_name": features.CLASSIFY_SIGNATURE,
+        "examples": [{features.IMAGE_KEY: image.reshape(-1).astype(int).tolist()} for image in images[:3]]})
+    assert body.status_code == 200, body.text
+    results = body.json()["results"]
+    assert len(results) == 3
+    expected = _reference(exported_model, images[:3])
+    for result, probabilities in zip(results, expected, strict=True):
+        assert [label for label, _ in result] == list(features.CLASS_NAMES)
+        np.testing.assert_allclose([score for _, score in result], probabilities, atol=1e-5)
+
+
+@pytest.mark.parametrize(("path", "body", "status", "message"), [
+    (":predict", b"{not json", 400, "malformed JSON"),
+    (":predict", {"instances": [[1.0, 2.0]]}, 400, "must have shape float32 [N, 28, 28], got [1, 2]"),
+    (":predict", {"instances": [[["x"] * 28] * 28]}, 400, "expects float32 numbers"),
+    (":predict", {"instances": [[[300.0] * 28] * 28]}, 400, "must be within [0, 255]; value 300.0"),
+    (":predict", {"instances": [[[-1.0] * 28] * 28]}, 400, "must be within [0, 255]; value -1.0"),
+    (":predict", {"instances": [[[1.0] * 28] * 27 + [[1.0] * 5]]}, 400, "not a rectangular array"),
+    (":predict", {"instances": []}, 400, "non-empty list"),
+    (":predict", {"rows": []}, 400, "exactly one of \"instances\""),
+    (":predict", {"instances": [[[0.0] * 28] * 28], "inputs": {}}, 400, "exactly one of"),
+    (":predict", {"signature_name": "nope", "instances": [[[0.0] * 28] * 28]}, 400, "has no signature 'nope'"),
+    (":classify", {"examples": [{features.IMAGE_KEY: [999] * 784}]}, 400, "within [0, 255]"),
+    (":classify", {"examples": [{features.IMAGE_KEY: [1, 2, 3]}]}, 400, "the model rejected the input"),
+    (":classify", {"instances": []}, 400, "needs \"examples\""),
+    ("/versions/7:predict", {"instances": [[[0.0] * 28] * 28]}, 404, "version 7 is not available"),
+    ("/labels/beta:predict", {"instances": [[[0.0] * 28] * 28]}, 404, "no version label 'beta'"),
+    (":explain", {}, 404, "unknown method ':explain'"),
+])
+def test_rest_bad_requests_get_a_specific_error(rest, path, body, status, message):
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    response = rest.post(f"/v1/models/{MODEL}{path}", content=content)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_rest_unknown_model_oversized_body_and_wrong_method(rest):
+    response = rest.post("/v1/models/nope:predict", json={"instances": [[[0.0] * 28] * 28]})
+    assert response.status_code == 404 and "unknown model 'nope'" in response.json()["error"]
+    response = rest.post(f"/v1/models/{MODEL}:predict", content=b" " * (MAX_REQUEST_BYTES + 1))
+    assert response.status_code == 413 and "exceeds the limit" in response.json()["error"]
+    response = rest.get(f"/v1/models/{MODEL}:predict")
+    assert response.status_code == 405 and "takes POST" in response.json()["error"]
+
+
+def test_server_stays_healthy_after_bad_requests(rest, test_images):
+    for _ in range(3):
+        rest.post(f"/v1/models/{MODEL}:predict", content=b"\xff\xfe garbage")
+    response = rest.post(f"/v1/models/{MODEL}:predict", json={"instances": test_images[0][:1].tolist()})
+    assert response.status_code == 200
+
+
+# -- gRPC -------------------------------------------------------------------------------------
+def test_grpc_predict_classify_metadata_and_status(server, channel, test_images, exported_model):
+    images = test_images[0][:3]
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    request.model_spec.version_label = "stable"
+    request.inputs[features.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(images))
+    response = stub.Predict(request)
+    assert response.model_spec.version.value == 1
+    np.testing.assert_allclose(tf.make_ndarray(response.outputs["probabilities"]),
+                               _reference(exported_model, images), atol=1e-5)
+
+    client = GrpcClient(f"127.0.0.1:{server.grpc_port}", MODEL)
+    classified = client.classify(images)
+    np.testing.assert_allclose([[s for _, s in r] for r in classified], _reference(exported_model, images), atol=1e-5)
+
+    metadata = stub.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec={"name": MODEL}, metadata_field=["signature_def"]))
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    metadata.metadata["signature_def"].Unpack(signature_map)
+    assert features.SERVING_DEFAULT in signature_map.signature_def
+
+    status = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(
+        get_model_status_pb2.GetModelStatusRequest(model_spec={"name": MODEL}))
+    assert {(s.version, s.state) for s in status.model_version_status} == {
+        (1, get_model_status_pb2.ModelVersionStatus.AVAILABLE), (2, get_model_status_pb2.ModelVersionStatus.AVAILABLE)}
+
+
+@pytest.mark.parametrize(("model", "images", "code", "message"), [
+    ("nope", np.zeros((1, 28, 28), np.float32), grpc.StatusCode.NOT_FOUND, "unknown model"),
+    (MODEL, np.zeros((1, 28), np.float32), grpc.StatusCode.INVALID_ARGUMENT, "must have shape"),
+    (MODEL, np.full((1, 28, 28), 256, np.float32), grpc.StatusCode.INVALID_ARGUMENT, "within [0, 255]"),
+    (MODEL, np.zeros((1, 28, 28), np.int32), grpc.StatusCode.OK, ""),  # ints are fine for a float input
+])
+def test_grpc_errors_carry_status_codes(channel, model, images, code, message):
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs[features.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(images))
+    if code == grpc.StatusCode.OK:
+        assert stub.Predict(request).outputs["probabilities"]
+        return
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Predict(request)
+    assert raised.value.code() == code and message in raised.value.details()
+
+
+def test_clients_agree_and_report_server_errors(server, test_images):
+    images = test_images[0][:5]
+    via_rest = RestClient(f"127.0.0.1:{server.rest_port}", MODEL).predict(images)
+    via_grpc = GrpcClient(f"127.0.0.1:{server.grpc_port}", MODEL, label="canary").predict(images)
+    np.testing.assert_allclose(via_rest.probabilities, via_grpc.probabilities, atol=1e-6)
+    assert via_grpc.version == 2
+    with pytest.raises(ClientError, match="version 9 is not available"):
+        RestClient(f"127.0.0.1:{server.rest_port}", MODEL, version=9).predict(images)
+    with pytest.raises(ClientError, match="NOT_FOUND"):
+        GrpcClient(f"127.0.0.1:{server.grpc_port}", "nope").predict(images)
+
+
+def test_predict_cli_uses_no_tensorflow_runtime(server, sample_dir):
+    """`fmnist predict` over gRPC: answers with class names and never loads TF's runtime."""
+    script = (
+        "import sys\nfrom fmnist.cli import main\n"
+        f"code = main(['predict', 'test:0-2', '--data-dir', {str(sample_dir)!r}, '--transport', 'grpc', "
+        f"'--server', '127.0.0.1:{server.grpc_port}'])\n"
+        "print('TF runtime loaded:', 'tensorflow.python' in sys.modules)\nsys.exit(code)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 4 and all(line.startswith(f"test:{i}") for i, line in enumerate(lines[:3]))
+    assert all("(true: " in line for line in lines[:3])
+    assert lines[-1] == "TF runtime loaded: False"
+
+
+# -- load, batching, metrics --------------------------------------------------------------------
+def test_load_from_several_threads_has_zero_errors(server, test_images):
+    images = test_images[0]
+    failures, done = [], []
+
+    def worker(index):
+        client = (GrpcClient(f"127.0.0.1:{server.grpc_port}", MODEL) if index % 2 else
+                  RestClient(f"127.0.0.1:{server.rest_port}", MODEL))
+        for i in range(400):
+            try:
+                prediction = client.predict(images[(index * 400 + i) % len(images)])
+                done.append(prediction.probabilities.shape == (1, 10))
+            except Exception as err:
+                failures.append(repr(err))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and len(done) == 2400 and all(done)
+
+    metrics = httpx.get(f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics").text
+    predicted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                    if line.startswith("fmnist_serving_requests_total{") and 'api="predict"' in line
+                    and 'code="OK"' in line)
+    assert predicted >= 2400
+    assert "fmnist_serving_request_latency_seconds_bucket" in metrics
+    # Concurrent requests shared TF calls: some batches held more than one row.
+    batch_count = float(next(line.split()[-1] for line in metrics.splitlines()
+                             if line.startswith("fmnist_serving_batch_size_count")))
+    assert batch_count < predicted
+
+
+def test_hot_swap_fails_no_request(tmp_path, exported_model, test_images):
+    """A new version is pushed (copied file by file, like the Pusher) while requests stream in."""
+    base = tmp_path / "models"
+    shutil.copytree(exported_model, base / "1")
+    running = RunningServer(ServerOptions(base_path=str(base), rest_port=0, grpc_port=0, host="127.0.0.1",
+                                          poll_seconds=0.2)).start()
+    try:
+        client = GrpcClient(f"127.0.0.1:{running.grpc_port}", MODEL)
+        image = test_images[0][:1]
+        versions, failures, stop = [], [], threading.Event()
+
+        def stream():
+            while not stop.is_set():
+                try:
+                    versions.append(client.predict(image).version)
+                except Exception as err:
+                    failures.append(repr(err))
+
+        streamer = threading.Thread(target=stream)
+        streamer.start()
+        time.sleep(0.5)
+        shutil.copytree(exported_model, base / "2")  # not atomic, as with the TFX Pusher
+        deadline = time.monotonic() + 60
+        while (not versions or versions[-1] != 2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stop.set()
+        streamer.join()
+
+        assert failures == []
+        assert versions[0] == 1 and versions[-1] == 2
+        switch = versions.index(2)
+        assert set(versions[:switch]) == {1} and set(versions[switch:]) == {2}  # one clean switch
+        status = {v: state for v, state, _ in running.manager.status(MODEL)}
+        assert status[2] == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+        assert status[1] == get_model_status_pb2.ModelVersionStatus.END
+    finally:
+        running.stop()
+
+
+# -- production config ------------------------------------------------------------------------
+def test_tf_serving_command_and_configs_agree_with_the_options(tmp_path):
+    options = ServerOptions(model_name=MODEL, base_path="/models/fashion_mnist", rest_port=8601, grpc_port=8600,
+                            version_labels={"stable": 3}, max_batch_size=32, batch_timeout_ms=1.5)
+    command = tf_serving_command(options, str(tmp_path))
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in command[1:] if "=" in arg)
+    assert command[0] == "tensorflow_model_server" and "--enable_batching" in command
+    assert flags["port"] == "8600" and flags["rest_api_port"] == "8601"
+    (model,) = read_model_config(flags["model_config_file"]).model_config_list.config
+    assert (model.name, model.base_path, dict(model.version_labels)) == (MODEL, "/models/fashion_mnist", {"stable": 3})
+    batching = open(flags["batching_parameters_file"]).read()
+    assert "max_batch_size { value: 32 }" in batching and "batch_timeout_micros { value: 1500 }" in batching
+    assert "/monitoring/prometheus/metrics" in open(flags["monitoring_config_file"]).read()
