@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -89,11 +90,18 @@ class RunningServer:
                  self.rest_port, self.grpc_port)
 
     def serve_forever(self) -> None:
-        """Blocks; SIGTERM/SIGINT stop accepting, finish in-flight requests, then exit."""
+        """Blocks; SIGTERM/SIGINT stop accepting, finish in-flight requests, then return."""
+        # uvicorn catches SIGTERM/SIGINT for its graceful stop, then restores the previous handlers
+        # and re-raises the signal; with these no-op handlers in place, that re-raise returns here
+        # and gRPC gets its graceful stop too, instead of the process dying mid-shutdown.
+        previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             self._rest.run(sockets=[self._socket])
         finally:
+            log.info("shutting down: finishing in-flight requests")
             self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def start(self) -> RunningServer:
         self._thread = threading.Thread(target=self._rest.run, kwargs={"sockets": [self._socket]},

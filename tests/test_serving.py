@@ -334,3 +334,47 @@ def test_tf_serving_command_and_configs_agree_with_the_options(tmp_path):
     batching = open(flags["batching_parameters_file"]).read()
     assert "max_batch_size { value: 32 }" in batching and "batch_timeout_micros { value: 1500 }" in batching
     assert "/monitoring/prometheus/metrics" in open(flags["monitoring_config_file"]).read()
+
+
+def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path, exported_model, test_images):
+    import signal
+    import socket
+
+    def free_port():
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return probe.getsockname()[1]
+
+    shutil.copytree(exported_model, tmp_path / "models" / "1")
+    rest_port, grpc_port = free_port(), free_port()
+    process = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "serve", "--model-base-path",
+                                str(tmp_path / "models"), "--host", "127.0.0.1", "--rest-port", str(rest_port),
+                                "--grpc-port", str(grpc_port), "--tf-serving", "no"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        client = RestClient(f"127.0.0.1:{rest_port}", MODEL)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client.status()
+                break
+            except ClientError:
+                assert process.poll() is None and time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.3)
+        assert client.predict(test_images[0][:1]).probabilities.shape == (1, 10)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "serving models ['fashion_mnist']" in output
+
+
+def test_serving_code_never_imports_tfx_or_beam():
+    script = ("import sys\nimport serving.server, serving.rest, serving.grpc_service, serving.client, serving.inputs\n"
+              "print(sorted({m.split('.')[0] for m in sys.modules} & {'tfx', 'apache_beam', 'tensorflow_transform', "
+              "'tensorflow_model_analysis'}))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
