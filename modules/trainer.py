@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from typing import Any, NamedTuple
 
@@ -112,6 +113,37 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def strategy_kind(tf_config: str | None, gpus: int) -> str:
+    """Which tf.distribute strategy fits where the Trainer runs: "multi_worker" when Vertex
+    Training (or any TF_CONFIG) names several replicas, "mirrored" over several local GPUs,
+    "default" otherwise (one device: this machine, or one Vertex replica with one GPU)."""
+    cluster = json.loads(tf_config or "{}").get("cluster", {})
+    if sum(len(addresses) for addresses in cluster.values()) > 1:
+        return "multi_worker"
+    return "mirrored" if gpus > 1 else "default"
+
+
+def is_chief(tf_config: str | None) -> bool:
+    """Whether this replica writes the model. Vertex names the chief's pool `workerpool0`; plain
+    TF_CONFIG uses `chief`, or worker 0 when the cluster has no chief; no TF_CONFIG: one process."""
+    parsed = json.loads(tf_config or "{}")
+    task = parsed.get("task", {})
+    if "type" not in task:
+        return True
+    if task["type"] in ("chief", "master", "workerpool0"):
+        return True
+    return task["type"] == "worker" and task.get("index", 0) == 0 and "chief" not in parsed.get("cluster", {})
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    kind = strategy_kind(os.environ.get("TF_CONFIG"), len(tf.config.list_physical_devices("GPU")))
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
 def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
         log_dir: str | None = None, max_steps: int | None = None):
     """Builds and trains the CNN; returns (model, history, epoch_logger)."""
@@ -121,7 +153,11 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
         steps_per_epoch = min(steps_per_epoch, max_steps)
         hparams = hparams.replace(epochs=1)
     log.info("training on %d images, validating on %d; %s", len(train.labels), len(evaluation.labels), hparams)
-    model = model_lib.build_model(hparams, steps_per_epoch)
+    strategy = distribution_strategy()
+    with strategy.scope():  # batch_size stays the global batch, split across replicas
+        model = model_lib.build_model(hparams, steps_per_epoch)
+    if strategy.num_replicas_in_sync > 1:
+        log.info("training with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
     epoch_logger = EpochLogger(min(len(train.labels), steps_per_epoch * hparams.batch_size))
     callbacks = [
         epoch_logger,
@@ -184,6 +220,11 @@ def run_fn(fn_args: FnArgs) -> None:
         max_steps=config.get("max_steps"),
     )
     seconds = time.perf_counter() - started
-    signatures.export_saved_model(model, tf_transform_output, fn_args.serving_model_dir)
+    # Every multi-worker replica must take part in saving; only the chief's copy is the model.
+    chief = is_chief(os.environ.get("TF_CONFIG"))
+    export_dir = fn_args.serving_model_dir if chief else tempfile.mkdtemp(prefix="non-chief-export-")
+    signatures.export_saved_model(model, tf_transform_output, export_dir)
+    if not chief:
+        return
     write_training_summary(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE),
                            model, hparams, history, epoch_logger, seconds)

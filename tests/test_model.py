@@ -40,3 +40,22 @@ def test_hparams_round_trip_and_reject_unknown_names():
     assert HParams.from_dict({"weight_decay": 0, "epochs": 3.0}).weight_decay == 0.0
     with pytest.raises(ValueError, match=r"unknown hyperparameters \['learning_rat'\]"):
         HParams.from_dict({"learning_rat": 0.1})
+
+
+@pytest.mark.parametrize(("tf_config", "gpus", "kind", "chief"), [
+    (None, 0, "default", True),
+    (None, 1, "default", True),
+    (None, 4, "mirrored", True),
+    ('{"cluster": {"workerpool0": ["a:1"]}, "task": {"type": "workerpool0", "index": 0}}', 1, "default", True),
+    ('{"cluster": {"workerpool0": ["a:1"], "workerpool1": ["b:1", "c:1"]}, '
+     '"task": {"type": "workerpool1", "index": 0}}', 0, "multi_worker", False),
+    ('{"cluster": {"workerpool0": ["a:1"], "workerpool1": ["b:1"]}, '
+     '"task": {"type": "workerpool0", "index": 0}}', 0, "multi_worker", True),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}', 0, "multi_worker", False),
+    ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}', 0, "multi_worker", True),
+])
+def test_distribution_strategy_follows_where_the_trainer_runs(tf_config, gpus, kind, chief):
+    from modules.trainer import is_chief, strategy_kind
+
+    assert strategy_kind(tf_config, gpus) == kind
+    assert is_chief(tf_config) is chief

@@ -40,6 +40,57 @@ class TuningConfig:
 
 
 @dataclass(frozen=True)
+class VertexConfig:
+    """Where the work runs on Google Cloud (kubeflow_runner.py). Absent: everything runs locally."""
+
+    project: str
+    region: str
+    bucket: str  # gs://BUCKET: pipeline root, Dataflow temp/staging, pushed models
+    image: str  # the project image (Dockerfile): every component and the Dataflow SDK container
+    service_account: str | None = None  # runs the pipeline, Dataflow workers and training jobs
+    dataflow_machine_type: str = "n1-standard-4"
+    dataflow_max_workers: int = 10
+    training_machine_type: str = "n1-standard-8"
+    training_replicas: int = 1  # >1: multi-worker (MultiWorkerMirroredStrategy in modules/trainer.py)
+    accelerator_type: str | None = None  # e.g. NVIDIA_TESLA_T4 (MirroredStrategy over the GPUs)
+    accelerator_count: int = 0
+    endpoint_name: str = "fashion-mnist"
+    serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+    serving_machine_type: str = "n1-standard-2"
+    traffic_percentage: int = 100  # share of the endpoint's traffic the new model gets (canary < 100)
+
+    @property
+    def temp_location(self) -> str:
+        return f"{self.bucket}/tmp"
+
+    def dataflow_args(self) -> list[str]:
+        args = [
+            "--runner=DataflowRunner",
+            f"--project={self.project}",
+            f"--region={self.region}",
+            f"--temp_location={self.temp_location}",
+            f"--staging_location={self.bucket}/staging",
+            f"--sdk_container_image={self.image}",
+            f"--machine_type={self.dataflow_machine_type}",
+            f"--max_num_workers={self.dataflow_max_workers}",
+            "--experiments=use_runner_v2",
+        ]
+        if self.service_account:
+            args.append(f"--service_account_email={self.service_account}")
+        return args
+
+    def worker_pool_specs(self) -> list[dict[str, Any]]:
+        machine: dict[str, Any] = {"machine_type": self.training_machine_type}
+        if self.accelerator_type and self.accelerator_count:
+            machine |= {"accelerator_type": self.accelerator_type, "accelerator_count": self.accelerator_count}
+        pool = {"machine_spec": machine, "replica_count": 1, "container_spec": {"image_uri": self.image}}
+        pools = [pool]
+        if self.training_replicas > 1:  # chief + workers, same machines
+            pools.append({**pool, "replica_count": self.training_replicas - 1})
+        return pools
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     pipeline_root: str
     data_root: str
@@ -55,6 +106,7 @@ class PipelineConfig:
     tuning: TuningConfig = TuningConfig()
     beam_pipeline_args: tuple[str, ...] = ()
     enable_cache: bool = True
+    vertex: VertexConfig | None = None  # set by kubeflow_runner.py: Dataflow, Vertex Training, endpoint
 
     def replace(self, **changes: Any) -> PipelineConfig:
         return dataclasses.replace(self, **changes)

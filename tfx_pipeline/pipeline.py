@@ -39,6 +39,7 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         seed=config.seed,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    on_dataflow = _beam_placement(config)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.join(schema_dir, "schema.pbtxt"))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
@@ -61,12 +62,9 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         eval_args=tfx.proto.EvalArgs(splits=["eval"]),
         custom_config=config.trainer_custom_config(),
     )
-    tuner = tfx.components.Tuner(tuner_fn=TUNER_FN, **training_inputs) if config.tuning.enabled else None
-    trainer = tfx.components.Trainer(
-        run_fn=TRAINER_RUN_FN,
-        hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
-        **training_inputs,
-    )
+    tuner = _tuner(config, **training_inputs) if config.tuning.enabled else None
+    trainer = _trainer(config, hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
+                       **training_inputs)
 
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -91,16 +89,78 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         eval_config=eval_config.create_eval_config(thresholds=None),
     ).with_id(TEST_EVALUATOR_ID)
 
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)
-        ),
-    )
+    pusher = _pusher(config, model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"])
+    for component in (example_gen, statistics_gen, transform, evaluator, test_evaluator):
+        on_dataflow(component)
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
                   tuner, trainer, model_resolver, evaluator, test_evaluator, pusher]
     return [c for c in components if c is not None]
+
+
+# -- placement: local by default; Dataflow, Vertex Training and a Vertex endpoint with config.vertex --
+def _beam_placement(config: PipelineConfig):
+    """Puts a Beam component on Dataflow (the pipeline-wide args stay the local default)."""
+    def place(component):
+        if config.vertex is not None:
+            component.with_beam_pipeline_args(config.vertex.dataflow_args())
+        return component
+    return place
+
+
+def _vertex_job_config(config: PipelineConfig) -> dict[str, Any]:
+    from tfx.v1.extensions import google_cloud_ai_platform as vertex
+
+    return {vertex.ENABLE_VERTEX_KEY: True, vertex.VERTEX_REGION_KEY: config.vertex.region}
+
+
+def _trainer(config: PipelineConfig, custom_config: dict[str, Any], **inputs) -> BaseNode:
+    if config.vertex is None:
+        return tfx.components.Trainer(run_fn=TRAINER_RUN_FN, custom_config=custom_config, **inputs)
+    from tfx.v1.extensions import google_cloud_ai_platform as vertex
+
+    training_args = {"project": config.vertex.project, "worker_pool_specs": config.vertex.worker_pool_specs()}
+    if config.vertex.service_account:
+        training_args["service_account"] = config.vertex.service_account
+    return vertex.Trainer(run_fn=TRAINER_RUN_FN, custom_config={
+        **custom_config, **_vertex_job_config(config), vertex.TRAINING_ARGS_KEY: training_args}, **inputs)
+
+
+def _tuner(config: PipelineConfig, custom_config: dict[str, Any], **inputs) -> BaseNode:
+    if config.vertex is None:
+        return tfx.components.Tuner(tuner_fn=TUNER_FN, custom_config=custom_config, **inputs)
+    from tfx.v1.extensions import google_cloud_ai_platform as vertex
+
+    parallel_trials = 3
+    return vertex.Tuner(
+        tuner_fn=TUNER_FN, tune_args=tfx.proto.TuneArgs(num_parallel_trials=parallel_trials),
+        custom_config={
+            **custom_config, **_vertex_job_config(config),
+            vertex.experimental.TUNING_ARGS_KEY: {
+                "project": config.vertex.project,
+                "job_spec": {"worker_pool_specs": config.vertex.worker_pool_specs()},
+            },
+            vertex.experimental.REMOTE_TRIALS_WORKING_DIR_KEY: f"{config.vertex.bucket}/tuner",
+        },
+        **inputs)
+
+
+def _pusher(config: PipelineConfig, **inputs) -> BaseNode:
+    if config.vertex is None:
+        return tfx.components.Pusher(push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_model_dir)), **inputs)
+    from tfx.v1.extensions import google_cloud_ai_platform as vertex
+
+    return vertex.Pusher(custom_config={
+        **_vertex_job_config(config),
+        vertex.VERTEX_CONTAINER_IMAGE_URI_KEY: config.vertex.serving_image,
+        vertex.SERVING_ARGS_KEY: {
+            "project_id": config.vertex.project,
+            "endpoint_name": config.vertex.endpoint_name,
+            "machine_type": config.vertex.serving_machine_type,
+            "min_replica_count": 1,
+            "traffic_percentage": config.vertex.traffic_percentage,  # < 100: a canary beside the current model
+        },
+    }, **inputs)
 
 
 def create_pipeline(

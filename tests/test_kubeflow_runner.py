@@ -1,0 +1,198 @@
+"""The Vertex runner, offline: the compiled pipeline JSON puts each component where it belongs,
+compiling opens no network connection, and `--submit` sends the right arguments to the
+aiplatform SDK (mocked at PipelineJob, the narrowest boundary)."""
+
+import json
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+import kubeflow_runner
+
+IMAGE = "europe-west4-docker.pkg.dev/demo-proj/fashion-mnist/pipeline:abc123"
+BASE_FLAGS = ["--project", "demo-proj", "--region", "europe-west4", "--bucket", "gs://demo-bucket",
+              "--image", IMAGE, "--service-account", "pipelines@demo-proj.iam.gserviceaccount.com"]
+BEAM_COMPONENTS = {"FileBasedExampleGen", "StatisticsGen", "Transform", "Evaluator", "TestEvaluator"}
+REPO = Path(__file__).resolve().parent.parent
+KFP_V2_EXECUTOR = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+
+
+class NetworkBlockedError(AssertionError):
+    pass
+
+
+def _no_network(*args, **kwargs):
+    raise NetworkBlockedError(f"compilation tried to open a network connection: {args}")
+
+
+def _compile(tmp_path_factory, *extra) -> dict:
+    output = tmp_path_factory.mktemp("vertex") / "pipeline.json"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", _no_network)
+        patch.setattr(socket.socket, "connect_ex", _no_network)
+        patch.setattr(socket, "create_connection", _no_network)
+        patch.setattr(socket, "getaddrinfo", _no_network)
+        assert kubeflow_runner.main([*BASE_FLAGS, "--output", str(output), *extra]) == 0
+    return json.loads(output.read_text())
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    return _compile(tmp_path_factory, "--training-replicas", "3", "--accelerator-type", "NVIDIA_TESLA_T4",
+                    "--accelerator-count", "1", "--traffic-percentage", "10", "--dataflow-max-workers", "7")
+
+
+def _tasks(pipeline) -> dict:
+    return pipeline["pipelineSpec"]["root"]["dag"]["tasks"]
+
+
+def _parameter(pipeline, task: str, name: str) -> str:
+    return _tasks(pipeline)[task]["inputs"]["parameters"][name]["runtimeValue"]["constantValue"]["stringValue"]
+
+
+def _container(pipeline, task: str) -> dict:
+    executor = pipeline["pipelineSpec"]["components"][task]["executorLabel"]
+    return pipeline["pipelineSpec"]["deploymentSpec"]["executors"][executor]["container"]
+
+
+def test_every_component_is_compiled_and_runs_in_the_project_image(compiled):
+    tasks = set(_tasks(compiled))
+    assert {"FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
+            "Transform", "Trainer", "Evaluator", "TestEvaluator", "Pusher"} <= tasks
+    assert {t for t in tasks if "resolver" in t} == {"latest_blessed_model_resolver-model-blessing-resolver",
+                                                     "latest_blessed_model_resolver-model-resolver"}
+    for task in tasks - {t for t in tasks if "resolver" in t}:
+        container = _container(compiled, task)
+        assert container["image"] == IMAGE, task
+        # Vertex runs TFX's executor explicitly, so the image's entrypoint can be Beam's boot.
+        assert container["command"] == ["python", "-m", KFP_V2_EXECUTOR]
+    assert compiled["runtimeConfig"]["gcsOutputDirectory"] == "gs://demo-bucket/pipeline_root"
+
+
+def test_beam_components_run_on_dataflow_with_the_project_image(compiled):
+    for task in _tasks(compiled):
+        if "resolver" in task:
+            continue
+        args = _container(compiled, task)["args"]
+        if task not in BEAM_COMPONENTS:
+            assert "--runner=DataflowRunner" not in args, task
+            continue
+        flags = dict(a.removeprefix("--").split("=", 1) for a in args if a.startswith("--") and "=" in a)
+        assert flags["runner"] == "DataflowRunner", task
+        assert flags["sdk_container_image"] == IMAGE
+        assert (flags["project"], flags["region"]) == ("demo-proj", "europe-west4")
+        assert flags["temp_location"].startswith("gs://demo-bucket/") and flags["staging_location"].startswith("gs://")
+        assert flags["max_num_workers"] == "7" and flags["machine_type"]
+        assert flags["service_account_email"] == "pipelines@demo-proj.iam.gserviceaccount.com"
+
+
+def test_trainer_runs_on_vertex_training_with_a_multi_worker_gpu_spec(compiled):
+    config = json.loads(_parameter(compiled, "Trainer", "custom_config"))
+    assert config["ai_platform_enable_vertex"] is True and config["ai_platform_vertex_region"] == "europe-west4"
+    training = config["ai_platform_training_args"]
+    assert training["project"] == "demo-proj"
+    chief, workers = training["worker_pool_specs"]
+    assert (chief["replica_count"], workers["replica_count"]) == (1, 2)
+    for pool in (chief, workers):
+        assert pool["container_spec"]["image_uri"] == IMAGE
+        assert pool["machine_spec"]["accelerator_type"] == "NVIDIA_TESLA_T4"
+    assert config["seed"] == 42  # the project's own training config travels with it
+    assert _parameter(compiled, "Trainer", "run_fn") == "modules.trainer.run_fn"
+
+
+def test_pusher_deploys_to_a_vertex_endpoint_with_a_traffic_split(compiled):
+    config = json.loads(_parameter(compiled, "Pusher", "custom_config"))
+    assert config["ai_platform_enable_vertex"] is True
+    assert config["ai_platform_vertex_container_image_uri"].startswith("us-docker.pkg.dev/vertex-ai/prediction/tf2-")
+    serving = config["ai_platform_serving_args"]
+    assert serving["endpoint_name"] == "fashion-mnist" and serving["project_id"] == "demo-proj"
+    assert serving["traffic_percentage"] == 10
+    assert set(_tasks(compiled)["Pusher"]["dependentTasks"]) == {"Evaluator", "Trainer"}
+
+
+def test_code_is_referenced_by_module_path_and_the_schema_by_its_path_in_the_image(compiled):
+    text = json.dumps(compiled)
+    assert "module_file" not in text and "/work/" not in text  # nothing from the compiling machine
+    assert _parameter(compiled, "Transform", "preprocessing_fn") == "modules.preprocessing.preprocessing_fn"
+    schema_file = _parameter(compiled, "ImportSchemaGen", "schema_file")
+    assert schema_file == f"{kubeflow_runner.IMAGE_WORKDIR}/schema/schema.pbtxt"
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(rf"^WORKDIR {kubeflow_runner.IMAGE_WORKDIR}$", dockerfile, re.M)
+    assert (REPO / "schema" / "schema.pbtxt").is_file()
+
+
+def test_tuner_runs_on_vertex_when_enabled(tmp_path_factory):
+    pipeline = _compile(tmp_path_factory, "--tune")
+    config = json.loads(_parameter(pipeline, "Tuner", "custom_config"))
+    assert config["ai_platform_tuning_args"]["job_spec"]["worker_pool_specs"][0]["container_spec"]["image_uri"] == IMAGE
+    assert config["remote_trials_working_dir"].startswith("gs://demo-bucket/")
+    assert _parameter(pipeline, "Tuner", "tuner_fn") == "modules.tuner.tuner_fn"
+    assert "Tuner" in _tasks(pipeline)["Trainer"]["dependentTasks"]
+
+
+def test_submit_sends_the_compiled_template_to_vertex(tmp_path, monkeypatch):
+    from google.cloud import aiplatform
+
+    calls = {}
+
+    class FakePipelineJob:
+        resource_name = "projects/demo-proj/locations/europe-west4/pipelineJobs/fashion-mnist-1"
+        state = "PIPELINE_STATE_SUCCEEDED"
+
+        def __init__(self, **kwargs):
+            calls["job"] = kwargs
+
+        def submit(self, **kwargs):
+            calls["submit"] = kwargs
+
+        def wait(self):
+            calls["wait"] = True
+
+        def _dashboard_uri(self):
+            return "https://console.cloud.google.com/vertex-ai/pipelines/fashion-mnist-1"
+
+    monkeypatch.setattr(aiplatform, "init", lambda **kwargs: calls.setdefault("init", kwargs))
+    monkeypatch.setattr(aiplatform, "PipelineJob", FakePipelineJob)
+    output = tmp_path / "p.json"
+    assert kubeflow_runner.main([*BASE_FLAGS, "--output", str(output), "--submit", "--wait", "--no-cache"]) == 0
+
+    assert calls["init"] == {"project": "demo-proj", "location": "europe-west4", "staging_bucket": "gs://demo-bucket"}
+    assert calls["job"] == {"display_name": "fashion-mnist", "template_path": str(output),
+                            "pipeline_root": "gs://demo-bucket/pipeline_root", "enable_caching": False,
+                            "project": "demo-proj", "location": "europe-west4"}
+    assert calls["submit"] == {"service_account": "pipelines@demo-proj.iam.gserviceaccount.com"}
+    assert calls["wait"] is True and json.loads(output.read_text())["pipelineSpec"]
+
+
+def test_settings_come_from_flags_then_environment_then_config_file(tmp_path):
+    config_file = tmp_path / "vertex.yaml"
+    config_file.write_text("project: from-file\nregion: us-central1\nbucket: gs://file-bucket\nimage: img:1\n"
+                           "training_replicas: 2\n")
+    args = kubeflow_runner.parse_args(["--config", str(config_file), "--region", "europe-west1"])
+    values = kubeflow_runner.settings(args, environ={"FMNIST_PROJECT": "from-env", "FMNIST_REGION": "asia-east1"})
+    assert (values["project"], values["region"], values["bucket"]) == ("from-env", "europe-west1", "gs://file-bucket")
+    config = kubeflow_runner.build_config(values)
+    assert config.vertex.training_replicas == 2 and config.data_root == "gs://file-bucket/data/fashion-mnist"
+
+    with pytest.raises(SystemExit, match="missing --bucket, --image"):
+        kubeflow_runner.settings(kubeflow_runner.parse_args(["--project", "p", "--region", "r"]), environ={})
+    with pytest.raises(SystemExit, match="must be a gs:// URI"):
+        kubeflow_runner.settings(kubeflow_runner.parse_args(
+            ["--project", "p", "--region", "r", "--bucket", "/tmp/x", "--image", "i"]), environ={})
+
+
+def test_cloud_build_tests_builds_pushes_then_compiles_with_the_same_image():
+    import yaml
+
+    build = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
+    steps = {step["id"]: step for step in build["steps"]}
+    assert list(steps) == ["test", "build", "push", "compile-and-submit"]
+    assert "bash .ci/run" in steps["test"]["args"][-1]  # the README's test command, as in CI
+    image = steps["build"]["args"][steps["build"]["args"].index("-t") + 1]
+    assert steps["push"]["args"] == ["push", image] and build["images"] == [image]
+    compile_step = steps["compile-and-submit"]
+    assert compile_step["name"] == image and f"IMAGE={image}" in compile_step["env"]
+    script = compile_step["args"][-1]
+    assert script.startswith("python kubeflow_runner.py") and '--image "$$IMAGE"' in script and "--submit" in script
