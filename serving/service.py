@@ -6,7 +6,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 
 import numpy as np
-from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2
 
 from modules import features
 from serving.batching import Batcher
@@ -47,9 +47,7 @@ class InferenceService:
                      if servable.method_name(name) == features.CLASSIFY_METHOD_NAME), features.SERVING_DEFAULT)
 
     @staticmethod
-    def signature_def_map(servable: Servable) -> meta_graph_pb2.SignatureDef:
-        from tensorflow_serving.apis import get_model_metadata_pb2
-
+    def signature_def_map(servable: Servable) -> get_model_metadata_pb2.SignatureDefMap:
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for name, signature_def in servable.signature_defs.items():
             signature_map.signature_def[name].CopyFrom(signature_def)

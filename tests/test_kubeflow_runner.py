@@ -105,7 +105,10 @@ def test_trainer_runs_on_vertex_training_with_a_multi_worker_gpu_spec(compiled):
 def test_pusher_deploys_to_a_vertex_endpoint_with_a_traffic_split(compiled):
     config = json.loads(_parameter(compiled, "Pusher", "custom_config"))
     assert config["ai_platform_enable_vertex"] is True
-    assert config["ai_platform_vertex_container_image_uri"].startswith("us-docker.pkg.dev/vertex-ai/prediction/tf2-")
+    from google.cloud.aiplatform.constants import prediction
+
+    # A real pre-built TF serving image (the aiplatform SDK's own list), not a made-up tag.
+    assert config["ai_platform_vertex_container_image_uri"] in prediction.TF_CONTAINER_URIS
     serving = config["ai_platform_serving_args"]
     assert serving["endpoint_name"] == "fashion-mnist" and serving["project_id"] == "demo-proj"
     assert serving["traffic_percentage"] == 10

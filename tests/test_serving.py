@@ -326,7 +326,7 @@ def test_tf_serving_command_and_configs_agree_with_the_options(tmp_path):
     options = ServerOptions(model_name=MODEL, base_path="/models/fashion_mnist", rest_port=8601, grpc_port=8600,
                             version_labels={"stable": 3}, max_batch_size=32, batch_timeout_ms=1.5)
     command = tf_serving_command(options, str(tmp_path))
-    flags = dict(arg.removeprefix("--").split("=", 1) for arg in command[1:] if "=" in arg)
+    flags = _flag_values(command[1:])
     assert command[0] == "tensorflow_model_server" and "--enable_batching" in command
     assert flags["port"] == "8600" and flags["rest_api_port"] == "8601"
     (model,) = read_model_config(flags["model_config_file"]).model_config_list.config
@@ -378,3 +378,28 @@ def test_serving_code_never_imports_tfx_or_beam():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_serve_runs_tensorflow_model_server_when_it_is_on_path(tmp_path):
+    """With the real binary on PATH, `fmnist serve` hands over to it (here a stand-in that records
+    its arguments, since the binary cannot be installed on this machine)."""
+    import os
+    import stat
+
+    fake = tmp_path / "bin" / "tensorflow_model_server"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path / 'argv.txt'}\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
+    done = subprocess.run([sys.executable, "-m", "fmnist.cli", "serve", "--model-base-path", str(tmp_path / "models"),
+                           "--rest-port", "9501", "--grpc-port", "9500", "--label", "stable=7"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    flags = _flag_values((tmp_path / "argv.txt").read_text().split())
+    assert (flags["port"], flags["rest_api_port"]) == ("9500", "9501")
+    (model,) = read_model_config(flags["model_config_file"]).model_config_list.config
+    assert (model.name, model.base_path, dict(model.version_labels)) == (MODEL, str(tmp_path / "models"), {"stable": 7})
+
+
+def _flag_values(args):
+    return dict(arg.removeprefix("--").split("=", 1) for arg in args if arg.startswith("--") and "=" in arg)

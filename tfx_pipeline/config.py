@@ -55,6 +55,8 @@ class VertexConfig:
     accelerator_type: str | None = None  # e.g. NVIDIA_TESLA_T4 (MirroredStrategy over the GPUs)
     accelerator_count: int = 0
     endpoint_name: str = "fashion-mnist"
+    # The newest pre-built TF serving image the aiplatform SDK lists; a 2.16 SavedModel of standard
+    # ops loads in it. deploy/serving/Dockerfile (TF Serving 2.16) is the exact-match alternative.
     serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
     serving_machine_type: str = "n1-standard-2"
     traffic_percentage: int = 100  # share of the endpoint's traffic the new model gets (canary < 100)
