@@ -6,8 +6,9 @@ DATA_DIR ?= data/raw
 OUTPUT_DIR ?= outputs
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+SERVE_ARGS ?=
 
-.PHONY: env data run run-sample test lint lock clean
+.PHONY: env data run run-sample serve test lint lock clean
 
 env:
 	@bash scripts/setup_env.sh
@@ -22,6 +23,10 @@ run: data
 ## The same pipeline on the committed 1,300-image sample (a few minutes).
 run-sample: env
 	$(PY) local_runner.py --sample --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
+
+## Serve what the main job pushed over the TF Serving protocol (REST :8501, gRPC :8500).
+serve: env
+	$(VENV)/bin/fmnist serve --model-base-path $(OUTPUT_DIR)/fashion-mnist/serving_model $(SERVE_ARGS)
 
 ## The test suite (CI runs exactly this).
 test: env
