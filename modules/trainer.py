@@ -161,9 +161,11 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
     epoch_logger = EpochLogger(min(len(train.labels), steps_per_epoch * hparams.batch_size))
     callbacks = [
         epoch_logger,
-        # Validation accuracy is noisy while BatchNorm statistics settle: never stop in the
-        # first half of the schedule.
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
+        # Watch the validation loss, not accuracy: on 5,000 images accuracy moves in noisy 0.02-point
+        # steps and stopped a full run at epoch 20 of 24 (restoring epoch 17, test 0.933), cutting
+        # off the low-learning-rate end of the cosine schedule where the loss still falls. Never
+        # stop in the first half either, while BatchNorm statistics settle.
+        keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", restore_best_weights=True,
                                       patience=hparams.early_stopping_patience,
                                       start_from_epoch=hparams.epochs // 2),
     ]
