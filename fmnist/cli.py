@@ -33,12 +33,14 @@ def _sample(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     import os
 
+    output_dir = args.pipeline_root.resolve().parent
+    metadata = args.metadata or output_dir / "metadata.sqlite"
+    if not metadata.is_file():  # say so before paying for the TF/TFMA import
+        raise FileNotFoundError(f"no ML Metadata store at {metadata} (run the pipeline, or pass --metadata)")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from reports.html_report import default_report_path, write_report
 
-    output_dir = args.pipeline_root.resolve().parent
-    metadata = args.metadata or output_dir / "metadata.sqlite"
     out = args.out or default_report_path(output_dir)
     written = write_report(str(metadata), out, pipeline_name=args.pipeline_name, mistakes=args.mistakes)
     print(f"evaluation report: {written}")

@@ -28,3 +28,10 @@ def test_sample_command_writes_a_stratified_sample(sample_dir, tmp_path):
 
     assert sorted(read_official(tmp_path, "train").labels.tolist()) == sorted(list(range(10)) * 3)
     assert len(read_official(tmp_path, "t10k").labels) == 20
+
+
+def test_report_without_a_metadata_store_fails_fast_and_clearly(tmp_path, capsys):
+    from fmnist import cli
+
+    assert cli.main(["report", "--pipeline-root", str(tmp_path / "pipeline_root")]) == 1
+    assert f"no ML Metadata store at {tmp_path / 'metadata.sqlite'}" in capsys.readouterr().err
