@@ -31,7 +31,5 @@ def test_sample_command_writes_a_stratified_sample(sample_dir, tmp_path):
 
 
 def test_report_without_a_metadata_store_fails_fast_and_clearly(tmp_path, capsys):
-    from fmnist import cli
-
     assert cli.main(["report", "--pipeline-root", str(tmp_path / "pipeline_root")]) == 1
     assert f"no ML Metadata store at {tmp_path / 'metadata.sqlite'}" in capsys.readouterr().err
