@@ -171,19 +171,12 @@ def describe_metric(key, slice_key: tuple = ()) -> str:
 
 def _describe_bound(threshold) -> str:
     if isinstance(threshold, tfma.GenericValueThreshold):
-        parts = []
-        if threshold.HasField("lower_bound"):
-            parts.append(f">= {threshold.lower_bound.value:.4f}")
-        if threshold.HasField("upper_bound"):
-            parts.append(f"<= {threshold.upper_bound.value:.4f}")
-        return " and ".join(parts)
-    higher = threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER
-    parts = []
-    if threshold.HasField("absolute"):
-        parts.append(f"{'>=' if higher else '<='} {threshold.absolute.value:+.4f}")
-    if threshold.HasField("relative"):
-        parts.append(f"{'>=' if higher else '<='} {threshold.relative.value:+.2%} relative")
-    return " and ".join(parts)
+        fields = (("lower_bound", ">= {:.4f}"), ("upper_bound", "<= {:.4f}"))
+    else:  # a change threshold, judged on the difference from the baseline
+        sign = ">=" if threshold.direction == tfma.MetricDirection.HIGHER_IS_BETTER else "<="
+        fields = (("absolute", sign + " {:+.4f}"), ("relative", sign + " {:+.2%} relative"))
+    return " and ".join(text.format(getattr(threshold, name).value) for name, text in fields
+                        if threshold.HasField(name))
 
 
 def _lower_bound(threshold) -> float | None:

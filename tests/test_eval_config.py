@@ -65,3 +65,15 @@ def test_macro_average_metric_loads_from_its_config():
         metric = metric_specs.metric_instance(config)  # what TFMA calls for each MetricConfig
         names.add(metric.name)
     assert names == {eval_config.MACRO_PRECISION, eval_config.MACRO_RECALL}
+
+
+def test_rules_read_as_a_reviewer_would_write_them():
+    from reports.evaluation import _describe_bound
+
+    assert _describe_bound(tfma.GenericValueThreshold(lower_bound={"value": 0.9})) == ">= 0.9000"
+    assert _describe_bound(tfma.GenericValueThreshold(lower_bound={"value": 0.1}, upper_bound={"value": 0.5})) == (
+        ">= 0.1000 and <= 0.5000")
+    assert _describe_bound(tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -0.005})) == ">= -0.0050"
+    assert _describe_bound(tfma.GenericChangeThreshold(
+        direction=tfma.MetricDirection.LOWER_IS_BETTER, relative={"value": 0.1})) == "<= +10.00% relative"
