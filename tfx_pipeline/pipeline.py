@@ -39,7 +39,6 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         seed=config.seed,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    on_dataflow = _beam_placement(config)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.join(schema_dir, "schema.pbtxt"))
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
@@ -90,23 +89,15 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     ).with_id(TEST_EVALUATOR_ID)
 
     pusher = _pusher(config, model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"])
-    for component in (example_gen, statistics_gen, transform, evaluator, test_evaluator):
-        on_dataflow(component)
+    if config.vertex is not None:  # the Beam-heavy components run on Dataflow
+        for component in (example_gen, statistics_gen, transform, evaluator, test_evaluator):
+            component.with_beam_pipeline_args(config.vertex.dataflow_args())
     components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
                   tuner, trainer, model_resolver, evaluator, test_evaluator, pusher]
     return [c for c in components if c is not None]
 
 
-# -- placement: local by default; Dataflow, Vertex Training and a Vertex endpoint with config.vertex --
-def _beam_placement(config: PipelineConfig):
-    """Puts a Beam component on Dataflow (the pipeline-wide args stay the local default)."""
-    def place(component):
-        if config.vertex is not None:
-            component.with_beam_pipeline_args(config.vertex.dataflow_args())
-        return component
-    return place
-
-
+# -- placement: local by default; Vertex Training and a Vertex endpoint with config.vertex --
 def _vertex_job_config(config: PipelineConfig) -> dict[str, Any]:
     from tfx.v1.extensions import google_cloud_ai_platform as vertex
 
