@@ -48,9 +48,6 @@ class Batcher:
         self._queue.put(task)
         return task.future
 
-    def run(self, servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.submit(servable, signature, inputs).result()
-
     def close(self) -> None:
         for _ in self._workers:
             self._queue.put(None)
