@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import local_runner
 from modules import features
 
-SHORT_NAMES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot")
+SHORT_NAMES = features.SHORT_CLASS_NAMES
 
 
 def build_baseline(learning_rate: float = 1e-3):

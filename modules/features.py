@@ -30,6 +30,9 @@ CLASS_NAMES: Final = (
     "Ankle boot",
 )
 NUM_CLASSES: Final = len(CLASS_NAMES)
+# For chart axes and table headers, same order.
+SHORT_CLASS_NAMES: Final = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                            "Boot")
 
 
 # The serving contract: modules/signatures.py exports it, serving/ and its clients rely on it.

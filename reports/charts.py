@@ -14,7 +14,7 @@ import numpy as np
 from modules import features
 from reports.evaluation import ClassMetrics
 
-SHORT_NAMES = [name.split("/")[0] for name in features.CLASS_NAMES]
+SHORT_NAMES = features.SHORT_CLASS_NAMES
 
 
 def to_png(figure: plt.Figure) -> bytes:

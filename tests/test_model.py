@@ -59,3 +59,9 @@ def test_distribution_strategy_follows_where_the_trainer_runs(tf_config, gpus, k
 
     assert strategy_kind(tf_config, gpus) == kind
     assert is_chief(tf_config) is chief
+
+
+def test_short_class_names_follow_the_class_names():
+    assert len(features.SHORT_CLASS_NAMES) == features.NUM_CLASSES
+    for short, full in zip(features.SHORT_CLASS_NAMES, features.CLASS_NAMES, strict=True):
+        assert short.lower() in full.lower()
