@@ -14,6 +14,7 @@ named like the flags, e.g. `training_replicas: 2`). Compiling needs no network a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -82,9 +83,11 @@ def settings(args: argparse.Namespace, environ: dict[str, str] | None = None) ->
 
 
 def build_config(values: dict[str, Any]) -> PipelineConfig:
-    fields = {f for f in VertexConfig.__dataclass_fields__ if f in values}
-    casts = {f.name: f.type for f in VertexConfig.__dataclass_fields__.values()}
-    vertex = VertexConfig(**{f: int(values[f]) if casts[f] == "int" else values[f] for f in fields})
+    # Environment variables arrive as strings: convert where the field's default is a number.
+    vertex = VertexConfig(**{
+        f.name: int(values[f.name]) if isinstance(f.default, int) else values[f.name]
+        for f in dataclasses.fields(VertexConfig) if f.name in values
+    })
     bucket = vertex.bucket.rstrip("/")
     hparams = {"epochs": int(values["epochs"])} if values.get("epochs") else {}
     return PipelineConfig(

@@ -162,13 +162,11 @@ def print_evaluation(config: PipelineConfig) -> None:
         print(f"no evaluation to report: {missing}")
         return
     judged = evaluation.judged
-    verdict = {True: "BLESSED", False: "NOT BLESSED", None: "not judged"}[evaluation.blessed]
-    print(f"\nEvaluator on the {judged.split} split: {verdict}")
+    print(f"\nEvaluator on the {judged.split} split: {evaluation.verdict}")
     for check in judged.checks:
         print(f"  {'pass' if check.passed else 'FAIL'}  {check.rule} on {check.slice}: "
               f"{check.value:.4f} (needs {check.bound})")
-    report = write_report(config.metadata_path, default_report_path(Path(config.pipeline_root).parent),
-                          config.pipeline_name)
+    report = write_report(evaluation, default_report_path(Path(config.pipeline_root).parent))
     print(f"evaluation report: {report}")
 
 

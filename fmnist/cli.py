@@ -39,10 +39,12 @@ def _report(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no ML Metadata store at {metadata} (run the pipeline, or pass --metadata)")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from reports.evaluation import load_latest
     from reports.html_report import default_report_path, write_report
 
     out = args.out or default_report_path(output_dir)
-    written = write_report(str(metadata), out, pipeline_name=args.pipeline_name, mistakes=args.mistakes)
+    evaluation = load_latest(str(metadata), args.pipeline_name)
+    written = write_report(evaluation, out, mistakes=args.mistakes)
     print(f"evaluation report: {written}")
     return 0
 
@@ -74,6 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from modules.features import CLASS_NAMES
     from serving.client import connect
     from serving.inputs import load_inputs
 
@@ -86,15 +89,9 @@ def _predict(args: argparse.Namespace) -> int:
     width = max(len(i.name) for i in inputs)
     for item, top in zip(inputs, prediction.top(args.top), strict=True):
         ranked = "  ".join(f"{name} {p:.3f}" for name, p in top)
-        truth = "" if item.label is None else f"  (true: {_class_name(item.label)})"
+        truth = "" if item.label is None else f"  (true: {CLASS_NAMES[item.label]})"
         print(f"{item.name:<{width}}  {ranked}{truth}")
     return 0
-
-
-def _class_name(class_id: int) -> str:
-    from modules.features import CLASS_NAMES
-
-    return CLASS_NAMES[class_id]
 
 
 def build_parser() -> argparse.ArgumentParser:

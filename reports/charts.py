@@ -13,6 +13,7 @@ import numpy as np
 
 from modules import features
 from reports.evaluation import ClassMetrics
+from reports.misclassified import Predictions
 
 SHORT_NAMES = features.SHORT_CLASS_NAMES
 
@@ -94,3 +95,10 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 8) -> plt
         axes.set_title(caption, fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def mistakes_grid(predictions: Predictions, indices: list[int]) -> plt.Figure:
+    """The given examples captioned `true -> predicted` with the predicted class's probability."""
+    captions = [f"{SHORT_NAMES[predictions.labels[i]]} \u2192 {SHORT_NAMES[predictions.predicted[i]]}\n"
+                f"p={predictions.probabilities[i, predictions.predicted[i]]:.2f}" for i in indices]
+    return image_grid(predictions.images[indices], captions)

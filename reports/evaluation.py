@@ -53,6 +53,7 @@ class ThresholdCheck:
     value: float
     passed: bool
     lower_bound: float | None = None  # for value floors, to draw them
+    class_id: int | None = None  # set for a per-class rule
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,12 @@ class SplitEvaluation:
     def has_baseline(self) -> bool:
         return bool(self.baseline_overall)
 
+    @property
+    def recall_floor(self) -> float | None:
+        """The lowest per-class floor the Evaluator applied (None on a split it did not judge)."""
+        floors = [c.lower_bound for c in self.checks if c.class_id is not None and c.lower_bound is not None]
+        return min(floors) if floors else None
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -84,6 +91,10 @@ class Evaluation:
     examples_uri: str
     blessed: bool | None  # None when the blessing Evaluator has not run
     splits: dict[str, SplitEvaluation]
+
+    @property
+    def verdict(self) -> str:
+        return {True: "BLESSED", False: "NOT BLESSED", None: "not judged"}[self.blessed]
 
     @property
     def judged(self) -> SplitEvaluation:
@@ -157,15 +168,23 @@ def describe_slice(slice_key: tuple) -> str:
     return ", ".join(f"{column} = {value}" for column, value in slice_key)
 
 
+def _class_of(key, slice_key: tuple) -> int | None:
+    """The class a judged value is about: a binarized sub-key, or accuracy on a `label == c` slice
+    (which is class c's recall)."""
+    if key.sub_key is not None and key.sub_key.class_id is not None:
+        return key.sub_key.class_id
+    if key.name == names.ACCURACY and len(slice_key) == 1 and slice_key[0][0] == features.LABEL_KEY:
+        return int(slice_key[0][1])
+    return None
+
+
 def describe_metric(key, slice_key: tuple = ()) -> str:
     """Names a judged value as a reviewer would, e.g. accuracy on `label == 6` is Shirt's recall."""
     text = key.name
-    if key.sub_key is not None and key.sub_key.class_id is not None:
-        c = key.sub_key.class_id
-        text = f"{key.name} of {features.CLASS_NAMES[c]} (class {c})"
-    elif key.name == names.ACCURACY and len(slice_key) == 1 and slice_key[0][0] == features.LABEL_KEY:
-        c = int(slice_key[0][1])
-        text = f"recall of {features.CLASS_NAMES[c]} (class {c})"
+    c = _class_of(key, slice_key)
+    if c is not None:
+        metric = key.name if key.sub_key is not None else "recall"
+        text = f"{metric} of {features.CLASS_NAMES[c]} (class {c})"
     return f"{text}, change vs baseline" if key.is_diff else text
 
 
@@ -200,7 +219,7 @@ def _threshold_checks(config, by_slice: dict, candidate: str, failed: set) -> li
                     rule=describe_metric(key, slice_key), slice=describe_slice(slice_key),
                     bound=_describe_bound(threshold),
                     value=float(metrics[key]), passed=(slice_key, key) not in failed,
-                    lower_bound=_lower_bound(threshold),
+                    lower_bound=_lower_bound(threshold), class_id=_class_of(key, slice_key),
                 ))
     return checks
 

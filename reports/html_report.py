@@ -15,7 +15,7 @@ import numpy as np
 
 from modules import features
 from reports import charts
-from reports.evaluation import OVERALL_METRICS, Evaluation, SplitEvaluation, load_latest
+from reports.evaluation import OVERALL_METRICS, Evaluation, SplitEvaluation
 from reports.misclassified import Predictions, predict_split
 from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT
 
@@ -57,16 +57,11 @@ def _png(figure) -> str:
     return "data:image/png;base64," + base64.b64encode(charts.to_png(figure)).decode("ascii")
 
 
-def _recall_floor(split: SplitEvaluation) -> float | None:
-    floors = [c.lower_bound for c in split.checks if c.rule.startswith("recall of") and c.lower_bound is not None]
-    return min(floors) if floors else None
-
-
 def _split_view(split: SplitEvaluation) -> dict:
     return {
         "evaluation": split,
         "per_class_chart": _png(charts.per_class_bars(
-            split.per_class, f"per-class metrics, {split.split} split", _recall_floor(split))),
+            split.per_class, f"per-class metrics, {split.split} split", split.recall_floor)),
         "confusion_chart": _png(charts.confusion_heatmap(split.confusion, f"confusion matrix, {split.split} split")),
         "confused_pairs": most_confused(split.confusion),
         "baseline_chart": _png(charts.baseline_recall_bars(
@@ -77,14 +72,9 @@ def _split_view(split: SplitEvaluation) -> dict:
 
 def _mistakes_view(predictions: Predictions, limit: int) -> dict:
     worst = predictions.worst_mistakes(limit)
-    captions = [
-        f"{charts.SHORT_NAMES[predictions.labels[i]]} \u2192 {charts.SHORT_NAMES[predictions.predicted[i]]}\n"
-        f"p={predictions.probabilities[i, predictions.predicted[i]]:.2f}"
-        for i in worst
-    ]
     errors = int((predictions.predicted != predictions.labels).sum())
     return {
-        "grid": _png(charts.image_grid(predictions.images[worst], captions)) if worst else None,
+        "grid": _png(charts.mistakes_grid(predictions, worst)) if worst else None,
         "shown": len(worst),
         "errors": errors,
         "total": len(predictions.labels),
@@ -114,10 +104,8 @@ def default_report_path(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / REPORT_FILE
 
 
-def write_report(metadata_path: str, out_path: str | os.PathLike, pipeline_name: str | None = None,
-                 mistakes: int = 32) -> Path:
-    """Finds the latest evaluation through ML Metadata and writes the page (atomically)."""
-    evaluation = load_latest(metadata_path, pipeline_name)
+def write_report(evaluation: Evaluation, out_path: str | os.PathLike, mistakes: int = 32) -> Path:
+    """Writes the page for an evaluation (see reports.evaluation.load_latest), atomically."""
     mistakes_split = REPORTED_SPLIT if REPORTED_SPLIT in evaluation.splits else BLESSING_SPLIT
     predictions = predict_split(evaluation.model_uri, evaluation.examples_uri, mistakes_split) if mistakes else None
     html = render(evaluation, predictions, mistakes_split, mistakes)

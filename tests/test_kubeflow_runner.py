@@ -178,6 +178,8 @@ def test_settings_come_from_flags_then_environment_then_config_file(tmp_path):
     assert (values["project"], values["region"], values["bucket"]) == ("from-env", "europe-west1", "gs://file-bucket")
     config = kubeflow_runner.build_config(values)
     assert config.vertex.training_replicas == 2 and config.data_root == "gs://file-bucket/data/fashion-mnist"
+    from_env = kubeflow_runner.settings(args, environ={"FMNIST_TRAINING_REPLICAS": "3"})
+    assert kubeflow_runner.build_config(from_env).vertex.training_replicas == 3  # a string, converted
 
     with pytest.raises(SystemExit, match="missing --bucket, --image"):
         kubeflow_runner.settings(kubeflow_runner.parse_args(["--project", "p", "--region", "r"]), environ={})
