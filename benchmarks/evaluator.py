@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tfx_pipeline import eval_config, run_summary  # noqa: E402
+from tfx_pipeline import eval_config  # noqa: E402
 
 AUC_FEWER_THRESHOLDS = 1000  # TFMA's default is 10,000
 
@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.exists(metadata):
         print(f"no pipeline run under {args.output_dir}: run `make run` first", file=sys.stderr)
         return 2
-    name = run_summary.only_pipeline_name(metadata)
-    (model,) = run_summary.latest_outputs(metadata, name, "Trainer", "model")
-    (examples,) = run_summary.latest_outputs(metadata, name, "FileBasedExampleGen", "examples")
+    name = metadata.only_pipeline_name(metadata)
+    (model,) = metadata.latest_outputs(metadata, name, "Trainer", "model")
+    (examples,) = metadata.latest_outputs(metadata, name, "FileBasedExampleGen", "examples")
     data = f"{examples.uri}/Split-{args.split}/*"
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import local_runner
-from modules import features
+from fmnist import features
 
 SHORT_NAMES = features.SHORT_CLASS_NAMES
 
@@ -74,7 +74,7 @@ def train_baseline(train, evaluation, test, epochs: int, seed: int) -> dict:
 def evaluate_pushed(pushed: str, summary: dict, evaluation_raw, test_raw) -> dict:
     import numpy as np
 
-    from tfx_pipeline.run_summary import predict_classes
+    from modules.inference import predict_classes
 
     test_predicted = predict_classes(pushed, test_raw)
     return {
@@ -118,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow_transform as tft
 
-    from fmnist.dataset import RawSplit
-    from modules import trainer
-    from tfx_pipeline import run_summary
-    from tfx_pipeline.components.raw_example_gen import SPLIT_PATTERNS, read_split, select_rows
+    from fmnist import dataset
+    from modules import inference, trainer
+    from tfx_pipeline import console, metadata
+    from tfx_pipeline.components.raw_example_gen import select_rows
 
-    outputs = lambda component, key: run_summary.latest_outputs(  # noqa: E731
+    outputs = lambda component, key: metadata.latest_outputs(  # noqa: E731
         config.metadata_path, config.pipeline_name, component, key)[0].uri
     tf_transform_output = tft.TFTransformOutput(outputs("Transform", "transform_graph"))
     transformed = outputs("Transform", "transformed_examples")
@@ -132,19 +132,18 @@ def main(argv: list[str] | None = None) -> int:
 
     with open(os.path.join(outputs("Trainer", "model_run"), trainer.TRAINING_SUMMARY_FILE)) as stream:
         summary = json.load(stream)
-    pushed = run_summary.latest_pushed_model(config.serving_model_dir)
+    pushed = inference.latest_version_dir(config.serving_model_dir)
     if pushed is None:
         print("the pipeline pushed no model (not blessed); evaluating the Trainer's model instead")
         pushed = os.path.join(outputs("Trainer", "model"), "Format-Serving")
-    patterns = SPLIT_PATTERNS[config.input_format]
-    train_raw = read_split(config.data_root, patterns["train"], config.input_format)
+    train_raw = dataset.read_split(config.data_root, dataset.TRAIN, config.input_format)
     holdout = select_rows(train_raw, "holdout", config.eval_holdout_size, config.seed)
-    evaluation_raw = RawSplit(train_raw.images[holdout], train_raw.labels[holdout])
+    evaluation_raw = dataset.RawSplit(train_raw.images[holdout], train_raw.labels[holdout])
     cnn = evaluate_pushed(pushed, summary, evaluation_raw,
-                          read_split(config.data_root, patterns["test"], config.input_format))
+                          dataset.read_split(config.data_root, dataset.TEST, config.input_format))
 
     print()
-    print(run_summary.format_table(run_summary.component_runs(config.metadata_path, config.pipeline_name)))
+    print(console.format_table(metadata.component_runs(config.metadata_path, config.pipeline_name)))
     minutes = pipeline_seconds / 60
     print(f"\nfull pipeline wall time: {pipeline_seconds:.0f}s ({minutes:.1f} min) on {os.cpu_count()} CPUs")
     print(f"pushed model: {pushed}\n")

@@ -28,8 +28,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fmnist.sample import read_official  # noqa: E402
-from modules import features  # noqa: E402
+from fmnist import features  # noqa: E402
+from fmnist.dataset import read_split  # noqa: E402
 from serving import protos  # noqa: E402
 
 MODEL = "fashion_mnist"
@@ -62,7 +62,7 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 120) 
 def start_servers(model_base_path: Path, version_dir: Path) -> tuple[dict, list[subprocess.Popen]]:
     rest, grpc_port, flask = free_port(), free_port(), free_port()
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    serving = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "serve", "--model-base-path", str(model_base_path),
+    serving = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--model-base-path", str(model_base_path),
                                 "--host", "127.0.0.1", "--rest-port", str(rest), "--grpc-port", str(grpc_port),
                                 "--tf-serving", "no"], cwd=REPO, **quiet)
     baseline = subprocess.Popen([sys.executable, str(REPO / "benchmarks" / "flask_baseline.py"),
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if not versions:
         print(f"no pushed model under {args.model_base_path}: run `make run` first", file=sys.stderr)
         return 2
-    images = read_official(args.data_dir, "t10k").images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
+    images = read_split(args.data_dir, "test").images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
     ports, processes = start_servers(args.model_base_path, versions[-1])
     results: dict[tuple[str, int], list[Cell]] = {}
     try:

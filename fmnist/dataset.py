@@ -11,14 +11,32 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import os
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
 
-from modules import features
+from fmnist import features
+
+# Split names: `train` and `test` are the official files; ExampleGen carves `eval` out of `train`.
+TRAIN: str = "train"
+EVAL: str = "eval"
+TEST: str = "test"
+OFFICIAL_SPLITS = (TRAIN, TEST)
+
+IDX = "idx"  # the official IDX-gz files
+CSV = "csv"  # the Kaggle layout
+INPUT_FORMATS = (IDX, CSV)
+
+# The one place raw file names are written down. The official test files are called `t10k`.
+_IDX_PREFIX = {TRAIN: "train", TEST: "t10k"}
+IDX_FILES = {split: (f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz")
+             for split, prefix in _IDX_PREFIX.items()}
+CSV_FILES = {TRAIN: "fashion-mnist_train.csv", TEST: "fashion-mnist_test.csv"}
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
@@ -32,10 +50,15 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class RawSplit:
-    """Images as int64 [N, 784] (wide enough to carry out-of-range CSV values to validation)."""
+    """Images as int64 [N, 784] (wide enough to carry out-of-range CSV values to validation).
+
+    `source` names the file(s) read; `lines`, for CSV input, the file line of each row, so a
+    check can point at `file:line`."""
 
     images: np.ndarray
     labels: np.ndarray
+    source: str = ""
+    lines: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 2 or self.images.shape[1] != features.NUM_PIXELS:
@@ -103,6 +126,7 @@ def read_idx_split(images: BinaryIO, labels: BinaryIO, images_source: str, label
     return RawSplit(
         images=image_array.reshape(-1, features.NUM_PIXELS).astype(np.int64),
         labels=label_array.astype(np.int64),
+        source=labels_source,
     )
 
 
@@ -123,10 +147,11 @@ def read_csv_split(stream: BinaryIO, source: str) -> RawSplit:
             f"{source}: header must be 'label,pixel1,...,pixel{features.NUM_PIXELS}', "
             f"got {len(header)} columns starting {header[:3]}"
         )
-    rows = []
+    rows, lines = [], []
     for line_number, row in enumerate(reader, start=2):
         if not row:
             continue
+        lines.append(line_number)
         if len(row) != len(CSV_HEADER):
             raise DatasetError(
                 f"{source}:{line_number}: {len(row)} columns, expected {len(CSV_HEADER)}"
@@ -139,7 +164,74 @@ def read_csv_split(stream: BinaryIO, source: str) -> RawSplit:
     if not rows:
         raise DatasetError(f"{source}: no data rows")
     table = np.asarray(rows, dtype=np.int64)
-    return RawSplit(images=table[:, 1:], labels=table[:, 0])
+    return RawSplit(images=table[:, 1:], labels=table[:, 0], source=source, lines=np.asarray(lines))
+
+
+def split_pattern(split: str, input_format: str) -> str:
+    """The file pattern of an official split, as ExampleGen's input_config (and its cache
+    fingerprint) needs it: both IDX files of the split, or the CSV file."""
+    if input_format == IDX:
+        return f"{_IDX_PREFIX[split]}-*-ubyte.gz"
+    if input_format == CSV:
+        return CSV_FILES[split]
+    raise DatasetError(f"unknown input format {input_format!r}; expected one of {', '.join(INPUT_FORMATS)}")
+
+
+def split_files(split: str, input_format: str) -> tuple[str, ...]:
+    """The file names an official split is read from."""
+    split_pattern(split, input_format)  # validates the format
+    return IDX_FILES[split] if input_format == IDX else (CSV_FILES[split],)
+
+
+def _open_local(path: str) -> BinaryIO:
+    return open(path, "rb")
+
+
+def read_split(
+    data_root: str | os.PathLike,
+    split: str,
+    input_format: str = IDX,
+    open_fn: Callable[[str], BinaryIO] = _open_local,
+    exists_fn: Callable[[str], bool] = os.path.exists,
+) -> RawSplit:
+    """Reads official split `train` or `test` from `data_root`: the one reader of raw files.
+
+    `open_fn`/`exists_fn` let callers read through another filesystem (ExampleGen passes TFX's
+    fileio, for gs:// paths). Raises DatasetError naming the file and what was wrong."""
+    if split not in OFFICIAL_SPLITS:
+        raise DatasetError(f"unknown split {split!r}; the raw files hold {', '.join(OFFICIAL_SPLITS)}")
+    paths = [os.path.join(data_root, name) for name in split_files(split, input_format)]
+    for path in paths:
+        if not exists_fn(path):
+            raise DatasetError(f"{path}: missing (the {split} split of the {input_format} input)")
+    if input_format == IDX:
+        images_path, labels_path = paths
+        with open_fn(images_path) as images, open_fn(labels_path) as labels:
+            return read_idx_split(images, labels, images_path, labels_path)
+    (csv_path,) = paths
+    with open_fn(csv_path) as stream:
+        return read_csv_split(stream, csv_path)
+
+
+def check_split(split: RawSplit) -> None:
+    """Values the schema allows: labels 0..9 and grey levels 0..255 (what ExampleValidator checks
+    later, reported here with the file and, for CSV, the line)."""
+
+    def where(row: int) -> str:
+        return f"{split.source}:{split.lines[row]}" if split.lines is not None else split.source
+
+    bad_labels = np.flatnonzero((split.labels < 0) | (split.labels >= features.NUM_CLASSES))
+    if len(bad_labels):
+        row = int(bad_labels[0])
+        position = "" if split.lines is not None else f" at index {row}"
+        raise DatasetError(f"{where(row)}: label {split.labels[row]}{position} is outside 0..{features.NUM_CLASSES - 1}"
+                           f" ({len(bad_labels)} such label(s))")
+    bad_pixels = np.argwhere((split.images < features.PIXEL_MIN) | (split.images > features.PIXEL_MAX))
+    if len(bad_pixels):
+        row, column = (int(v) for v in bad_pixels[0])
+        position = f"pixel{column + 1}" if split.lines is not None else f"image {row}, pixel {column}"
+        raise DatasetError(f"{where(row)}: {position} = {split.images[row, column]} is outside "
+                           f"{features.PIXEL_MIN}..{features.PIXEL_MAX}")
 
 
 def write_csv_split(split: RawSplit, stream: BinaryIO) -> None:

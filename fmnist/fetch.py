@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from fmnist.dataset import IDX_FILES, TEST, TRAIN
+
 log = logging.getLogger(__name__)
 
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -34,14 +36,10 @@ class DataFile:
 
 
 DATA_FILES = (
-    DataFile("train-images-idx3-ubyte.gz",
-             "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47040016),
-    DataFile("train-labels-idx1-ubyte.gz",
-             "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60008),
-    DataFile("t10k-images-idx3-ubyte.gz",
-             "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7840016),
-    DataFile("t10k-labels-idx1-ubyte.gz",
-             "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10008),
+    DataFile(IDX_FILES[TRAIN][0], "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888", 47040016),
+    DataFile(IDX_FILES[TRAIN][1], "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9", 60008),
+    DataFile(IDX_FILES[TEST][0], "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b", 7840016),
+    DataFile(IDX_FILES[TEST][1], "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34", 10008),
 )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modules import features
+from fmnist import features
 
 # Written by a Tuner run (its best_hyperparameters.txt, copied verbatim); see README "Tuning".
 TUNED_HPARAMS_FILE = os.path.join(os.path.dirname(__file__), "tuned_hyperparameters.json")

@@ -10,7 +10,7 @@ applies exactly the training preprocessing.
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from modules import features
+from fmnist import features
 
 
 def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -15,8 +15,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow.core.protobuf import saved_model_pb2
 
-from modules import features
-from modules.features import (
+from fmnist import features
+from fmnist.features import (
     CLASSIFY_METHOD_NAME,
     CLASSIFY_SIGNATURE,
     IMAGES_INPUT,

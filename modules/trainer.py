@@ -16,8 +16,9 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from modules import features, signatures
+from fmnist import features
 from modules import model as model_lib
+from modules import signatures
 
 log = logging.getLogger(__name__)
 

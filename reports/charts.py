@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from modules import features
+from fmnist import features
 from reports.evaluation import ClassMetrics
 from reports.misclassified import Predictions
 

@@ -19,9 +19,9 @@ from ml_metadata.proto import metadata_store_pb2
 from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.slicer import slicer_lib
 
-from modules import features
+from fmnist import features
 from tfx_pipeline import eval_config as names
-from tfx_pipeline import run_summary
+from tfx_pipeline import metadata
 from tfx_pipeline.config import BLESSING_SPLIT, EVALUATOR_ID, REPORTED_SPLIT, TEST_EVALUATOR_ID
 
 OVERALL_METRICS = (names.EXAMPLE_COUNT, names.ACCURACY, names.MACRO_PRECISION, names.MACRO_RECALL,
@@ -264,12 +264,12 @@ def load_latest(metadata_path: str, pipeline_name: str | None = None) -> Evaluat
     """The newest blessing evaluation, the test-split evaluation of the same run, and the decision."""
     if not os.path.exists(metadata_path):
         raise EvaluationNotFoundError(f"no ML Metadata store at {metadata_path}")
-    pipeline_name = pipeline_name or run_summary.only_pipeline_name(metadata_path)
-    judged = run_summary.latest_execution_outputs(metadata_path, pipeline_name, EVALUATOR_ID)
+    pipeline_name = pipeline_name or metadata.only_pipeline_name(metadata_path)
+    judged = metadata.latest_execution_outputs(metadata_path, pipeline_name, EVALUATOR_ID)
     if judged is None:
         raise EvaluationNotFoundError(
             f"pipeline {pipeline_name!r} in {metadata_path} has no completed {EVALUATOR_ID} run yet")
-    reported = run_summary.latest_execution_outputs(metadata_path, pipeline_name, TEST_EVALUATOR_ID,
+    reported = metadata.latest_execution_outputs(metadata_path, pipeline_name, TEST_EVALUATOR_ID,
                                                     run_id=judged.run_id)
     splits = {}
     for split, component, outputs in ((BLESSING_SPLIT, EVALUATOR_ID, judged),
@@ -278,7 +278,7 @@ def load_latest(metadata_path: str, pipeline_name: str | None = None) -> Evaluat
             (evaluation,) = outputs.artifacts["evaluation"]
             splits[split] = load_split_evaluation(evaluation.uri, split, component)
 
-    inputs = run_summary.execution_artifacts(run_summary.open_store(metadata_path), judged.execution.id,
+    inputs = metadata.execution_artifacts(metadata.open_store(metadata_path), judged.execution.id,
                                              [metadata_store_pb2.Event.INPUT])
     (model,), (examples,) = inputs["model"], inputs["examples"]
     baseline = inputs.get("baseline_model", [None])[0]

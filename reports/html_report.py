@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from modules import features
+from fmnist import features
 from reports import charts
 from reports.evaluation import OVERALL_METRICS, Evaluation, SplitEvaluation
 from reports.misclassified import Predictions, predict_split

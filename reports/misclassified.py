@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modules import features
+from fmnist import features
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def read_examples(examples_uri: str, split: str) -> tuple[np.ndarray, np.ndarray
 
 
 def predict_split(model_uri: str, examples_uri: str, split: str) -> Predictions:
-    from tfx_pipeline.run_summary import predict_probabilities
+    from modules.inference import predict_probabilities
 
     images, labels = read_examples(examples_uri, split)
     serving_dir = os.path.join(model_uri, "Format-Serving")

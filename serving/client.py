@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modules import features
+from fmnist import features
 
 DEFAULT_MODEL = "fashion_mnist"
 

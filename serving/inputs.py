@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modules import features
+from fmnist import dataset, features
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 TEST_INDEX = re.compile(r"^test:(\d+)(?:-(\d+))?$")
@@ -59,13 +59,12 @@ def images_from_npy(path: Path) -> np.ndarray:
     return images.astype(np.float32)
 
 
-def _test_split(data_dir: Path):
-    from fmnist.sample import read_official
-
-    if not (data_dir / "t10k-images-idx3-ubyte.gz").exists():
-        raise ValueError(f"test:N inputs read the official test split from {data_dir}, which has no "
-                         "t10k-*.gz files (run `fmnist fetch` or pass --data-dir)")
-    return read_official(data_dir, "t10k")
+def _test_split(data_dir: Path) -> dataset.RawSplit:
+    try:
+        return dataset.read_split(data_dir, dataset.TEST)
+    except dataset.DatasetError as err:
+        raise ValueError(f"test:N inputs read the official test split: {err} (run `fmnist fetch` or pass "
+                         "--data-dir)") from None
 
 
 def load_inputs(specs: list[str], data_dir: Path) -> list[Input]:

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
-from modules import features
+from fmnist import features
 from serving.errors import bad_request
 
 # Value ranges the model was trained on; TF would happily run on anything else.

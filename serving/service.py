@@ -8,7 +8,7 @@ from concurrent.futures import Future
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from modules import features
+from fmnist import features
 from serving.batching import Batcher
 from serving.errors import bad_request
 from serving.manager import ModelManager

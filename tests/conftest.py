@@ -36,13 +36,14 @@ def exported_model(tmp_path_factory, sample_dir) -> Path:
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
 
-    from fmnist.sample import read_official
-    from modules import features, signatures, trainer
+    from fmnist import features
+    from fmnist.dataset import read_split
+    from modules import signatures, trainer
     from modules.model import HParams
     from modules.preprocessing import preprocessing_fn
 
     work = tmp_path_factory.mktemp("exported")
-    raw = read_official(sample_dir, "train")
+    raw = read_split(sample_dir, "train")
     instances = [{features.IMAGE_KEY: image, features.LABEL_KEY: int(label)}
                  for image, label in zip(raw.images, raw.labels, strict=True)]
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec({

@@ -3,11 +3,11 @@
 import subprocess
 import sys
 
-from fmnist import cli
+from cli import main as cli
 
 
 def test_cli_and_data_readers_do_not_import_tensorflow():
-    code = ("import sys, fmnist.cli, fmnist.dataset, fmnist.fetch, modules.features; "
+    code = ("import sys, cli.main, fmnist.dataset, fmnist.fetch, fmnist.features; "
             "heavy = [m for m in ('tensorflow', 'apache_beam', 'tfx') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -24,10 +24,10 @@ def test_fetch_from_a_directory_without_the_files_fails_with_one_line(tmp_path, 
 def test_sample_command_writes_a_stratified_sample(sample_dir, tmp_path):
     assert cli.main(["sample", "--source-dir", str(sample_dir), "--dest", str(tmp_path),
                      "--train-per-class", "3", "--test-per-class", "2"]) == 0
-    from fmnist.sample import read_official
+    from fmnist.dataset import read_split
 
-    assert sorted(read_official(tmp_path, "train").labels.tolist()) == sorted(list(range(10)) * 3)
-    assert len(read_official(tmp_path, "t10k").labels) == 20
+    assert sorted(read_split(tmp_path, "train").labels.tolist()) == sorted(list(range(10)) * 3)
+    assert len(read_split(tmp_path, "test").labels) == 20
 
 
 def test_report_without_a_metadata_store_fails_fast_and_clearly(tmp_path, capsys):

@@ -7,9 +7,8 @@ import struct
 import numpy as np
 import pytest
 
-from fmnist import dataset
-from fmnist.sample import SPLIT_FILES, read_official
-from modules import features
+from fmnist import dataset, features
+from fmnist.dataset import IDX_FILES, read_split
 
 
 def _gz(payload: bytes) -> io.BytesIO:
@@ -21,8 +20,8 @@ def _file_bytes(directory, name) -> bytes:
 
 
 def test_sample_parses_to_stratified_real_images(sample_dir):
-    train = read_official(sample_dir, "train")
-    test = read_official(sample_dir, "t10k")
+    train = read_split(sample_dir, "train")
+    test = read_split(sample_dir, "test")
     assert train.images.shape == (1000, features.NUM_PIXELS)
     assert test.images.shape == (300, features.NUM_PIXELS)
     assert np.bincount(train.labels).tolist() == [100] * 10
@@ -33,7 +32,7 @@ def test_sample_parses_to_stratified_real_images(sample_dir):
 
 
 def test_truncated_gzip_names_the_file(sample_dir):
-    data = _file_bytes(sample_dir, SPLIT_FILES["train"][0])
+    data = _file_bytes(sample_dir, IDX_FILES["train"][0])
     with pytest.raises(dataset.DatasetError, match=r"train-images.*truncated gzip"):
         dataset.read_idx_gz(io.BytesIO(data[: len(data) // 2]), "train-images-idx3-ubyte.gz",
                             dataset.IDX_IMAGES_MAGIC)
@@ -45,7 +44,7 @@ def test_not_gzip_at_all():
 
 
 def test_wrong_magic_number(sample_dir):
-    labels = _file_bytes(sample_dir, SPLIT_FILES["train"][1])
+    labels = _file_bytes(sample_dir, IDX_FILES["train"][1])
     with pytest.raises(dataset.DatasetError, match=r"labels\.gz: wrong magic number 0x00000801, expected 0x00000803"):
         dataset.read_idx_gz(io.BytesIO(labels), "labels.gz", dataset.IDX_IMAGES_MAGIC)
 
@@ -71,7 +70,7 @@ def test_wrong_image_size():
 
 
 def test_csv_round_trip_is_identical(sample_dir):
-    test = read_official(sample_dir, "t10k")
+    test = read_split(sample_dir, "test")
     buffer = io.BytesIO()
     dataset.write_csv_split(test, buffer)
     buffer.seek(0)
@@ -108,7 +107,7 @@ def test_csv_keeps_out_of_range_values_for_validation():
 
 
 def test_stratified_holdout_is_deterministic_disjoint_and_balanced(sample_dir):
-    labels = read_official(sample_dir, "train").labels
+    labels = read_split(sample_dir, "train").labels
     holdout = dataset.stratified_holdout(labels, 200, seed=7)
     assert len(holdout) == len(set(holdout)) == 200
     assert np.bincount(labels[holdout]).tolist() == [20] * 10
@@ -129,7 +128,7 @@ def test_stratified_holdout_rejects_impossible_size():
 
 
 def test_full_official_files_parse(full_data_dir):
-    train = read_official(full_data_dir, "train")
+    train = read_split(full_data_dir, "train")
     assert train.images.shape == (60000, 784)
     assert np.bincount(train.labels).tolist() == [6000] * 10
     holdout = dataset.stratified_holdout(train.labels, 5000, seed=42)

@@ -4,7 +4,7 @@ import pytest
 
 tfma = pytest.importorskip("tensorflow_model_analysis")
 
-from modules import features  # noqa: E402
+from fmnist import features  # noqa: E402
 from tfx_pipeline import eval_config  # noqa: E402
 from tfx_pipeline.config import EvaluationThresholds  # noqa: E402
 

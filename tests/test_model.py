@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from modules import features
+from fmnist import features
 from modules.model import HParams, build_model
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fmnist.sample import read_official
-from modules import features
+from fmnist import features
+from fmnist.dataset import read_split
 from modules.preprocessing import preprocessing_fn
 
 tft_beam = pytest.importorskip("tensorflow_transform.beam")
@@ -14,7 +14,7 @@ tft_beam = pytest.importorskip("tensorflow_transform.beam")
 def test_pixels_are_standardised_with_training_statistics(sample_dir, tmp_path):
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-    raw = read_official(sample_dir, "train")
+    raw = read_split(sample_dir, "train")
     instances = [{features.IMAGE_KEY: image, features.LABEL_KEY: int(label)}
                  for image, label in zip(raw.images[:200], raw.labels[:200], strict=False)]
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec({

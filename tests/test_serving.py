@@ -22,8 +22,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from fmnist.sample import read_official
-from modules import features
+from fmnist import features
+from fmnist.dataset import read_split
 from serving.client import ClientError, GrpcClient, RestClient
 from serving.manager import read_model_config, single_model_config, write_model_config
 from serving.server import RunningServer, ServerOptions, tf_serving_command
@@ -34,7 +34,7 @@ MAX_REQUEST_BYTES = 1 << 20
 
 @pytest.fixture(scope="module")
 def test_images(sample_dir):
-    test = read_official(sample_dir, "t10k")
+    test = read_split(sample_dir, "test")
     return test.images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32), test.labels
 
 
@@ -235,7 +235,7 @@ def test_clients_agree_and_report_server_errors(server, test_images):
 def test_predict_cli_uses_no_tensorflow_runtime(server, sample_dir):
     """`fmnist predict` over gRPC: answers with class names and never loads TF's runtime."""
     script = (
-        "import sys\nfrom fmnist.cli import main\n"
+        "import sys\nfrom cli.main import main\n"
         f"code = main(['predict', 'test:0-2', '--data-dir', {str(sample_dir)!r}, '--transport', 'grpc', "
         f"'--server', '127.0.0.1:{server.grpc_port}'])\n"
         "print('TF runtime loaded:', 'tensorflow.python' in sys.modules)\nsys.exit(code)\n")
@@ -347,7 +347,7 @@ def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path, exported_model
 
     shutil.copytree(exported_model, tmp_path / "models" / "1")
     rest_port, grpc_port = free_port(), free_port()
-    process = subprocess.Popen([sys.executable, "-m", "fmnist.cli", "serve", "--model-base-path",
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--model-base-path",
                                 str(tmp_path / "models"), "--host", "127.0.0.1", "--rest-port", str(rest_port),
                                 "--grpc-port", str(grpc_port), "--tf-serving", "no"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -391,7 +391,7 @@ def test_serve_runs_tensorflow_model_server_when_it_is_on_path(tmp_path):
     fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path / 'argv.txt'}\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     env = {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
-    done = subprocess.run([sys.executable, "-m", "fmnist.cli", "serve", "--model-base-path", str(tmp_path / "models"),
+    done = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--model-base-path", str(tmp_path / "models"),
                            "--rest-port", "9501", "--grpc-port", "9500", "--label", "stable=7"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

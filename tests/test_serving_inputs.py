@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fmnist.sample import read_official
+from fmnist.dataset import read_split
 from serving.inputs import load_inputs
 
 
@@ -32,7 +32,7 @@ def test_npy_arrays_of_every_accepted_shape(tmp_path):
 
 def test_test_split_indices_carry_their_true_labels(sample_dir):
     items = load_inputs(["test:3-5", "test:0"], sample_dir)
-    test = read_official(sample_dir, "t10k")
+    test = read_split(sample_dir, "test")
     assert [i.name for i in items] == ["test:3", "test:4", "test:5", "test:0"]
     assert [i.label for i in items] == [int(test.labels[i]) for i in (3, 4, 5, 0)]
     np.testing.assert_array_equal(items[0].image.reshape(-1), test.images[3])

@@ -10,7 +10,7 @@ import json
 
 import tensorflow_model_analysis as tfma
 
-from modules import features, signatures
+from fmnist import features
 from tfx_pipeline.config import EvaluationThresholds
 
 EXAMPLE_COUNT = "example_count"
@@ -90,7 +90,7 @@ def create_eval_config(thresholds: EvaluationThresholds | None) -> tfma.EvalConf
     macro_metrics = tfma.MetricsSpec(metrics=[_macro(PRECISION), _macro(RECALL)])
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(
-            signature_name=signatures.TF_EXAMPLE_SIGNATURE,
+            signature_name=features.TF_EXAMPLE_SIGNATURE,
             label_key=features.LABEL_KEY,
             prediction_key="probabilities",
         )],

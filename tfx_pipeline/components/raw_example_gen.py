@@ -12,7 +12,6 @@ on-disk size close to the raw files.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,15 +26,7 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.utils import proto_utils
 
-from fmnist import dataset
-from modules import features
-
-IDX_FORMAT = "idx"
-CSV_FORMAT = "csv"
-SPLIT_PATTERNS = {
-    IDX_FORMAT: {"train": "train-*-ubyte.gz", "test": "t10k-*-ubyte.gz"},
-    CSV_FORMAT: {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv"},
-}
+from fmnist import dataset, features
 
 
 def _int64_feature(values: np.ndarray) -> tf.train.Feature:
@@ -49,31 +40,10 @@ def to_tf_example(image: np.ndarray, label: int) -> tf.train.Example:
     }))
 
 
-def _one_file(files: list[str], kind: str, pattern: str) -> str:
-    matches = [f for f in files if kind in os.path.basename(f)]
-    if len(matches) != 1:
-        raise dataset.DatasetError(
-            f"pattern {pattern!r} must match exactly one {kind} file, matched {matches or 'none'}"
-        )
-    return matches[0]
-
-
-def read_split(input_base: str, pattern: str, input_format: str) -> dataset.RawSplit:
-    """Reads one input split through TFX's filesystem layer (local paths or gs://)."""
-    files = sorted(fileio.glob(os.path.join(input_base, pattern)))
-    if not files:
-        raise dataset.DatasetError(f"no file matches {os.path.join(input_base, pattern)}")
-    if input_format == IDX_FORMAT:
-        images_path = _one_file(files, "images", pattern)
-        labels_path = _one_file(files, "labels", pattern)
-        with fileio.open(images_path, "rb") as images, fileio.open(labels_path, "rb") as labels:
-            return dataset.read_idx_split(images, labels, images_path, labels_path)
-    if input_format == CSV_FORMAT:
-        if len(files) != 1:
-            raise dataset.DatasetError(f"pattern {pattern!r} must match one CSV file, matched {files}")
-        with fileio.open(files[0], "rb") as stream:
-            return dataset.read_csv_split(stream, files[0])
-    raise ValueError(f"unknown input format {input_format!r}; expected {IDX_FORMAT!r} or {CSV_FORMAT!r}")
+def read_split(input_base: str, split: str, input_format: str) -> dataset.RawSplit:
+    """Reads one official split through TFX's filesystem layer (local paths or gs://)."""
+    return dataset.read_split(input_base, split, input_format,
+                              open_fn=lambda path: fileio.open(path, "rb"), exists_fn=fileio.exists)
 
 
 def select_rows(split: dataset.RawSplit, role: str, holdout_size: int, seed: int) -> np.ndarray:
@@ -89,9 +59,9 @@ def select_rows(split: dataset.RawSplit, role: str, holdout_size: int, seed: int
 
 
 def _serialized_examples(
-    _: Any, input_base: str, pattern: str, input_format: str, role: str, holdout_size: int, seed: int
+    _: Any, input_base: str, source: str, input_format: str, role: str, holdout_size: int, seed: int
 ) -> Iterator[bytes]:
-    split = read_split(input_base, pattern, input_format)
+    split = read_split(input_base, source, input_format)
     for row in select_rows(split, role, holdout_size, seed):
         yield to_tf_example(split.images[row], int(split.labels[row])).SerializeToString()
 
@@ -123,14 +93,15 @@ class Executor(BaseExampleGenExecutor):
         for split in input_config.splits:
             role = ("holdout" if split.name == holdout_split
                     else "rest" if split.name == holdout_source else "all")
+            source = holdout_source if split.name == holdout_split else split.name
             result[split.name] = (
                 pipeline
                 | f"Start[{split.name}]" >> beam.Create([None])
                 | f"Read[{split.name}]" >> beam.FlatMap(
                     _serialized_examples,
                     input_base=exec_properties["input_base"],
-                    pattern=split.pattern,
-                    input_format=custom.get("input_format", IDX_FORMAT),
+                    source=source,
+                    input_format=custom.get("input_format", dataset.IDX),
                     role=role,
                     holdout_size=int(custom.get("holdout_size", 0)),
                     seed=int(custom.get("seed", 0)),
@@ -145,19 +116,19 @@ def raw_example_gen(
     input_base: str, input_format: str, eval_holdout_size: int, seed: int
 ) -> FileBasedExampleGen:
     """ExampleGen producing `train`, `eval` (a stratified hold-out of train) and `test`."""
-    if input_format not in SPLIT_PATTERNS:
-        raise ValueError(f"input_format must be one of {sorted(SPLIT_PATTERNS)}, got {input_format!r}")
-    patterns = SPLIT_PATTERNS[input_format]
+    if input_format not in dataset.INPUT_FORMATS:
+        raise ValueError(f"input_format must be one of {list(dataset.INPUT_FORMATS)}, got {input_format!r}")
+    train_pattern = dataset.split_pattern(dataset.TRAIN, input_format)
     input_config = example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name="train", pattern=patterns["train"]),
-        example_gen_pb2.Input.Split(name="eval", pattern=patterns["train"]),
-        example_gen_pb2.Input.Split(name="test", pattern=patterns["test"]),
+        example_gen_pb2.Input.Split(name=dataset.TRAIN, pattern=train_pattern),
+        example_gen_pb2.Input.Split(name=dataset.EVAL, pattern=train_pattern),
+        example_gen_pb2.Input.Split(name=dataset.TEST, pattern=dataset.split_pattern(dataset.TEST, input_format)),
     ])
     custom = struct_pb2.Struct()
     custom.update({
         "input_format": input_format,
-        "holdout_split": "eval",
-        "holdout_source": "train",
+        "holdout_split": dataset.EVAL,
+        "holdout_source": dataset.TRAIN,
         "holdout_size": eval_holdout_size,
         "seed": seed,
     })

@@ -1,5 +1,5 @@
-"""What a pipeline run did, read back from ML Metadata: per-component state and wall time,
-and where the pushed model went."""
+"""Every ML Metadata query of the project: what a pipeline run did (per-component state and wall
+time) and which artifacts a component's latest execution read and wrote. Read-only."""
 
 from __future__ import annotations
 
@@ -54,54 +54,6 @@ def component_runs(metadata_path: str, pipeline_name: str, run_id: str | None = 
                         for k, v in execution.custom_properties.items()},
         ))
     return runs
-
-
-def format_table(runs: list[ComponentRun]) -> str:
-    width = max([len(r.component) for r in runs] + [9])
-    lines = [f"{'component':<{width}}  {'state':<9} {'seconds':>8}"]
-    lines += [f"{r.component:<{width}}  {r.state:<9} {r.seconds:>8.1f}" for r in runs]
-    return "\n".join(lines)
-
-
-def latest_pushed_model(serving_model_dir: str) -> str | None:
-    """The highest numbered version directory the Pusher wrote, if any."""
-    import os
-
-    if not os.path.isdir(serving_model_dir):
-        return None
-    versions = [d for d in os.listdir(serving_model_dir) if d.isdigit()]
-    return os.path.join(serving_model_dir, max(versions, key=int)) if versions else None
-
-
-def predict_probabilities(model_dir: str, images, batch_size: int = 1000):
-    """Class probabilities a SavedModel's `serving_default` gives raw images ([N, 784] grey levels):
-    the same path a serving client takes, so it also exercises the exported preprocessing."""
-    import numpy as np
-    import tensorflow as tf
-
-    from modules import features
-
-    serve = tf.saved_model.load(model_dir).signatures["serving_default"]
-    images = np.asarray(images).reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
-    return np.concatenate([
-        serve(images=tf.constant(images[i:i + batch_size]))["probabilities"].numpy()
-        for i in range(0, len(images), batch_size)
-    ])
-
-
-def predict_classes(model_dir: str, raw, batch_size: int = 1000):
-    """Class ids a SavedModel assigns to a RawSplit's images (see predict_probabilities)."""
-    return predict_probabilities(model_dir, raw.images, batch_size).argmax(axis=1)
-
-
-def pushed_model_accuracy(model_dir: str, data_root: str, input_format: str, split: str = "test") -> float:
-    """Accuracy of a pushed SavedModel on a raw split of the input data."""
-    import numpy as np
-
-    from tfx_pipeline.components.raw_example_gen import SPLIT_PATTERNS, read_split
-
-    raw = read_split(data_root, SPLIT_PATTERNS[input_format][split], input_format)
-    return float(np.mean(predict_classes(model_dir, raw) == raw.labels))
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,15 @@ import numpy as np
 import pytest
 
 import local_runner
-from fmnist import cli
-from modules import features
+from cli import main as cli
+from fmnist import features
 from reports.evaluation import load_latest
 from reports.html_report import default_report_path
 from reports.misclassified import predict_split
 from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT, EvaluationThresholds
 
-pytestmark = pytest.mark.e2e
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK = os.path.join(REPO, "notebooks", "evaluation_review.ipynb")
 SAMPLE_SPLIT_SIZES = {BLESSING_SPLIT: 200, REPORTED_SPLIT: 300}
 

@@ -13,12 +13,11 @@ import pytest
 import tensorflow as tf
 
 import local_runner
-from fmnist import dataset
-from fmnist.sample import read_official
-from modules import features, signatures
-from tfx_pipeline import run_summary
+from fmnist import dataset, features
+from fmnist.dataset import read_split
+from modules import inference, signatures
+from tfx_pipeline import console, metadata
 
-pytestmark = pytest.mark.e2e
 
 EXPECTED_COMPONENTS = {
     "FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
@@ -39,13 +38,13 @@ def good_run(tmp_path_factory, sample_dir):
 
 
 def _outputs(config, component, key):
-    return run_summary.latest_outputs(config.metadata_path, config.pipeline_name, component, key)
+    return metadata.latest_outputs(config.metadata_path, config.pipeline_name, component, key)
 
 
 def test_every_component_ran(good_run):
-    runs = run_summary.component_runs(good_run.metadata_path, good_run.pipeline_name)
+    runs = metadata.component_runs(good_run.metadata_path, good_run.pipeline_name)
     assert {r.component for r in runs} == EXPECTED_COMPONENTS
-    assert {r.state for r in runs} == {"COMPLETE"}, run_summary.format_table(runs)
+    assert {r.state for r in runs} == {"COMPLETE"}, console.format_table(runs)
 
 
 def test_example_validator_found_no_anomalies(good_run):
@@ -70,10 +69,10 @@ def test_example_splits_have_the_configured_sizes(good_run):
 
 
 def test_pushed_model_returns_probabilities_for_a_test_image(good_run, sample_dir):
-    pushed = run_summary.latest_pushed_model(good_run.serving_model_dir)
+    pushed = inference.latest_version_dir(good_run.serving_model_dir)
     assert pushed is not None, "the good run pushed nothing"
     loaded = tf.saved_model.load(pushed)
-    test = read_official(sample_dir, "t10k")
+    test = read_split(sample_dir, "test")
     image = test.images[:1].reshape(1, *features.IMAGE_SHAPE).astype(np.float32)
     outputs = loaded.signatures[signatures.SERVING_DEFAULT](images=tf.constant(image))
     probabilities = outputs["probabilities"].numpy()
@@ -84,14 +83,14 @@ def test_pushed_model_returns_probabilities_for_a_test_image(good_run, sample_di
 
 
 def test_pushed_model_is_better_than_chance_on_the_test_split(good_run, sample_dir):
-    pushed = run_summary.latest_pushed_model(good_run.serving_model_dir)
-    assert run_summary.pushed_model_accuracy(pushed, str(sample_dir), "idx") > 0.6
+    pushed = inference.latest_version_dir(good_run.serving_model_dir)
+    assert inference.model_accuracy(pushed, str(sample_dir), "idx") > 0.6
 
 
 def test_classify_signature_is_marked_for_tf_serving(good_run):
     from tensorflow.core.protobuf import saved_model_pb2
 
-    pushed = run_summary.latest_pushed_model(good_run.serving_model_dir)
+    pushed = inference.latest_version_dir(good_run.serving_model_dir)
     saved_model = saved_model_pb2.SavedModel.FromString(open(f"{pushed}/saved_model.pb", "rb").read())
     signature = saved_model.meta_graphs[0].signature_def[signatures.CLASSIFY_SIGNATURE]
     assert signature.method_name == "tensorflow/serving/classify"
@@ -101,10 +100,10 @@ def test_classify_signature_is_marked_for_tf_serving(good_run):
 def test_rerun_with_unchanged_inputs_is_served_from_cache(good_run):
     (first_model,) = _outputs(good_run, "Trainer", "model")
     local_runner.run(good_run)
-    runs = run_summary.component_runs(good_run.metadata_path, good_run.pipeline_name)
+    runs = metadata.component_runs(good_run.metadata_path, good_run.pipeline_name)
     states = {r.component: r.state for r in runs}
     upstream = EXPECTED_COMPONENTS - {"latest_blessed_model_resolver", "Evaluator", "Pusher"}
-    assert {states[c] for c in upstream} == {"CACHED"}, run_summary.format_table(runs)
+    assert {states[c] for c in upstream} == {"CACHED"}, console.format_table(runs)
     (second_model,) = _outputs(good_run, "Trainer", "model")
     assert second_model.id == first_model.id
     # The Evaluator's inputs did change: the first run's model is now the blessed baseline, so
@@ -133,16 +132,16 @@ def test_bad_label_stops_the_pipeline_before_transform(tmp_path, sample_dir):
     with pytest.raises(Exception, match=r"split 'test', feature 'label'.*(large|range|domain)") as raised:
         local_runner.run(config)
     assert "stopping before Transform" in str(raised.value)
-    assert run_summary.latest_pushed_model(config.serving_model_dir) is None
-    ran = {r.component for r in run_summary.component_runs(config.metadata_path, config.pipeline_name)}
+    assert inference.latest_version_dir(config.serving_model_dir) is None
+    ran = {r.component for r in metadata.component_runs(config.metadata_path, config.pipeline_name)}
     assert "Transform" not in ran and "Trainer" not in ran
 
 
 def test_bad_pixel_in_csv_stops_the_pipeline_before_transform(tmp_path, sample_dir):
     data = tmp_path / "csv"
     data.mkdir()
-    for official, name in (("train", "fashion-mnist_train.csv"), ("t10k", "fashion-mnist_test.csv")):
-        raw = read_official(sample_dir, official)
+    for official, name in dataset.CSV_FILES.items():
+        raw = read_split(sample_dir, official)
         images = raw.images.copy()
         if official == "train":
             images[3, 400] = 300
@@ -152,7 +151,7 @@ def test_bad_pixel_in_csv_stops_the_pipeline_before_transform(tmp_path, sample_d
 
     with pytest.raises(Exception, match=r"feature 'image'.*(large|range|domain)"):
         local_runner.run(config)
-    assert run_summary.latest_pushed_model(config.serving_model_dir) is None
+    assert inference.latest_version_dir(config.serving_model_dir) is None
 
 
 def test_exported_model_matches_the_in_memory_model_on_raw_images(good_run, sample_dir, tmp_path):
@@ -176,7 +175,7 @@ def test_exported_model_matches_the_in_memory_model_on_raw_images(good_run, samp
 
     # Transform's output keeps no example order guarantee, so match rows through the raw split:
     # the test split's transformed images are a per-pixel monotone map of the raw ones.
-    raw = read_official(sample_dir, "t10k")
+    raw = read_split(sample_dir, "test")
     in_memory = model.predict(test_xf.images, verbose=0)
     exported = serve(images=tf.constant(raw.images.reshape(-1, 28, 28).astype(np.float32)))["probabilities"].numpy()
     order_raw = np.lexsort(raw.images.T[::-1])
@@ -191,7 +190,7 @@ def test_tuner_output_flows_into_the_trainer(good_run):
 
     tuned_run = good_run.replace(tuning=TuningConfig(enabled=True, trials=2, epochs=1))
     local_runner.run(tuned_run)
-    states = {r.component: r.state for r in run_summary.component_runs(tuned_run.metadata_path,
+    states = {r.component: r.state for r in metadata.component_runs(tuned_run.metadata_path,
                                                                         tuned_run.pipeline_name)}
     assert states["Transform"] == "CACHED" and states["Tuner"] == "COMPLETE"
 

@@ -76,7 +76,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from modules.features import CLASS_NAMES
+    from fmnist.features import CLASS_NAMES
     from serving.client import connect
     from serving.inputs import load_inputs
 
