@@ -3,65 +3,77 @@ Beam DirectRunner, local disk.
 
     python local_runner.py                     # full data in data/raw (see `fmnist fetch`)
     python local_runner.py --sample            # the committed 1,300-image sample, minutes
+
+Every setting is a flag, an FMNIST_* variable or a key of the --config YAML file (in that order
+of precedence). The console shows the project's own lines; everything else goes to
+<output>/<pipeline>/logs/pipeline.log (--verbose shows it all). Exit status: 0 done, 1 the
+pipeline failed, 2 bad settings or raw input (found before TFX starts), 3 another run holds the
+output directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import fcntl
 import os
 import resource
 import sys
 import time
-import warnings
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from tfx_pipeline.config import PIPELINE_NAME, EvaluationThresholds, PipelineConfig, TuningConfig
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # TFX/TFT/TFMA are Keras 2; before TF loads
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# google-api-core warns at import about Python 3.11's end of life in 2027: noise for this CLI.
-warnings.filterwarnings("ignore", category=FutureWarning, module="google.api_core")
-# TFMA divides 0 by 0 for one-vs-rest metrics of classes absent from a per-class slice (NaN is
-# the right answer there).
-warnings.filterwarnings("ignore", category=RuntimeWarning, module="tensorflow_model_analysis.metrics")
+from fmnist import dataset, settings, tf_env
+from fmnist.settings import setting
+from tfx_pipeline.config import PIPELINE_NAME, PipelineConfig, PipelineSettings
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_DIR = REPO / "data" / "sample"
+DEFAULT_DATA_DIR = REPO / "data" / "raw"
+LOCK_FILE = ".run.lock"
+LOG_FILE = os.path.join("logs", "pipeline.log")
+
 # The committed sample is 1,000 train + 300 test images: a smaller hold-out, a short training
-# run and floors that a model trained on 800 images clears.
-SAMPLE_OVERRIDES = dict(
-    eval_holdout_size=200,
-    hparams={"epochs": 15, "batch_size": 32, "augment": False},
-    min_accuracy=0.7,
-    min_class_recall=0.3,
-)
+# run and floors that a model trained on 800 images clears. Applies to settings nobody gave.
+SAMPLE_PROFILE = dict(pipeline_name=f"{PIPELINE_NAME}-sample", eval_holdout_size=200, epochs=15, batch_size=32,
+                      min_accuracy=0.7, min_class_recall=0.3)
+SAMPLE_HPARAMS = {"augment": False}
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """Settings of the local runner only (PipelineSettings holds the shared ones)."""
+
+    data_dir: Path | None = setting(None, "directory with the raw files (default: data/raw; data/sample with --sample)")
+    sample: bool = setting(False, "run on the committed sample with the sample profile of defaults")
+    output_dir: Path = setting(REPO / "outputs", "pipeline root, metadata, logs and serving_model/ go here")
+    beam_workers: int = setting(1, "Beam DirectRunner parallelism (>1 uses multi-processing mode)")
+    verbose: bool = setting(False, "show every library's log lines on the console, not only the project's")
+
+
+SETTINGS = (PipelineSettings, LocalSettings)
+
+
+class RunError(Exception):
+    """A run that cannot start; `status` is the process exit status."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags generated from the setting declarations (each also an FMNIST_* variable and YAML key)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    settings.add_arguments(parser, *SETTINGS)
+    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "raw",
-                        help="directory with the raw files (default: data/raw; data/sample with --sample)")
-    parser.add_argument("--sample", action="store_true", help="run on the committed sample with sample defaults")
-    parser.add_argument("--format", choices=["idx", "csv"], default="idx", help="raw file format")
-    parser.add_argument("--output-dir", type=Path, default=REPO / "outputs",
-                        help="pipeline root, metadata, logs and serving_model/ go here")
-    parser.add_argument("--pipeline-name", default=None)
-    parser.add_argument("--eval-holdout-size", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=None, help="training epochs (default: tuned value)")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--max-train-steps", type=int, default=None, help="cap training steps (smoke runs)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--beam-workers", type=int, default=1,
-                        help="Beam DirectRunner parallelism (>1 uses multi-processing mode)")
-    parser.add_argument("--min-accuracy", type=float, default=None, help="blessing floor, overall")
-    parser.add_argument("--min-class-recall", type=float, default=None, help="blessing floor, per class")
-    parser.add_argument("--max-accuracy-drop", type=float, default=None, help="vs last blessed model")
-    parser.add_argument("--no-cache", action="store_true", help="re-run every component")
-    parser.add_argument("--tune", action="store_true", help="add the Tuner; its best values feed the Trainer")
-    parser.add_argument("--tuning-trials", type=int, default=TuningConfig.trials)
-    parser.add_argument("--tuning-epochs", type=int, default=TuningConfig.epochs)
-    parser.add_argument("--tuning-train-examples", type=int, default=TuningConfig.train_examples)
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def beam_args(workers: int) -> tuple[str, ...]:
@@ -70,85 +82,114 @@ def beam_args(workers: int) -> tuple[str, ...]:
     return ("--direct_running_mode=in_memory", "--direct_num_workers=1")
 
 
-def build_config(args: argparse.Namespace) -> PipelineConfig:
-    defaults = SAMPLE_OVERRIDES if args.sample else {}
-    data_dir = SAMPLE_DIR if args.sample and args.data_dir == REPO / "data" / "raw" else args.data_dir
-
-    def pick(flag, key, fallback):
-        return flag if flag is not None else defaults.get(key, fallback)
-
-    base_thresholds = EvaluationThresholds()
-    hparams = dict(defaults.get("hparams", {}))
-    if args.epochs is not None:
-        hparams["epochs"] = args.epochs
-    if args.batch_size is not None:
-        hparams["batch_size"] = args.batch_size
-    name = args.pipeline_name or (f"{PIPELINE_NAME}-sample" if args.sample else PIPELINE_NAME)
-    output = args.output_dir.resolve()
-    return PipelineConfig(
-        pipeline_name=name,
-        pipeline_root=str(output / name / "pipeline_root"),
-        metadata_path=str(output / name / "metadata.sqlite"),
-        serving_model_dir=str(output / name / "serving_model"),
-        data_root=str(data_dir.resolve()),
-        input_format=args.format,
-        eval_holdout_size=pick(args.eval_holdout_size, "eval_holdout_size", 5000),
-        seed=args.seed,
-        hparams=hparams,
-        max_train_steps=args.max_train_steps,
-        thresholds=EvaluationThresholds(
-            min_accuracy=pick(args.min_accuracy, "min_accuracy", base_thresholds.min_accuracy),
-            min_class_recall=pick(args.min_class_recall, "min_class_recall", base_thresholds.min_class_recall),
-            max_accuracy_drop=pick(args.max_accuracy_drop, "max_accuracy_drop", base_thresholds.max_accuracy_drop),
-        ),
-        tuning=TuningConfig(enabled=args.tune, trials=args.tuning_trials, epochs=args.tuning_epochs,
-                            train_examples=args.tuning_train_examples),
-        beam_pipeline_args=beam_args(args.beam_workers),
-        enable_cache=not args.no_cache,
+def build_config(values: settings.Values) -> tuple[PipelineConfig, LocalSettings]:
+    """The PipelineConfig for resolved settings; the sample profile fills what nobody gave."""
+    local: LocalSettings = values.build(LocalSettings)
+    if local.sample:
+        values = values.with_defaults(SAMPLE_PROFILE)
+    shared: PipelineSettings = values.build(PipelineSettings)
+    if local.sample:
+        shared = dataclasses.replace(shared, training=dataclasses.replace(shared.training, hparams=SAMPLE_HPARAMS))
+    data_dir = local.data_dir or (SAMPLE_DIR if local.sample else DEFAULT_DATA_DIR)
+    output = Path(local.output_dir).resolve() / shared.pipeline_name
+    config = PipelineConfig(
+        pipeline_root=str(output / "pipeline_root"),
+        metadata_path=str(output / "metadata.sqlite"),
+        serving_model_dir=str(output / "serving_model"),
+        data_root=str(Path(data_dir).resolve()),
+        settings=shared,
+        beam_pipeline_args=beam_args(local.beam_workers),
     )
+    return config, local
 
 
-def run(config: PipelineConfig) -> None:
-    """Runs the pipeline with LocalDagRunner and SQLite ML Metadata; raises if a component fails."""
+def config_from_args(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> PipelineConfig:
+    """Flags (then FMNIST_* variables, then the --config file) -> the PipelineConfig."""
+    return build_config(settings.resolve(SETTINGS, parse_args(argv), environ))[0]
+
+
+def output_dir(config: PipelineConfig) -> Path:
+    return Path(config.pipeline_root).parent
+
+
+def preflight(config: PipelineConfig) -> dict[str, int]:
+    """Checks the raw inputs in seconds, before TFX and Beam start: files present, gzip/IDX/CSV
+    well-formed, labels and grey levels in range, hold-out smaller than train. Returns the
+    number of examples per official split; raises DatasetError naming the file (and line)."""
+    counts = {}
+    for split in dataset.OFFICIAL_SPLITS:
+        raw = dataset.read_split(config.data_root, split, config.input_format)
+        dataset.check_split(raw)
+        counts[split] = len(raw)
+    holdout = config.settings.eval_holdout_size
+    if not 0 < holdout < counts[dataset.TRAIN]:
+        train_source = os.path.join(config.data_root, dataset.split_files(dataset.TRAIN, config.input_format)[-1])
+        raise dataset.DatasetError(f"{train_source}: the eval hold-out of {holdout} examples must be between 1 and "
+                                   f"{counts[dataset.TRAIN] - 1} (the train split has {counts[dataset.TRAIN]})")
+    return counts
+
+
+@contextlib.contextmanager
+def exclusive(directory: Path) -> Iterator[None]:
+    """Holds `directory` for one run. The kernel drops an flock when its process dies, so a lock
+    file left by a killed run is stale and taken over; a live holder makes this raise at once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunError(f"{directory} is in use by another run ({holder}); wait for it to finish or stop it",
+                           status=3) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run(config: PipelineConfig, verbose: bool = True) -> None:
+    """Runs the pipeline with LocalDagRunner and SQLite ML Metadata; raises if a component fails.
+    Progress lines go to the console, the full log to <output>/logs/pipeline.log."""
+    tf_env.configure(verbose)
     from tfx import v1 as tfx
 
     from tfx_pipeline import progress
     from tfx_pipeline.pipeline import create_components, create_pipeline
 
-    log_dir = Path(config.pipeline_root).parent / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_file = output_dir(config) / LOG_FILE
+    log_file.parent.mkdir(parents=True, exist_ok=True)
     components = create_components(config)
-    progress.attach(total=len(components), log_file=str(log_dir / "pipeline.log"))
-    print(f"pipeline {config.pipeline_name}: data {config.data_root} ({config.input_format}), "
-          f"output {Path(config.pipeline_root).parent}", flush=True)
-    tfx.orchestration.LocalDagRunner().run(create_pipeline(
-        config,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path),
-        components=components,
-    ))
+    with progress.attach(total=len(components), log_file=str(log_file), verbose=verbose):
+        tfx.orchestration.LocalDagRunner().run(create_pipeline(
+            config,
+            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                config.metadata_path),
+            components=components,
+        ))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    config = build_config(args)
-    started = time.perf_counter()
-    run(config)
-    elapsed = time.perf_counter() - started
-
-    from tfx_pipeline import run_summary
+def print_summary(config: PipelineConfig, elapsed: float) -> None:
+    """Component times from ML Metadata, peak memory, the pushed model's test accuracy, the
+    blessing decision rule by rule, and the HTML report."""
+    from modules import inference
+    from tfx_pipeline import console, metadata
 
     print()
-    print(run_summary.format_table(run_summary.component_runs(config.metadata_path, config.pipeline_name)))
-    pushed = run_summary.latest_pushed_model(config.serving_model_dir)
+    print(console.format_table(metadata.component_runs(config.metadata_path, config.pipeline_name)))
+    pushed = inference.latest_version_dir(config.serving_model_dir)
     print(f"\nwall time {elapsed:.1f}s; peak memory {peak_memory_mib():.0f} MiB (largest process)")
     if pushed:
-        accuracy = run_summary.pushed_model_accuracy(pushed, config.data_root, config.input_format)
+        accuracy = inference.model_accuracy(pushed, config.data_root, config.input_format)
         print(f"pushed model: {pushed}\ntest-split accuracy of the pushed model: {accuracy:.4f}")
     else:
         print("no model was pushed (not blessed); see the evaluation report")
     print_evaluation(config)
-    return 0
 
 
 def print_evaluation(config: PipelineConfig) -> None:
@@ -166,7 +207,7 @@ def print_evaluation(config: PipelineConfig) -> None:
     for check in judged.checks:
         print(f"  {'pass' if check.passed else 'FAIL'}  {check.rule} on {check.slice}: "
               f"{check.value:.4f} (needs {check.bound})")
-    report = write_report(evaluation, default_report_path(Path(config.pipeline_root).parent))
+    report = write_report(evaluation, default_report_path(output_dir(config)))
     print(f"evaluation report: {report}")
 
 
@@ -174,6 +215,61 @@ def peak_memory_mib() -> float:
     usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return usage / 1024
+
+
+def _log_failure(log_file: Path, err: BaseException) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as stream:
+        stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR local_runner: {err}\n")
+        traceback.print_exception(err, file=stream)
+
+
+def error_line(err: BaseException) -> str:
+    """What a failed run says on the console: the project's own message, else the first line."""
+    from tfx_pipeline.components.anomalies_gate import DataAnomaliesError
+
+    if isinstance(err, DataAnomaliesError | dataset.DatasetError):
+        return str(err)
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    try:
+        config, local = build_config(settings.resolve(SETTINGS, parse_args(argv), environ))
+    except settings.SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log_file = output_dir(config) / LOG_FILE
+    try:
+        with exclusive(output_dir(config)):
+            try:
+                counts = preflight(config)
+            except dataset.DatasetError as err:
+                _log_failure(log_file, err)
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            print(f"pipeline {config.pipeline_name}: {counts[dataset.TRAIN]:,} train and {counts[dataset.TEST]:,} "
+                  f"test images in {config.data_root} ({config.input_format}); log {log_file}", flush=True)
+            started = time.perf_counter()
+            from tfx_pipeline import progress
+
+            failure = None
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            with progress.quiet_console(log_file, enabled=not local.verbose):
+                try:
+                    run(config, verbose=local.verbose)
+                    print_summary(config, time.perf_counter() - started)
+                except Exception as err:  # the traceback goes to the log; the console gets the message
+                    _log_failure(log_file, err)
+                    failure = error_line(err)
+            if failure is not None:
+                print(f"error: {failure}\n(full log: {log_file})", file=sys.stderr)
+                return 1
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.status
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import kubeflow_runner
+from fmnist.settings import SettingsError
 
 IMAGE = "europe-west4-docker.pkg.dev/demo-proj/fashion-mnist/pipeline:abc123"
 BASE_FLAGS = ["--project", "demo-proj", "--region", "europe-west4", "--bucket", "gs://demo-bucket",
@@ -153,8 +154,8 @@ def test_submit_sends_the_compiled_template_to_vertex(tmp_path, monkeypatch):
         def wait(self):
             calls["wait"] = True
 
-        def _dashboard_uri(self):
-            return "https://console.cloud.google.com/vertex-ai/pipelines/fashion-mnist-1"
+        def __getattr__(self, name):  # the real SDK's private helpers are not part of its contract
+            raise AttributeError(f"the runner used PipelineJob.{name}, which is not public API")
 
     monkeypatch.setattr(aiplatform, "init", lambda **kwargs: calls.setdefault("init", kwargs))
     monkeypatch.setattr(aiplatform, "PipelineJob", FakePipelineJob)
@@ -169,23 +170,80 @@ def test_submit_sends_the_compiled_template_to_vertex(tmp_path, monkeypatch):
     assert calls["wait"] is True and json.loads(output.read_text())["pipelineSpec"]
 
 
+def test_console_link_is_built_from_the_resource_name():
+    link = kubeflow_runner.console_link("projects/demo-proj/locations/europe-west4/pipelineJobs/fashion-mnist-1")
+    assert link == ("https://console.cloud.google.com/vertex-ai/locations/europe-west4/pipelines/runs/"
+                    "fashion-mnist-1?project=demo-proj")
+    with pytest.raises(ValueError, match="not a PipelineJob resource name"):
+        kubeflow_runner.console_link("projects/p/locations/l/trainingPipelines/1")
+
+
+REQUIRED_ENV = {"FMNIST_PROJECT": "p", "FMNIST_REGION": "r", "FMNIST_BUCKET": "gs://b", "FMNIST_IMAGE": "i"}
+
+
 def test_settings_come_from_flags_then_environment_then_config_file(tmp_path):
     config_file = tmp_path / "vertex.yaml"
     config_file.write_text("project: from-file\nregion: us-central1\nbucket: gs://file-bucket\nimage: img:1\n"
                            "training_replicas: 2\n")
-    args = kubeflow_runner.parse_args(["--config", str(config_file), "--region", "europe-west1"])
-    values = kubeflow_runner.settings(args, environ={"FMNIST_PROJECT": "from-env", "FMNIST_REGION": "asia-east1"})
-    assert (values["project"], values["region"], values["bucket"]) == ("from-env", "europe-west1", "gs://file-bucket")
-    config = kubeflow_runner.build_config(values)
+    config, _ = kubeflow_runner.config_from_args(["--config", str(config_file), "--region", "europe-west1"],
+                                                 environ={"FMNIST_PROJECT": "from-env", "FMNIST_REGION": "asia-east1"})
+    assert (config.vertex.project, config.vertex.region, config.vertex.bucket) == (
+        "from-env", "europe-west1", "gs://file-bucket")
     assert config.vertex.training_replicas == 2 and config.data_root == "gs://file-bucket/data/fashion-mnist"
-    from_env = kubeflow_runner.settings(args, environ={"FMNIST_TRAINING_REPLICAS": "3"})
-    assert kubeflow_runner.build_config(from_env).vertex.training_replicas == 3  # a string, converted
+    config, _ = kubeflow_runner.config_from_args(["--config", str(config_file)],
+                                                 environ={"FMNIST_TRAINING_REPLICAS": "3"})
+    assert config.vertex.training_replicas == 3  # a string, converted
 
-    with pytest.raises(SystemExit, match="missing --bucket, --image"):
-        kubeflow_runner.settings(kubeflow_runner.parse_args(["--project", "p", "--region", "r"]), environ={})
-    with pytest.raises(SystemExit, match="must be a gs:// URI"):
-        kubeflow_runner.settings(kubeflow_runner.parse_args(
-            ["--project", "p", "--region", "r", "--bucket", "/tmp/x", "--image", "i"]), environ={})
+    with pytest.raises(SettingsError, match=r"missing --bucket \(FMNIST_BUCKET\), --image \(FMNIST_IMAGE\)"):
+        kubeflow_runner.config_from_args(["--project", "p", "--region", "r"], environ={})
+    with pytest.raises(SettingsError, match="must be a gs:// URI"):
+        kubeflow_runner.config_from_args(["--project", "p", "--region", "r", "--bucket", "/tmp/x", "--image", "i"],
+                                         environ={})
+
+
+def test_pipeline_name_from_the_environment_or_file_is_not_beaten_by_a_flag_default(tmp_path):
+    # Bug: --pipeline-name had a default, so it always won over FMNIST_PIPELINE_NAME and the file.
+    config, _ = kubeflow_runner.config_from_args([], environ={**REQUIRED_ENV, "FMNIST_PIPELINE_NAME": "from-env"})
+    assert config.pipeline_name == "from-env"
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("pipeline_name: from-file\n")
+    config, _ = kubeflow_runner.config_from_args(["--config", str(config_file)], environ=REQUIRED_ENV)
+    assert config.pipeline_name == "from-file"
+    config, _ = kubeflow_runner.config_from_args([], environ=REQUIRED_ENV)
+    assert config.pipeline_name == "fashion-mnist"
+
+
+@pytest.mark.parametrize(("text", "value"), [("false", False), ("0", False), ("no", False), ("true", True),
+                                             ("1", True), ("YES", True)])
+def test_boolean_variables_are_parsed_not_truth_tested(text, value):
+    # Bug: bool("false") is True, so FMNIST_TUNE=false turned tuning on and FMNIST_NO_CACHE=0 the cache off.
+    config, _ = kubeflow_runner.config_from_args([], environ={**REQUIRED_ENV, "FMNIST_TUNE": text,
+                                                             "FMNIST_NO_CACHE": text})
+    assert config.training.tuning.tune is value
+    assert config.enable_cache is (not value)
+
+
+def test_a_bad_boolean_names_the_variable():
+    with pytest.raises(SettingsError, match=r"FMNIST_TUNE: invalid value 'maybe' for tune"):
+        kubeflow_runner.config_from_args([], environ={**REQUIRED_ENV, "FMNIST_TUNE": "maybe"})
+    assert kubeflow_runner.main([], environ={**REQUIRED_ENV, "FMNIST_EPOCHS": "ten"}) == 2
+
+
+def test_submit_wait_output_and_config_are_read_from_the_environment(tmp_path, monkeypatch):
+    # Bug: these were read from env/YAML but main() used only the flags.
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("dataflow_max_workers: 4\n")
+    config, run = kubeflow_runner.config_from_args([], environ={
+        **REQUIRED_ENV, "FMNIST_SUBMIT": "yes", "FMNIST_WAIT": "1", "FMNIST_OUTPUT": str(tmp_path / "x.json"),
+        "FMNIST_CONFIG": str(config_file)})
+    assert (run.submit, run.wait, run.output) == (True, True, tmp_path / "x.json")
+    assert config.vertex.dataflow_max_workers == 4
+    submitted = []
+    monkeypatch.setattr(kubeflow_runner, "submit", lambda config, template, wait: submitted.append((template, wait)))
+    monkeypatch.setattr(kubeflow_runner, "compile_pipeline", lambda config, output: output)
+    assert kubeflow_runner.main([], environ={**REQUIRED_ENV, "FMNIST_SUBMIT": "true",
+                                            "FMNIST_OUTPUT": str(tmp_path / "y.json")}) == 0
+    assert submitted == [(tmp_path / "y.json", False)]
 
 
 def test_cloud_build_tests_builds_pushes_then_compiles_with_the_same_image():

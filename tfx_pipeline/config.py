@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from fmnist import dataset
+from fmnist.settings import SettingsError, setting
+from modules.config import TrainingConfig
 
 PIPELINE_NAME = "fashion-mnist"
 
@@ -14,8 +19,8 @@ PREPROCESSING_FN = "modules.preprocessing.preprocessing_fn"
 TRAINER_RUN_FN = "modules.trainer.run_fn"
 TUNER_FN = "modules.tuner.tuner_fn"
 
-BLESSING_SPLIT = "eval"  # thresholds are judged here (early stopping also watches it)
-REPORTED_SPLIT = "test"  # the official test set: measured for people, never used to decide
+BLESSING_SPLIT = dataset.EVAL  # thresholds are judged here (early stopping also watches it)
+REPORTED_SPLIT = dataset.TEST  # the official test set: measured for people, never used to decide
 EVALUATOR_ID = "Evaluator"
 TEST_EVALUATOR_ID = "TestEvaluator"
 
@@ -24,42 +29,52 @@ TEST_EVALUATOR_ID = "TestEvaluator"
 class EvaluationThresholds:
     """Blessing rules. Scoped deliberately: TFMA applies an unscoped threshold to every slice."""
 
-    min_accuracy: float = 0.90  # overall slice
-    min_class_recall: float = 0.70  # each class's slice (label == c)
-    max_accuracy_drop: float = 0.005  # vs the last blessed model, overall slice
+    min_accuracy: float = setting(0.90, "blessing floor: accuracy on the whole eval split")
+    min_class_recall: float = setting(0.70, "blessing floor: each class's recall on eval")
+    max_accuracy_drop: float = setting(0.005, "blessing: largest accuracy drop vs the latest blessed model")
 
 
 @dataclass(frozen=True)
-class TuningConfig:
-    """The Tuner component (off by default: the default run uses the checked-in tuned values)."""
+class PipelineSettings:
+    """The settings both runners take (declared once; see fmnist.settings for flags, FMNIST_*
+    variables and the YAML file)."""
 
-    enabled: bool = False
-    trials: int = 10
-    epochs: int = 5  # per trial; the winner is then trained for the full schedule
-    train_examples: int = 20000  # stratified subset of `train` searched on (0 = all)
+    config: Path | None = setting(None, "YAML file with any of these settings, keys named like the flags")
+    pipeline_name: str = setting(PIPELINE_NAME, "pipeline name: ML Metadata context and output folder")
+    format: str = setting(dataset.IDX, "raw file format: idx (official files) or csv (Kaggle layout)",
+                          choices=dataset.INPUT_FORMATS)
+    eval_holdout_size: int = setting(5000, "size of the stratified eval hold-out carved out of train")
+    no_cache: bool = setting(False, "re-run every component (default: unchanged inputs come from the cache)")
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    thresholds: EvaluationThresholds = field(default_factory=EvaluationThresholds)
 
 
 @dataclass(frozen=True)
 class VertexConfig:
     """Where the work runs on Google Cloud (kubeflow_runner.py). Absent: everything runs locally."""
 
-    project: str
-    region: str
-    bucket: str  # gs://BUCKET: pipeline root, Dataflow temp/staging, pushed models
-    image: str  # the project image (Dockerfile): every component and the Dataflow SDK container
-    service_account: str | None = None  # runs the pipeline, Dataflow workers and training jobs
-    dataflow_machine_type: str = "n1-standard-4"
-    dataflow_max_workers: int = 10
-    training_machine_type: str = "n1-standard-8"
-    training_replicas: int = 1  # >1: multi-worker (MultiWorkerMirroredStrategy in modules/trainer.py)
-    accelerator_type: str | None = None  # e.g. NVIDIA_TESLA_T4 (MirroredStrategy over the GPUs)
-    accelerator_count: int = 0
-    endpoint_name: str = "fashion-mnist"
+    project: str = setting(None, "GCP project", required=True)
+    region: str = setting(None, "region of Vertex AI, Dataflow and the endpoint", required=True)
+    bucket: str = setting(None, "gs://BUCKET: pipeline root, Dataflow temp files, pushed models", required=True)
+    image: str = setting(None, "the project image (Dockerfile) in Artifact Registry", required=True)
+    service_account: str | None = setting(None, "runs the pipeline, Dataflow workers and training jobs")
+    dataflow_machine_type: str = setting("n1-standard-4", "Dataflow worker machine type")
+    dataflow_max_workers: int = setting(10, "Dataflow autoscaling limit")
+    training_machine_type: str = setting("n1-standard-8", "Vertex Training machine type")
+    training_replicas: int = setting(1, "Vertex Training replicas (>1: MultiWorkerMirroredStrategy)")
+    accelerator_type: str | None = setting(None, "training GPU, e.g. NVIDIA_TESLA_T4 (MirroredStrategy)")
+    accelerator_count: int = setting(0, "training GPUs per replica")
+    endpoint_name: str = setting("fashion-mnist", "Vertex endpoint the Pusher deploys to")
     # The newest pre-built TF serving image the aiplatform SDK lists; a 2.16 SavedModel of standard
     # ops loads in it. deploy/serving/Dockerfile (TF Serving 2.16) is the exact-match alternative.
-    serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
-    serving_machine_type: str = "n1-standard-2"
-    traffic_percentage: int = 100  # share of the endpoint's traffic the new model gets (canary < 100)
+    serving_image: str = setting("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest",
+                                 "Vertex pre-built TF2 serving container")
+    serving_machine_type: str = setting("n1-standard-2", "endpoint machine type")
+    traffic_percentage: int = setting(100, "endpoint traffic for the new model (<100: a canary)")
+
+    def __post_init__(self) -> None:
+        if not str(self.bucket).startswith("gs://"):
+            raise SettingsError(f"bucket must be a gs:// URI, got {self.bucket!r}")
 
     @property
     def temp_location(self) -> str:
@@ -94,31 +109,42 @@ class VertexConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """What create_pipeline() builds from: the user settings plus where this runner puts things.
+
+    Both runners make one (local_runner.build_config, kubeflow_runner.build_config); nothing
+    downstream re-states a default."""
+
     pipeline_root: str
     data_root: str
     serving_model_dir: str
-    pipeline_name: str = PIPELINE_NAME
+    settings: PipelineSettings = field(default_factory=PipelineSettings)
     metadata_path: str | None = None  # SQLite ML Metadata (local runner only)
-    input_format: str = "idx"  # "idx" (official files) or "csv" (Kaggle layout)
-    eval_holdout_size: int = 5000  # stratified hold-out carved out of the official train split
-    seed: int = 42
-    hparams: dict[str, Any] = field(default_factory=dict)  # overrides of modules.model.HParams
-    max_train_steps: int | None = None  # cap for smoke/weak-model runs
-    thresholds: EvaluationThresholds = EvaluationThresholds()
-    tuning: TuningConfig = TuningConfig()
     beam_pipeline_args: tuple[str, ...] = ()
-    enable_cache: bool = True
     vertex: VertexConfig | None = None  # set by kubeflow_runner.py: Dataflow, Vertex Training, endpoint
 
-    def replace(self, **changes: Any) -> PipelineConfig:
-        return dataclasses.replace(self, **changes)
+    @property
+    def pipeline_name(self) -> str:
+        return self.settings.pipeline_name
 
-    def trainer_custom_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {
-            "seed": self.seed,
-            "hparams": dict(self.hparams),
-            "tuning": dataclasses.asdict(self.tuning),
-        }
-        if self.max_train_steps:
-            config["max_steps"] = self.max_train_steps
-        return config
+    @property
+    def input_format(self) -> str:
+        return self.settings.format
+
+    @property
+    def training(self) -> TrainingConfig:
+        return self.settings.training
+
+    @property
+    def thresholds(self) -> EvaluationThresholds:
+        return self.settings.thresholds
+
+    @property
+    def enable_cache(self) -> bool:
+        return not self.settings.no_cache
+
+    def replace(self, **changes: Any) -> PipelineConfig:
+        """A copy with top-level fields and/or settings (by field name) changed."""
+        setting_names = {f.name for f in dataclasses.fields(PipelineSettings)}
+        settings = dataclasses.replace(self.settings, **{k: v for k, v in changes.items() if k in setting_names})
+        return dataclasses.replace(self, settings=settings,
+                                   **{k: v for k, v in changes.items() if k not in setting_names})

@@ -13,6 +13,7 @@ from typing import Any
 from tfx import v1 as tfx
 from tfx.dsl.components.base.base_node import BaseNode
 
+from fmnist import dataset
 from tfx_pipeline import eval_config
 from tfx_pipeline.components.anomalies_gate import AnomaliesGate
 from tfx_pipeline.components.raw_example_gen import raw_example_gen
@@ -28,15 +29,19 @@ from tfx_pipeline.config import (
 )
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema")
-ALL_SPLITS = ["train", "eval", "test"]
+ALL_SPLITS = [dataset.TRAIN, dataset.EVAL, dataset.TEST]
 
 
 def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> list[BaseNode]:
+    """The pipeline's nodes in run order, placed by `config.vertex` (local when None).
+
+    `schema_dir` is where the curated schema lives for the runner (the image path on Vertex).
+    Every component gets its settings from `config`; code is referenced by module path."""
     example_gen = raw_example_gen(
         input_base=config.data_root,
         input_format=config.input_format,
-        eval_holdout_size=config.eval_holdout_size,
-        seed=config.seed,
+        eval_holdout_size=config.settings.eval_holdout_size,
+        seed=config.training.seed,
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.join(schema_dir, "schema.pbtxt"))
@@ -49,7 +54,7 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        splits_config=tfx.proto.SplitsConfig(analyze=["train"], transform=ALL_SPLITS),
+        splits_config=tfx.proto.SplitsConfig(analyze=[dataset.TRAIN], transform=ALL_SPLITS),
     )
     transform.add_upstream_node(anomalies_gate)
 
@@ -57,11 +62,11 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]),
-        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=config.trainer_custom_config(),
+        train_args=tfx.proto.TrainArgs(splits=[dataset.TRAIN]),
+        eval_args=tfx.proto.EvalArgs(splits=[dataset.EVAL]),
+        custom_config=config.training.to_custom_config(),
     )
-    tuner = _tuner(config, **training_inputs) if config.tuning.enabled else None
+    tuner = _tuner(config, **training_inputs) if config.training.tuning.tune else None
     trainer = _trainer(config, hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
                        **training_inputs)
 
@@ -159,6 +164,8 @@ def create_pipeline(
     metadata_connection_config: Any | None = None,
     components: list[BaseNode] | None = None,
 ) -> tfx.dsl.Pipeline:
+    """The TFX Pipeline both runners run: `components` default to create_components(config);
+    `metadata_connection_config` is the local runner's SQLite store (None on Vertex)."""
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
