@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from fmnist import tf_env
+
+tf_env.configure()
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 

@@ -1,6 +1,6 @@
-"""`fmnist`: project commands (fetch, sample, report, serve, predict). Heavy libraries load only
-inside the command that needs them, so `fmnist --help` answers at once and `fmnist predict` never
-loads TensorFlow."""
+"""`fmnist`: project commands (fetch, sample, report, serve, predict): the top layer. Heavy
+libraries load only inside the command that needs them, so `fmnist --help` answers at once and
+`fmnist predict` never loads TensorFlow."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from fmnist import features, tf_env
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -31,14 +33,11 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    import os
-
     output_dir = args.pipeline_root.resolve().parent
     metadata = args.metadata or output_dir / "metadata.sqlite"
     if not metadata.is_file():  # say so before paying for the TF/TFMA import
         raise FileNotFoundError(f"no ML Metadata store at {metadata} (run the pipeline, or pass --metadata)")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_env.configure()
     from reports.evaluation import load_latest
     from reports.html_report import default_report_path, write_report
 
@@ -57,10 +56,7 @@ def _label(text: str) -> tuple[str, int]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import os
-
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_env.configure()
     logging.getLogger("serving").setLevel(logging.INFO)
     from serving.server import ServerOptions, serve
 
@@ -76,7 +72,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from fmnist.features import CLASS_NAMES
     from serving.client import connect
     from serving.inputs import load_inputs
 
@@ -89,7 +84,7 @@ def _predict(args: argparse.Namespace) -> int:
     width = max(len(i.name) for i in inputs)
     for item, top in zip(inputs, prediction.top(args.top), strict=True):
         ranked = "  ".join(f"{name} {p:.3f}" for name, p in top)
-        truth = "" if item.label is None else f"  (true: {CLASS_NAMES[item.label]})"
+        truth = "" if item.label is None else f"  (true: {features.CLASS_NAMES[item.label]})"
         print(f"{item.name:<{width}}  {ranked}{truth}")
     return 0
 
@@ -129,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve pushed models over the TF Serving REST and gRPC APIs")
     serve.add_argument("--model-base-path", type=Path, default=Path("outputs/fashion-mnist/serving_model"),
                        help="the Pusher's directory of numbered versions")
-    serve.add_argument("--model-name", default="fashion_mnist")
+    serve.add_argument("--model-name", default=features.MODEL_NAME)
     serve.add_argument("--model-config-file", type=Path, default=None,
                        help="TF Serving model config (text proto: several models, version policy, labels); "
                             "re-read when it changes")
@@ -151,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="PNG/JPEG files, .npy arrays, or test:I / test:I-J")
     predict.add_argument("--transport", choices=["rest", "grpc"], default="rest")
     predict.add_argument("--server", default=None, help="host:port (default localhost:8501 / :8500)")
-    predict.add_argument("--model-name", default="fashion_mnist")
+    predict.add_argument("--model-name", default=features.MODEL_NAME)
     target = predict.add_mutually_exclusive_group()
     target.add_argument("--version", type=int, default=None)
     target.add_argument("--version-label", default=None)

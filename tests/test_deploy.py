@@ -111,3 +111,10 @@ def test_autoscaler_targets_the_stable_deployment_and_kustomize_lists_every_mani
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     files = {p.name for p in (DEPLOY / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files
+
+
+def test_the_project_image_selects_keras_2_like_every_entry_point():
+    from fmnist import tf_env
+
+    dockerfile = (DEPLOY.parent / "Dockerfile").read_text()
+    assert re.search(rf"\b{tf_env.LEGACY_KERAS_VARIABLE}={tf_env.LEGACY_KERAS_VALUE}\b", dockerfile)

@@ -1,0 +1,158 @@
+"""`python local_runner.py` as a user runs it: pre-flight errors in seconds, one run per output
+directory, a quiet console, and a run killed during training that completes when started again."""
+
+import gzip
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import local_runner
+from fmnist import dataset
+
+REPO = Path(local_runner.__file__).resolve().parent
+# What libraries print when they are not kept off the console (TF's C++ log prefixes, absl, CUDA
+# plugin registration, Python warnings).
+NOISE = ("I0000", "W0000", "E0000", "cuda", "cuDNN", "Warning:", "WARNING", "absl", "tensorflow/")
+
+
+def _runner(*args, timeout=900, **kwargs):
+    return subprocess.run([sys.executable, str(REPO / "local_runner.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def _copy(source: Path, dest: Path) -> Path:
+    shutil.copytree(source, dest)
+    return dest
+
+
+def _rewrite_gz(path: Path, change) -> None:
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    change(data)
+    path.write_bytes(gzip.compress(bytes(data)))
+
+
+def _bad_label(data: Path) -> str:
+    _rewrite_gz(data / dataset.IDX_FILES["test"][1], lambda b: b.__setitem__(8 + 5, 12))
+    return r"error: .*t10k-labels-idx1-ubyte\.gz: label 12 at index 5 is outside 0\.\.9 \(1 such label\(s\)\)"
+
+
+def _truncated(data: Path) -> str:
+    path = data / dataset.IDX_FILES["train"][0]
+    path.write_bytes(path.read_bytes()[:5000])
+    return r"error: .*train-images-idx3-ubyte\.gz: truncated gzip stream \(.*\)"
+
+
+def _missing(data: Path) -> str:
+    (data / dataset.IDX_FILES["test"][0]).unlink()
+    return r"error: .*t10k-images-idx3-ubyte\.gz: missing \(the test split of the idx input\)"
+
+
+def _wrong_magic(data: Path) -> str:
+    _rewrite_gz(data / dataset.IDX_FILES["train"][1], lambda b: b.__setitem__(3, 3))
+    return r"error: .*train-labels-idx1-ubyte\.gz: wrong magic number 0x00000803, expected 0x00000801 \(.*\)"
+
+
+@pytest.mark.parametrize("breakage", [_bad_label, _truncated, _missing, _wrong_magic])
+def test_bad_raw_files_are_rejected_before_tfx_starts_with_one_line(breakage, sample_dir, tmp_path):
+    data = _copy(sample_dir, tmp_path / "data")
+    expected = breakage(data)
+    started = time.perf_counter()
+    result = _runner("--data-dir", str(data), "--output-dir", str(tmp_path / "out"), timeout=60)
+    seconds = time.perf_counter() - started
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert re.fullmatch(expected, result.stderr.strip()), result.stderr
+    assert seconds < 10, seconds  # no TFX/Beam start-up (~30 s before)
+    out = tmp_path / "out" / "fashion-mnist"
+    # Nothing half-written: the lock and the log (with the traceback) only.
+    assert sorted(p.name for p in out.iterdir()) == [local_runner.LOCK_FILE, "logs"]
+    assert "Traceback" in (out / local_runner.LOG_FILE).read_text()
+
+
+def test_csv_errors_name_the_line(sample_dir, tmp_path):
+    data = tmp_path / "csv"
+    data.mkdir()
+    for split, name in dataset.CSV_FILES.items():
+        with open(data / name, "wb") as out:
+            dataset.write_csv_split(dataset.read_split(sample_dir, split), out)
+    lines = (data / dataset.CSV_FILES["train"]).read_text().splitlines()
+    lines[6] = lines[6].rsplit(",", 1)[0]  # file line 7: one column short
+    (data / dataset.CSV_FILES["train"]).write_text("\n".join(lines) + "\n")
+    result = _runner("--data-dir", str(data), "--format", "csv", "--output-dir", str(tmp_path / "out"), timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith("fashion-mnist_train.csv:7: 784 columns, expected 785"), result.stderr
+
+
+def test_a_hold_out_larger_than_the_data_is_rejected(sample_dir, tmp_path):
+    result = _runner("--data-dir", str(sample_dir), "--eval-holdout-size", "5000", "--output-dir", str(tmp_path),
+                     timeout=60)
+    assert result.returncode == 2
+    assert "the eval hold-out of 5000 examples must be between 1 and 999" in result.stderr
+
+
+def test_full_data_preflight_takes_seconds(full_data_dir, tmp_path):
+    data = _copy(full_data_dir, tmp_path / "data")
+    _rewrite_gz(data / dataset.IDX_FILES["test"][1], lambda b: b.__setitem__(8 + 9999, 10))
+    started = time.perf_counter()
+    result = _runner("--data-dir", str(data), "--output-dir", str(tmp_path / "out"), timeout=60)
+    seconds = time.perf_counter() - started
+    assert result.returncode == 2 and "label 10 at index 9999" in result.stderr
+    assert seconds < 6, seconds  # measured ~2 s on 2 cores, process start included
+
+
+def test_a_second_run_on_the_same_output_is_refused_at_once(sample_dir, tmp_path):
+    with local_runner.exclusive(tmp_path / "fashion-mnist-sample"):
+        result = _runner("--sample", "--output-dir", str(tmp_path), timeout=60)
+    assert result.returncode == 3
+    assert f"error: {tmp_path / 'fashion-mnist-sample'} is in use by another run (pid {os.getpid()}" in result.stderr
+
+
+def test_a_stale_lock_from_a_killed_run_is_taken_over(sample_dir, tmp_path):
+    out = tmp_path / "fashion-mnist-sample"
+    out.mkdir()
+    (out / local_runner.LOCK_FILE).write_text("pid 999999, started 2026-01-01 00:00:00")
+    # Bad settings-free input that stops at pre-flight: proves the lock was taken, cheaply.
+    result = _runner("--sample", "--eval-holdout-size", "0", "--output-dir", str(tmp_path), timeout=60)
+    assert result.returncode == 2 and "in use" not in result.stderr
+    assert "999999" not in (out / local_runner.LOCK_FILE).read_text()
+
+
+def test_a_run_killed_during_training_completes_when_started_again(tmp_path):
+    args = ("--sample", "--output-dir", str(tmp_path))
+    first = subprocess.Popen([sys.executable, str(REPO / "local_runner.py"), *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stdout:
+            if "Trainer ..." in line:
+                break
+        else:
+            pytest.fail(f"the first run ended before training: {first.stderr.read()}")
+        time.sleep(3)  # inside fit
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == -signal.SIGKILL
+
+    second = _runner(*args)
+    assert second.returncode == 0, second.stderr[-3000:]
+    console = second.stdout.splitlines()
+    # A quiet console: the project's lines only, library noise in the log.
+    noisy = [line for line in console + second.stderr.splitlines() if any(n in line for n in NOISE)]
+    assert not noisy, noisy
+    assert console[0].startswith("pipeline fashion-mnist-sample: 1,000 train and 300 test images")
+    states = dict(line.split()[:2] for line in console if line.split()[:1] and line.split()[0] in {
+        "FileBasedExampleGen", "StatisticsGen", "Transform", "Trainer", "Pusher"})
+    assert states["FileBasedExampleGen"] == states["StatisticsGen"] == states["Transform"] == "CACHED", console
+    assert states["Trainer"] == "COMPLETE" and states["Pusher"] == "COMPLETE", console
+    assert any(line.startswith("pushed model: ") for line in console)
+    log = (tmp_path / "fashion-mnist-sample" / local_runner.LOG_FILE).read_text()
+    assert "Component Trainer is running." in log
