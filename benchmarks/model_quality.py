@@ -17,12 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from fmnist import tf_env
+
+tf_env.configure()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import local_runner
-from fmnist import features
+import local_runner  # noqa: E402
+from fmnist import features  # noqa: E402
+from modules.config import DEFAULT_SEED  # noqa: E402
 
 SHORT_NAMES = features.SHORT_CLASS_NAMES
 
@@ -49,10 +51,11 @@ def train_baseline(train, evaluation, test, epochs: int, seed: int) -> dict:
     import numpy as np
 
     from modules import trainer
+    from modules.callbacks import EpochLogger
 
     trainer.seed_everything(seed)
     model = build_baseline()
-    logger = trainer.EpochLogger(len(train.labels))
+    logger = EpochLogger(len(train.labels))
     started = time.perf_counter()
     model.fit(train.images, train.labels, batch_size=128, epochs=epochs, callbacks=[logger], verbose=0,
               shuffle=True)
@@ -106,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=local_runner.REPO / "data" / "raw")
     parser.add_argument("--output-dir", type=Path, default=None, help="default: a new temporary directory")
     parser.add_argument("--baseline-epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
 
     output_dir = args.output_dir or Path(tempfile.mkdtemp(prefix="fmnist-bench-"))
-    config = local_runner.build_config(local_runner.parse_args(
-        ["--data-dir", str(args.data_dir), "--output-dir", str(output_dir), "--seed", str(args.seed), "--no-cache"]))
+    config = local_runner.config_from_args(
+        ["--data-dir", str(args.data_dir), "--output-dir", str(output_dir), "--seed", str(args.seed), "--no-cache"])
     started = time.perf_counter()
     local_runner.run(config)
     pipeline_seconds = time.perf_counter() - started
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow_transform as tft
 
     from fmnist import dataset
-    from modules import inference, trainer
+    from modules import data, inference, trainer
     from tfx_pipeline import console, metadata
     from tfx_pipeline.components.raw_example_gen import select_rows
 
@@ -127,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         config.metadata_path, config.pipeline_name, component, key)[0].uri
     tf_transform_output = tft.TFTransformOutput(outputs("Transform", "transform_graph"))
     transformed = outputs("Transform", "transformed_examples")
-    split = lambda name: trainer.load_transformed([f"{transformed}/Split-{name}/*"], tf_transform_output)  # noqa: E731
+    split = lambda name: data.load_transformed([f"{transformed}/Split-{name}/*"], tf_transform_output)  # noqa: E731
     baseline = train_baseline(split("train"), split("eval"), split("test"), args.baseline_epochs, args.seed)
 
     with open(os.path.join(outputs("Trainer", "model_run"), trainer.TRAINING_SUMMARY_FILE)) as stream:
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the pipeline pushed no model (not blessed); evaluating the Trainer's model instead")
         pushed = os.path.join(outputs("Trainer", "model"), "Format-Serving")
     train_raw = dataset.read_split(config.data_root, dataset.TRAIN, config.input_format)
-    holdout = select_rows(train_raw, "holdout", config.eval_holdout_size, config.seed)
+    holdout = select_rows(train_raw, "holdout", config.settings.eval_holdout_size, config.training.seed)
     evaluation_raw = dataset.RawSplit(train_raw.images[holdout], train_raw.labels[holdout])
     cnn = evaluate_pushed(pushed, summary, evaluation_raw,
                           dataset.read_split(config.data_root, dataset.TEST, config.input_format))

@@ -7,9 +7,12 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmnist import features
+
+if TYPE_CHECKING:
+    from modules.config import TrainingConfig
 
 # Written by a Tuner run (its best_hyperparameters.txt, copied verbatim); see README "Tuning".
 TUNED_HPARAMS_FILE = os.path.join(os.path.dirname(__file__), "tuned_hyperparameters.json")
@@ -65,8 +68,21 @@ class HParams:
         return tuple(self.base_filters * 2**block for block in range(self.num_blocks))
 
 
+def resolve_hparams(training_config: TrainingConfig, tuner_output: Mapping[str, Any] | None = None) -> HParams:
+    """The hyperparameters a run trains with: the checked-in tuned values, then the Tuner's best
+    values (`tuner_output` is its best_hyperparameters dict, {"values": {...}}, when tuning ran),
+    then training_config.hparam_overrides() (e.g. --epochs): later sources win."""
+    tuner_values = (tuner_output or {}).get("values", {})
+    return HParams.tuned({**tuner_values, **training_config.hparam_overrides()})
+
+
 def build_model(hparams: HParams, steps_per_epoch: int = 1):
-    """CNN for 28x28 greyscale: [conv-BN-ReLU] x n + max-pool per block, then a dense head."""
+    """CNN for 28x28 greyscale: [conv-BN-ReLU] x n + max-pool per block, then a dense head.
+
+    Takes the hyperparameters and the steps of one epoch (the cosine learning-rate decay spans
+    steps_per_epoch * hparams.epochs). Returns a compiled tf_keras Model mapping transformed
+    images [N, 784] (input named like the transformed image feature) to class probabilities
+    [N, 10]. Call it inside a tf.distribute strategy's scope to distribute the variables."""
     import tf_keras as keras
 
     regularizer = keras.regularizers.L2(hparams.weight_decay) if hparams.weight_decay else None

@@ -14,6 +14,9 @@ from fmnist import features
 
 
 def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """Takes the raw features (IMAGE_KEY: int64 grey levels [N, 784], LABEL_KEY: int64 [N]);
+    returns the transformed ones, named by features.transformed_name: float32 images
+    standardised over all training pixels [N, 784] and the label unchanged."""
     pixels = tf.cast(inputs[features.IMAGE_KEY], tf.float32) / float(features.PIXEL_MAX)
     return {
         # elementwise=False: one mean/std over every pixel of every training image.

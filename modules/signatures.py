@@ -15,6 +15,9 @@ import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow.core.protobuf import saved_model_pb2
 
+# Not exported by TensorFlow's public API; it is what tf.saved_model.save itself calls (TF 2.16).
+from tensorflow.python.saved_model import fingerprinting_utils
+
 from fmnist import features
 from fmnist.features import (
     CLASSIFY_METHOD_NAME,
@@ -75,7 +78,11 @@ def make_signatures(model, tf_transform_output: tft.TFTransformOutput) -> dict:
 
 def mark_classify_signature(export_dir: str) -> None:
     """tf.saved_model.save labels every signature as Predict; TF Serving's Classify API only
-    accepts signatures whose method_name is the classify one, so rewrite that one field."""
+    accepts signatures whose method_name is the classify one, so rewrite that one field.
+
+    The rewrite changes saved_model.pb, so fingerprint.pb is written again from the final file:
+    a stale one would identify a different model (its checksum and signature hash) to tools and
+    model registries that compare fingerprints."""
     path = os.path.join(export_dir, "saved_model.pb")
     saved_model = saved_model_pb2.SavedModel()
     with tf.io.gfile.GFile(path, "rb") as stream:
@@ -84,8 +91,13 @@ def mark_classify_signature(export_dir: str) -> None:
         meta_graph.signature_def[CLASSIFY_SIGNATURE].method_name = CLASSIFY_METHOD_NAME
     with tf.io.gfile.GFile(path, "wb") as stream:
         stream.write(saved_model.SerializeToString())
+    fingerprinting_utils.write_fingerprint(export_dir)
 
 
 def export_saved_model(model, tf_transform_output: tft.TFTransformOutput, export_dir: str) -> None:
+    """Writes `model` as a SavedModel to export_dir, with the signatures of this module's
+    docstring (the Transform graph from tf_transform_output inside them, its assets copied
+    alongside) and a fingerprint.pb that matches the saved_model.pb on disk. Tracks the
+    Transform layer on `model` as `tft_layer`."""
     tf.saved_model.save(model, export_dir, signatures=make_signatures(model, tf_transform_output))
     mark_classify_signature(export_dir)

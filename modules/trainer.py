@@ -1,4 +1,5 @@
-"""TFX Trainer entry point, referenced by the pipeline as `modules.trainer.run_fn`."""
+"""TFX Trainer entry point, referenced by the pipeline as `modules.trainer.run_fn`: trains the CNN
+on Transform's output and exports it with its serving signatures."""
 
 from __future__ import annotations
 
@@ -6,105 +7,23 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
-from typing import Any, NamedTuple
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_transform as tft
 import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from fmnist import features
 from modules import model as model_lib
 from modules import signatures
+from modules.callbacks import EpochLogger
+from modules.config import TrainingConfig
+from modules.data import Split, load_transformed, make_dataset
+from modules.distribution import distribution_strategy, export_dir_for, is_chief
 
 log = logging.getLogger(__name__)
 
-IMAGE_XF = features.transformed_name(features.IMAGE_KEY)
-LABEL_XF = features.transformed_name(features.LABEL_KEY)
-
-
-class Split(NamedTuple):
-    images: np.ndarray  # [N, 784] float32, transformed
-    labels: np.ndarray  # [N] int64
-
-
-def load_transformed(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput) -> Split:
-    """Reads a whole transformed split into memory.
-
-    Fashion-MNIST fits in memory many times over, and parsing once instead of every epoch is
-    what makes CPU epochs fast."""
-    files = sorted(f for pattern in file_patterns for f in tf.io.gfile.glob(pattern))
-    if not files:
-        raise FileNotFoundError(f"no transformed examples match {file_patterns}")
-    spec = tf_transform_output.transformed_feature_spec()
-    dataset = (
-        tf.data.TFRecordDataset(files, compression_type="GZIP", num_parallel_reads=tf.data.AUTOTUNE)
-        .batch(4096)
-        .map(lambda records: tf.io.parse_example(records, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    )
-    images, labels = [], []
-    for batch in dataset:
-        images.append(batch[IMAGE_XF].numpy())
-        labels.append(batch[LABEL_XF].numpy())
-    return Split(np.concatenate(images), np.concatenate(labels))
-
-
-def augment(images: tf.Tensor, hparams: model_lib.HParams, seed: int) -> tf.Tensor:
-    """Random shifts of up to max_shift pixels and left-right flips, on a batch [B, 784]."""
-    batch = tf.reshape(images, [-1, *features.IMAGE_SHAPE, 1])
-    if hparams.flip:
-        batch = tf.image.random_flip_left_right(batch, seed=seed)
-    if hparams.max_shift:
-        pad = hparams.max_shift
-        # Pad with the background value (the darkest pixel) so shifts add no artificial edges.
-        background = tf.reduce_min(batch)
-        padded = tf.pad(batch - background, [[0, 0], [pad, pad], [pad, pad], [0, 0]]) + background
-        batch = tf.image.random_crop(padded, tf.shape(batch), seed=seed)
-    return tf.reshape(batch, [-1, features.NUM_PIXELS])
-
-
-def make_dataset(split: Split, hparams: model_lib.HParams, seed: int, training: bool) -> tf.data.Dataset:
-    dataset = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
-    if training:
-        # repeat(): one iterator for the whole fit. Re-creating it each epoch (what Keras does
-        # with a finite dataset) stalled ~18 s per epoch on the full split inside the pipeline.
-        dataset = dataset.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True).repeat()
-    dataset = dataset.batch(hparams.batch_size)
-    if training and hparams.augment:
-        dataset = dataset.map(lambda x, y: (augment(x, hparams, seed), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """One log line per epoch with throughput, so long training shows progress in pipeline logs."""
-
-    def __init__(self, images_per_epoch: int):
-        super().__init__()
-        self.images_per_epoch = images_per_epoch
-        self.seconds: list[float] = []
-        self._started = 0.0
-        self._ended = 0.0
-        self._between = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        now = time.perf_counter()
-        self._between = now - self._ended if self._ended else 0.0
-        self._started = now
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._ended = time.perf_counter()
-        self.seconds.append(self._ended - self._started)
-        metrics = " ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items()))
-        log.info("epoch %d/%d: %.1fs (+%.1fs before it), %.0f images/s, %s", epoch + 1, self.params["epochs"],
-                 self.seconds[-1], self._between, self.images_per_epoch / self.seconds[-1], metrics)
-
-    @property
-    def images_per_second(self) -> float:
-        """Median over epochs: the first epoch also pays for tracing."""
-        return self.images_per_epoch / float(np.median(self.seconds))
+TRAINING_SUMMARY_FILE = "training_summary.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -114,40 +33,14 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def strategy_kind(tf_config: str | None, gpus: int) -> str:
-    """Which tf.distribute strategy fits where the Trainer runs: "multi_worker" when Vertex
-    Training (or any TF_CONFIG) names several replicas, "mirrored" over several local GPUs,
-    "default" otherwise (one device: this machine, or one Vertex replica with one GPU)."""
-    cluster = json.loads(tf_config or "{}").get("cluster", {})
-    if sum(len(addresses) for addresses in cluster.values()) > 1:
-        return "multi_worker"
-    return "mirrored" if gpus > 1 else "default"
-
-
-def is_chief(tf_config: str | None) -> bool:
-    """Whether this replica writes the model. Vertex names the chief's pool `workerpool0`; plain
-    TF_CONFIG uses `chief`, or worker 0 when the cluster has no chief; no TF_CONFIG: one process."""
-    parsed = json.loads(tf_config or "{}")
-    task = parsed.get("task", {})
-    if "type" not in task:
-        return True
-    if task["type"] in ("chief", "master", "workerpool0"):
-        return True
-    return task["type"] == "worker" and task.get("index", 0) == 0 and "chief" not in parsed.get("cluster", {})
-
-
-def distribution_strategy() -> tf.distribute.Strategy:
-    kind = strategy_kind(os.environ.get("TF_CONFIG"), len(tf.config.list_physical_devices("GPU")))
-    if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
 def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
         log_dir: str | None = None, max_steps: int | None = None):
-    """Builds and trains the CNN; returns (model, history, epoch_logger)."""
+    """Builds and trains the CNN under the distribution strategy that fits this process.
+
+    Takes the hyperparameters, the in-memory train and validation splits and the seed of every
+    random choice; `max_steps` caps the run at one epoch of at most that many steps (smoke runs);
+    `log_dir`, when given, receives TensorBoard logs. Early stopping on the validation loss
+    restores the best epoch's weights. Returns (model, keras History, EpochLogger)."""
     seed_everything(seed)
     steps_per_epoch = math.ceil(len(train.labels) / hparams.batch_size)
     if max_steps:  # a deliberately short run (smoke tests, weak-model tests)
@@ -183,17 +76,6 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
     return model, history, epoch_logger
 
 
-def resolve_hparams(custom_config: dict[str, Any] | None, tuner_output: dict[str, Any] | None = None):
-    """Checked-in tuned values, then the Tuner's best values (when tuning ran), then the
-    pipeline's explicit overrides (e.g. --epochs)."""
-    config = custom_config or {}
-    tuned = (tuner_output or {}).get("values", {})
-    return model_lib.HParams.tuned({**tuned, **config.get("hparams", {})})
-
-
-TRAINING_SUMMARY_FILE = "training_summary.json"
-
-
 def write_training_summary(path: str, model, hparams: model_lib.HParams, history, epoch_logger: EpochLogger,
                            seconds: float) -> None:
     """What benchmarks and reviewers want to know about a training run, next to its logs."""
@@ -210,23 +92,30 @@ def write_training_summary(path: str, model, hparams: model_lib.HParams, history
 
 
 def run_fn(fn_args: FnArgs) -> None:
-    config = fn_args.custom_config or {}
-    hparams = resolve_hparams(config, fn_args.hyperparameters)
+    """TFX Trainer entry point.
+
+    Takes FnArgs whose custom_config is a TrainingConfig.to_custom_config() dict (other keys are
+    ignored) and whose hyperparameters, when a Tuner ran, are its best values. Reads the train and
+    eval splits from fn_args.train_files / eval_files, trains (see fit), and writes the SavedModel
+    with its serving signatures to fn_args.serving_model_dir, TensorBoard logs under
+    fn_args.model_run_dir/tensorboard and TRAINING_SUMMARY_FILE in fn_args.model_run_dir. In a
+    multi-worker run every replica trains and saves, but only the chief writes those outputs."""
+    training_config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    hparams = model_lib.resolve_hparams(training_config, fn_args.hyperparameters)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train = load_transformed(fn_args.train_files, tf_transform_output)
     evaluation = load_transformed(fn_args.eval_files, tf_transform_output)
     started = time.perf_counter()
     model, history, epoch_logger = fit(
         hparams, train, evaluation,
-        seed=int(config.get("seed", 42)),
+        seed=training_config.seed,
         log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"),
-        max_steps=config.get("max_steps"),
+        max_steps=training_config.max_train_steps,
     )
     seconds = time.perf_counter() - started
-    # Every multi-worker replica must take part in saving; only the chief's copy is the model.
     chief = is_chief(os.environ.get("TF_CONFIG"))
-    export_dir = fn_args.serving_model_dir if chief else tempfile.mkdtemp(prefix="non-chief-export-")
-    signatures.export_saved_model(model, tf_transform_output, export_dir)
+    with export_dir_for(fn_args.serving_model_dir, chief) as export_dir:
+        signatures.export_saved_model(model, tf_transform_output, export_dir)
     if not chief:
         return
     write_training_summary(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE),

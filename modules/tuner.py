@@ -16,8 +16,11 @@ import tensorflow_transform as tft
 from tfx.components.trainer.fn_args_utils import FnArgs
 from tfx.components.tuner.component import TunerFnResult
 
+from fmnist.dataset import stratified_holdout
 from modules import model as model_lib
-from modules import trainer
+from modules.config import TrainingConfig
+from modules.data import Split, load_transformed
+from modules.trainer import fit
 
 log = logging.getLogger(__name__)
 
@@ -40,43 +43,48 @@ def search_space() -> kt.HyperParameters:
 class HParamsSearch(kt.Tuner):
     """Each trial trains the project's CNN with the trial's values over `base`."""
 
-    def __init__(self, base: model_lib.HParams, train: trainer.Split, evaluation: trainer.Split,
+    def __init__(self, base: model_lib.HParams, train: Split, evaluation: Split,
                  seed: int, **kwargs: Any):
         super().__init__(**kwargs)
         self.base, self.train, self.evaluation, self.seed = base, train, evaluation, seed
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         hparams = model_lib.HParams.from_dict({**self.base.to_dict(), **trial.hyperparameters.values})
-        _, history, _ = trainer.fit(hparams, self.train, self.evaluation, self.seed)
+        _, history, _ = fit(hparams, self.train, self.evaluation, self.seed)
         return {OBJECTIVE: float(max(history.history[OBJECTIVE]))}
 
 
-def stratified_subset(split: trainer.Split, size: int, seed: int) -> trainer.Split:
+def stratified_subset(split: Split, size: int, seed: int) -> Split:
     if not size or size >= len(split.labels):
         return split
-    from fmnist.dataset import stratified_holdout
-
     rows = stratified_holdout(split.labels, size, seed)
-    return trainer.Split(split.images[rows], split.labels[rows])
+    return Split(split.images[rows], split.labels[rows])
 
 
 def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
-    config = fn_args.custom_config or {}
-    seed = int(config.get("seed", 42))
-    tuning = config.get("tuning", {})
+    """TFX Tuner entry point.
+
+    Takes FnArgs whose custom_config is a TrainingConfig.to_custom_config() dict (other keys are
+    ignored). Searches on a stratified subset of fn_args.train_files
+    (tuning.tuning_train_examples; 0: all of it) and validates on fn_args.eval_files, each trial
+    training tuning.tuning_epochs epochs over the resolved hyperparameters. Returns the tuner
+    (tuning.tuning_trials trials, state under fn_args.working_dir) for the Tuner component to run;
+    its best values become the Trainer's fn_args.hyperparameters."""
+    training_config = TrainingConfig.from_custom_config(fn_args.custom_config)
+    seed, tuning = training_config.seed, training_config.tuning
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train = stratified_subset(trainer.load_transformed(fn_args.train_files, tf_transform_output),
-                              int(tuning.get("train_examples", 0)), seed)
-    evaluation = trainer.load_transformed(fn_args.eval_files, tf_transform_output)
-    # Trials are short (tuning.epochs); the chosen values are then trained for the full schedule.
-    base = trainer.resolve_hparams(config).replace(epochs=int(tuning.get("epochs", 5)))
-    log.info("tuning: %d trials of %d epochs on %d images", tuning.get("trials", 10), base.epochs,
+    train = stratified_subset(load_transformed(fn_args.train_files, tf_transform_output),
+                              tuning.tuning_train_examples, seed)
+    evaluation = load_transformed(fn_args.eval_files, tf_transform_output)
+    # Trials are short (tuning_epochs); the chosen values are then trained for the full schedule.
+    base = model_lib.resolve_hparams(training_config).replace(epochs=tuning.tuning_epochs)
+    log.info("tuning: %d trials of %d epochs on %d images", tuning.tuning_trials, base.epochs,
              len(train.labels))
     tuner = HParamsSearch(
         base, train, evaluation, seed,
         oracle=kt.oracles.RandomSearchOracle(
             objective=kt.Objective(OBJECTIVE, "max"),
-            max_trials=int(tuning.get("trials", 10)),
+            max_trials=tuning.tuning_trials,
             hyperparameters=search_space(),
             allow_new_entries=False,
             seed=seed,
@@ -86,5 +94,3 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
         overwrite=True,
     )
     return TunerFnResult(tuner=tuner, fit_kwargs={})
-
-

@@ -1,10 +1,10 @@
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from fmnist import tf_env
+
+tf_env.configure()
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "sample"
@@ -38,7 +38,7 @@ def exported_model(tmp_path_factory, sample_dir) -> Path:
 
     from fmnist import features
     from fmnist.dataset import read_split
-    from modules import signatures, trainer
+    from modules import data, signatures, trainer
     from modules.model import HParams
     from modules.preprocessing import preprocessing_fn
 
@@ -58,7 +58,7 @@ def exported_model(tmp_path_factory, sample_dir) -> Path:
     tf_transform_output = tft.TFTransformOutput(str(work / "transform"))
     transformed = tf_transform_output.transform_raw_features({
         features.IMAGE_KEY: tf.constant(raw.images, tf.int64), features.LABEL_KEY: tf.constant(raw.labels, tf.int64)})
-    split = trainer.Split(
+    split = data.Split(
         images=transformed[features.transformed_name(features.IMAGE_KEY)].numpy().astype(np.float32),
         labels=transformed[features.transformed_name(features.LABEL_KEY)].numpy().astype(np.int64),
     )

@@ -55,7 +55,7 @@ def test_hparams_round_trip_and_reject_unknown_names():
     ('{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}', 0, "multi_worker", True),
 ])
 def test_distribution_strategy_follows_where_the_trainer_runs(tf_config, gpus, kind, chief):
-    from modules.trainer import is_chief, strategy_kind
+    from modules.distribution import is_chief, strategy_kind
 
     assert strategy_kind(tf_config, gpus) == kind
     assert is_chief(tf_config) is chief

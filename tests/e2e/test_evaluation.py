@@ -9,6 +9,7 @@ deliberately weak model that has nothing to compare with.
 """
 
 import base64
+import dataclasses
 import io
 import os
 import shutil
@@ -26,15 +27,14 @@ from reports.html_report import default_report_path
 from reports.misclassified import predict_split
 from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT, EvaluationThresholds
 
-
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK = os.path.join(REPO, "notebooks", "evaluation_review.ipynb")
 SAMPLE_SPLIT_SIZES = {BLESSING_SPLIT: 200, REPORTED_SPLIT: 300}
 
 
 def _config(data_dir, output_dir, *extra):
-    args = local_runner.parse_args(["--sample", "--data-dir", str(data_dir), "--output-dir", str(output_dir), *extra])
-    return local_runner.build_config(args)
+    return local_runner.config_from_args(["--sample", "--data-dir", str(data_dir), "--output-dir", str(output_dir),
+                                          *extra], environ={})
 
 
 def _pushed_versions(config) -> list[str]:
@@ -208,16 +208,22 @@ def test_report_renders_in_a_headless_browser(second_run, tmp_path):
 
 
 def test_review_notebook_runs_headless_and_shows_the_per_class_table(second_run, monkeypatch):
+    """Run as the README's nbconvert command runs it: the kernel starts in notebooks/, while
+    FMNIST_PIPELINE_ROOT is relative to the repository root, where the command is typed."""
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("FMNIST_PIPELINE_ROOT", second_run["config"].pipeline_root)
+    relative_root = os.path.relpath(os.path.abspath(second_run["config"].pipeline_root), REPO)
+    assert not os.path.exists(os.path.join(os.path.dirname(NOTEBOOK), relative_root))
+    monkeypatch.setenv("FMNIST_PIPELINE_ROOT", relative_root)
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}}).execute()
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    stderr = [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]
+    assert not stderr, f"the executed notebook shows stderr output: {stderr}"
     html = [o["data"]["text/html"] for o in outputs if "data" in o and "text/html" in o["data"]]
     per_class = [h for h in html if "Per-class metrics (test split)" in h]
     assert per_class, "the per-class table for the test split is missing"
@@ -230,7 +236,7 @@ def test_model_worse_than_the_baseline_is_not_blessed(second_run):
     """Runs last: it adds a run to the history. Floors at zero, so only the comparison with the
     blessed baseline can fail."""
     config = second_run["config"].replace(
-        max_train_steps=3,
+        training=dataclasses.replace(second_run["config"].training, max_train_steps=3),
         thresholds=EvaluationThresholds(min_accuracy=0.0, min_class_recall=0.0, max_accuracy_drop=0.005),
     )
     local_runner.run(config)

@@ -4,6 +4,7 @@ One good run (asserted through ML Metadata and the pushed SavedModel), its cache
 two runs on bad data that must stop before Transform and push nothing.
 """
 
+import dataclasses
 import gzip
 import json
 import shutil
@@ -18,7 +19,6 @@ from fmnist.dataset import read_split
 from modules import inference, signatures
 from tfx_pipeline import console, metadata
 
-
 EXPECTED_COMPONENTS = {
     "FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
     "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "TestEvaluator", "Pusher",
@@ -26,8 +26,8 @@ EXPECTED_COMPONENTS = {
 
 
 def _config(data_dir, output_dir, *extra):
-    args = local_runner.parse_args(["--sample", "--data-dir", str(data_dir), "--output-dir", str(output_dir), *extra])
-    return local_runner.build_config(args)
+    return local_runner.config_from_args(["--sample", "--data-dir", str(data_dir), "--output-dir", str(output_dir),
+                                          *extra], environ={})
 
 
 @pytest.fixture(scope="module")
@@ -159,14 +159,14 @@ def test_exported_model_matches_the_in_memory_model_on_raw_images(good_run, samp
     inside) give the same probabilities as the in-memory model on Transform's own output."""
     import tensorflow_transform as tft
 
-    from modules import trainer
+    from modules import data, trainer
     from modules.model import HParams
 
     (transform_graph,) = _outputs(good_run, "Transform", "transform_graph")
     (transformed,) = _outputs(good_run, "Transform", "transformed_examples")
     tf_transform_output = tft.TFTransformOutput(transform_graph.uri)
-    train = trainer.load_transformed([f"{transformed.uri}/Split-train/*"], tf_transform_output)
-    test_xf = trainer.load_transformed([f"{transformed.uri}/Split-test/*"], tf_transform_output)
+    train = data.load_transformed([f"{transformed.uri}/Split-train/*"], tf_transform_output)
+    test_xf = data.load_transformed([f"{transformed.uri}/Split-test/*"], tf_transform_output)
     model, _, _ = trainer.fit(HParams.tuned({"epochs": 1}), train, train, seed=1, max_steps=5)
 
     export_dir = str(tmp_path / "export")
@@ -185,10 +185,11 @@ def test_exported_model_matches_the_in_memory_model_on_raw_images(good_run, samp
 
 def test_tuner_output_flows_into_the_trainer(good_run):
     """Runs last in this module: it adds a Tuner to the good run's pipeline (upstream cached)."""
+    from modules.config import TuningConfig
     from modules.trainer import TRAINING_SUMMARY_FILE
-    from tfx_pipeline.config import TuningConfig
 
-    tuned_run = good_run.replace(tuning=TuningConfig(enabled=True, trials=2, epochs=1))
+    tuned_run = good_run.replace(training=dataclasses.replace(
+        good_run.training, tuning=TuningConfig(tune=True, tuning_trials=2, tuning_epochs=1)))
     local_runner.run(tuned_run)
     states = {r.component: r.state for r in metadata.component_runs(tuned_run.metadata_path,
                                                                         tuned_run.pipeline_name)}
