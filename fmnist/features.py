@@ -36,6 +36,7 @@ SHORT_CLASS_NAMES: Final = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "
 
 
 # The serving contract: modules/signatures.py exports it, serving/ and its clients rely on it.
+MODEL_NAME: Final = "fashion_mnist"  # the name clients ask for, unless a model config says otherwise
 SERVING_DEFAULT: Final = "serving_default"  # float32 `images` [N, 28, 28] of grey levels
 TF_EXAMPLE_SIGNATURE: Final = "serving_tf_example"  # serialized tf.Example `examples` [N]
 CLASSIFY_SIGNATURE: Final = "classification"  # TF Serving Classify API: `inputs` -> classes, scores

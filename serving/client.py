@@ -10,7 +10,10 @@ import numpy as np
 
 from fmnist import features
 
-DEFAULT_MODEL = "fashion_mnist"
+DEFAULT_MODEL = features.MODEL_NAME
+# Not TF Serving's: this project's REST server names the version that answered :predict/:classify
+# here, since TF Serving's JSON bodies have no room for it. The server imports it from here.
+VERSION_HEADER = "X-Model-Version"
 
 
 class ClientError(RuntimeError):
@@ -44,6 +47,9 @@ def _as_images(images) -> np.ndarray:
 
 
 class RestClient:
+    """TF Serving's REST API over one httpx connection pool. Error answers and unreachable servers
+    raise ClientError; one instance may be shared by threads (httpx.Client is thread-safe)."""
+
     def __init__(self, server: str = "localhost:8501", model: str = DEFAULT_MODEL, version: int | None = None,
                  label: str | None = None, timeout: float = 30.0):
         import httpx
@@ -51,9 +57,10 @@ class RestClient:
         base = server if server.startswith("http") else f"http://{server}"
         target = f"/versions/{version}" if version is not None else f"/labels/{label}" if label else ""
         self.model_url = f"{base}/v1/models/{model}{target}"
+        self.version = version
         self._http = httpx.Client(timeout=timeout)
 
-    def _call(self, method: str, url: str, payload: dict | None = None) -> dict:
+    def _send(self, method: str, url: str, payload: dict | None = None):
         import httpx
 
         try:
@@ -63,13 +70,27 @@ class RestClient:
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         if response.status_code != 200:
             raise ClientError(f"HTTP {response.status_code}: {body.get('error', response.text)}")
-        return body
+        return body, response.headers
+
+    def _call(self, method: str, url: str, payload: dict | None = None) -> dict:
+        return self._send(method, url, payload)[0]
 
     def predict(self, images) -> Prediction:
-        body = self._call("POST", f"{self.model_url}:predict",
-                          {"signature_name": features.SERVING_DEFAULT, "inputs": {
-                              features.IMAGES_INPUT: _as_images(images).tolist()}})
-        return Prediction(np.asarray(body["outputs"]["probabilities"], dtype=np.float32))
+        """Probabilities for [N, 28, 28] (or [N, 784]) grey levels, and the version that answered."""
+        body, headers = self._send("POST", f"{self.model_url}:predict",
+                                   {"signature_name": features.SERVING_DEFAULT, "inputs": {
+                                       features.IMAGES_INPUT: _as_images(images).tolist()}})
+        probabilities = np.asarray(body["outputs"]["probabilities"], dtype=np.float32)
+        return Prediction(probabilities, version=self._served_version(headers))
+
+    def _served_version(self, headers) -> int:
+        if VERSION_HEADER in headers:
+            return int(headers[VERSION_HEADER])
+        # tensorflow_model_server sends no version: a pinned one is what ran; otherwise ask, which
+        # can name a newer version if a swap lands between the two calls.
+        if self.version is not None:
+            return self.version
+        return int(self.metadata()["model_spec"]["version"])
 
     def classify(self, images) -> list[list[tuple[str, float]]]:
         pixels = np.rint(_as_images(images)).astype(int).reshape(-1, features.NUM_PIXELS)
@@ -89,6 +110,9 @@ class RestClient:
 
 
 class GrpcClient:
+    """TF Serving's gRPC PredictionService and ModelService. Error statuses raise ClientError; one
+    instance may be shared by threads (gRPC channels are thread-safe)."""
+
     def __init__(self, server: str = "localhost:8500", model: str = DEFAULT_MODEL, version: int | None = None,
                  label: str | None = None, timeout: float = 30.0):
         import grpc

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+OK, INTERNAL = "OK", "INTERNAL"
+# HTTP status -> canonical gRPC status code name: the one vocabulary metrics record for both
+# transports, as TF Serving's own request_count does. Kept as names so REST needs no grpc import.
+_CODE_NAMES = {
+    HTTPStatus.OK: OK,
+    HTTPStatus.BAD_REQUEST: "INVALID_ARGUMENT",
+    HTTPStatus.NOT_FOUND: "NOT_FOUND",
+    HTTPStatus.METHOD_NOT_ALLOWED: "UNIMPLEMENTED",
+    HTTPStatus.REQUEST_ENTITY_TOO_LARGE: "RESOURCE_EXHAUSTED",
+    HTTPStatus.SERVICE_UNAVAILABLE: "UNAVAILABLE",
+}
+
 
 class ServingError(Exception):
     """A request the server cannot answer, with the status both transports should report."""
@@ -14,15 +26,16 @@ class ServingError(Exception):
         self.status = status
 
     @property
+    def code_name(self) -> str:
+        """The gRPC status code name, e.g. "INVALID_ARGUMENT" (INTERNAL for an unmapped status):
+        what metrics record on both transports."""
+        return _CODE_NAMES.get(self.status, INTERNAL)
+
+    @property
     def grpc_code(self):
         import grpc
 
-        return {
-            HTTPStatus.BAD_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
-            HTTPStatus.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-            HTTPStatus.REQUEST_ENTITY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-            HTTPStatus.SERVICE_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
-        }.get(self.status, grpc.StatusCode.INTERNAL)
+        return grpc.StatusCode[self.code_name]
 
 
 def bad_request(message: str) -> ServingError:

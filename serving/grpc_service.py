@@ -18,7 +18,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import codec
-from serving.errors import ServingError, bad_request
+from serving.errors import INTERNAL, ServingError, bad_request
 from serving.service import CLASSIFY_API, METADATA_API, PREDICT_API, STATUS_API, InferenceService
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,11 @@ class _Handler:
             try:
                 return body(outcome)
             except ServingError as err:
-                outcome["code"] = err.grpc_code.name
+                outcome["code"] = err.code_name
                 context.abort(err.grpc_code, err.message)
             except Exception as err:
                 log.exception("internal error in %s", api)
-                outcome["code"] = grpc.StatusCode.INTERNAL.name
+                outcome["code"] = INTERNAL
                 context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}")
 
 

@@ -4,7 +4,8 @@
 A version directory is loaded once it holds `saved_model.pb` and its contents stayed unchanged
 for one poll interval (the TFX Pusher copies file by file, so a half-copied version can be
 visible). A new version becomes AVAILABLE before any old one is dropped, and requests already
-holding the old one finish on it, so a swap fails no request.
+holding the old one finish on it, so a swap fails no request. A version whose directory is
+deleted is unloaded, as TF Serving does, even when no other version is left to serve.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ def write_model_config(config: model_server_config_pb2.ModelServerConfig, path: 
         stream.write(text_format.MessageToString(config))
 
 
+def version_dirs(base_path: str) -> set[int]:
+    """Versions that have a directory, complete or not."""
+    if not os.path.isdir(base_path):
+        return set()
+    return {int(entry.name) for entry in os.scandir(base_path) if entry.is_dir() and entry.name.isdigit()}
+
+
 def versions_on_disk(base_path: str) -> dict[int, tuple]:
     """{version: fingerprint of its files} for version dirs that hold a saved_model.pb."""
     found = {}
@@ -82,6 +90,14 @@ class VersionState:
 
 
 class ModelManager:
+    """Which versions of which models are loaded, kept in step with the model config and the disk.
+
+    `config_source` is called on every poll (so an edited config file takes effect without a
+    restart); `loader(name, version, path)` returns the servable or raises, and is called from
+    start() and then the poller thread, one load at a time. Lookups (resolve, status,
+    model_names) are thread-safe and never wait for a load: they see what is AVAILABLE now.
+    """
+
     def __init__(self, config_source: Callable[[], model_server_config_pb2.ModelServerConfig],
                  loader: Callable[[str, int, str], object], poll_seconds: float = 2.0):
         self._config_source = config_source
@@ -96,12 +112,15 @@ class ModelManager:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Loads what is on disk now (blocking), then keeps polling in the background."""
+        """Loads what is on disk now (blocking, so a server is ready once this returns), then polls
+        every poll_seconds on a daemon thread. A version that fails to load is reported by status()
+        as END with its error; start() itself raises only if the config cannot be read."""
         self.sync(require_stable=False)
         self._thread = threading.Thread(target=self._poll, name="model-poller", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stops polling (waits up to 10 s for a poll in progress); loaded versions stay servable."""
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
@@ -123,9 +142,13 @@ class ModelManager:
             self._sync_model(name, model, require_stable)
 
     def _sync_model(self, name: str, model, require_stable: bool) -> None:
+        present = version_dirs(model.base_path)
         on_disk = versions_on_disk(model.base_path)
         ready = [v for v, fingerprint in on_disk.items()
                  if not require_stable or self._seen.get((name, v)) == fingerprint]
+        # Forget what left the disk, so a version pushed again must be stable again before it loads.
+        for key in [k for k in self._seen if k[0] == name and k[1] not in on_disk]:
+            del self._seen[key]
         for version, fingerprint in on_disk.items():
             self._seen[(name, version)] = fingerprint
         wanted = wanted_versions(model, ready)
@@ -136,9 +159,10 @@ class ModelManager:
             self._load(name, version, os.path.join(model.base_path, str(version)), on_disk[version])
         with self._lock:
             available = {v for v, s in current.items() if s.state == State.AVAILABLE}
-            # Unload only what is no longer wanted, and never the last available version
-            # unless a wanted one replaced it: load before unload.
-            keep = (wanted & available) or available
+            # Unload only what is no longer wanted, and never the last available version still on
+            # disk unless a wanted one replaced it: load before unload, so a version still being
+            # copied leaves the old one serving. A deleted version goes even if it is the last.
+            keep = (wanted & available) or (available & present)
             for version in sorted(available - keep):
                 log.info("unloading %s version %d", name, version)
                 current[version] = VersionState(State.END)
@@ -172,7 +196,11 @@ class ModelManager:
             return sorted(self._models)
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None):
-        """The servable a request asks for: a version, a label, or the latest available."""
+        """The Servable a request asks for: `version`, else `label`, else the latest AVAILABLE one.
+
+        Raises a NOT_FOUND ServingError for an unknown model or label, or a version not AVAILABLE.
+        The servable stays usable after it is unloaded, so a caller holding it can finish.
+        """
         with self._lock:
             if name not in self._models:
                 raise not_found(f"Servable not found for request: unknown model '{name}' "
@@ -195,7 +223,9 @@ class ModelManager:
             return available[version].servable
 
     def status(self, name: str, version: int | None = None, label: str | None = None) -> list[tuple[int, int, str]]:
-        """[(version, State, error message)] as GetModelStatus reports them."""
+        """[(version, State, error message)] sorted by version, as GetModelStatus reports them:
+        every version it loaded or tried to (END once unloaded or failed), or just `version`/`label`'s.
+        Raises a NOT_FOUND ServingError for an unknown model, label or version."""
         with self._lock:
             if name not in self._models:
                 raise not_found(f"unknown model '{name}'")

@@ -7,6 +7,8 @@ from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from serving.errors import OK
+
 PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -24,14 +26,15 @@ class ServingMetrics:
 
     @contextmanager
     def observe(self, model: str, api: str, transport: str, outcome: dict):
-        """Times a request; the caller fills outcome["version"] / outcome["code"] as it learns them."""
+        """Times a request; the caller fills outcome["version"] / outcome["code"] as it learns them.
+        `code` is a gRPC status code name on both transports (ServingError.code_name), OK if unset."""
         started = time.perf_counter()
         try:
             yield
         finally:
             version = str(outcome.get("version", ""))
             self.latency.labels(model, version, api, transport).observe(time.perf_counter() - started)
-            self.requests.labels(model, version, api, transport, str(outcome.get("code", "OK"))).inc()
+            self.requests.labels(model, version, api, transport, str(outcome.get("code", OK))).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -7,6 +7,9 @@
     GET  /monitoring/prometheus/metrics
 
 Errors are `{"error": "..."}` with a 4xx status for anything the client can fix.
+
+:predict and :classify answers carry the version that ran in an `X-Model-Version` header: the
+bodies stay exactly TF Serving's, which has no version in them, and a client still learns it.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from serving import codec
-from serving.errors import ServingError, bad_request, not_found
+from serving.client import VERSION_HEADER
+from serving.errors import INTERNAL, ServingError, bad_request, not_found
 from serving.manager import State
 from serving.metrics import PROMETHEUS_PATH
 from serving.service import CLASSIFY_API, METADATA_API, PREDICT_API, STATUS_API, InferenceService
@@ -35,8 +39,9 @@ MODEL_PATH = re.compile(
     r"(?:(?P<metadata>/metadata)|:(?P<verb>[a-z]+))?$")
 
 
-def _json(payload: dict, status: int = 200) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), status_code=status, media_type="application/json")
+def _json(payload: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(payload, separators=(",", ":")), status_code=status, headers=headers,
+                    media_type="application/json")
 
 
 def _error(err: ServingError) -> Response:
@@ -98,23 +103,26 @@ def create_app(service: InferenceService, max_request_bytes: int) -> Starlette:
                             service.signature_def_map(servable), preserving_proto_field_name=True)},
                     })
                 body = await _read_json(request, max_request_bytes)
+                served = {VERSION_HEADER: str(servable.version)}
                 if api == PREDICT_API:
                     signature = servable.signature(body.get("signature_name") if isinstance(body, dict) else None)
                     raw, row_format = codec.parse_predict_request(body, list(servable.inputs[signature]))
                     _, future = service.submit_predict(servable, signature, raw)
-                    return _json(codec.predict_response(await asyncio.wrap_future(future), row_format))
+                    return _json(codec.predict_response(await asyncio.wrap_future(future), row_format),
+                                 headers=served)
                 if api == CLASSIFY_API:
                     examples = codec.serialize_examples(codec.examples_from_json(body))
                     future = service.submit_classify(servable, body.get("signature_name"), examples)
                     outputs = await asyncio.wrap_future(future)
-                    return _json(codec.classify_response_json(outputs["classes"], outputs["scores"]))
+                    return _json(codec.classify_response_json(outputs["classes"], outputs["scores"]),
+                                 headers=served)
                 raise not_found(f"unknown method ':{verb}' (supported: :predict, :classify)")
             except ServingError as err:
-                outcome["code"] = err.status.value
+                outcome["code"] = err.code_name
                 return _error(err)
             except Exception as err:  # the server stays up; the client learns it was not its fault
                 log.exception("internal error on %s", request.url.path)
-                outcome["code"] = 500
+                outcome["code"] = INTERNAL
                 return _json({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
 
     async def prometheus(_: Request) -> Response:

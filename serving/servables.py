@@ -89,7 +89,12 @@ def _check_range(name: str, array: np.ndarray, bounds: tuple[int, int]) -> None:
 
 
 class Servable:
-    """A SavedModel version loaded for serving."""
+    """A SavedModel version loaded for serving.
+
+    Construction loads it (seconds; raises whatever TF raises for a bad SavedModel). After that
+    it is read-only and thread-safe: prepare() raises a 400 ServingError naming what is wrong
+    with an input, run() calls TF and is safe to call from several threads at once.
+    """
 
     def __init__(self, model_name: str, version: int, path: str):
         self.model_name = model_name

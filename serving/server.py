@@ -16,13 +16,15 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 
+from fmnist import features
+
 log = logging.getLogger(__name__)
 TF_SERVING_BINARY = "tensorflow_model_server"
 
 
 @dataclass(frozen=True)
 class ServerOptions:
-    model_name: str = "fashion_mnist"
+    model_name: str = features.MODEL_NAME
     base_path: str = "outputs/fashion-mnist/serving_model"
     model_config_file: str | None = None  # TF Serving text proto; overrides model_name/base_path
     version_labels: dict[str, int] = field(default_factory=dict)
@@ -54,7 +56,12 @@ def _model_config_source(options: ServerOptions):
 
 
 class RunningServer:
-    """This package's server, started in the background (tests, benchmarks) or run in the foreground."""
+    """This package's server, started in the background (tests, benchmarks) or run in the foreground.
+
+    The constructor loads every version on disk (blocking) and binds both ports (0 picks a free
+    one: read rest_port/grpc_port after); a bad config or a busy port raises there. Then either
+    start() (returns once REST accepts; stop() from any thread ends it) or serve_forever().
+    """
 
     def __init__(self, options: ServerOptions):
         import uvicorn
@@ -150,6 +157,9 @@ def tf_serving_command(options: ServerOptions, workdir: str) -> list[str]:
 
 
 def serve(options: ServerOptions) -> None:
+    """`fmnist serve`: never returns while serving. With tensorflow_model_server on PATH (or
+    use_tf_serving=True) the process is replaced by it (os.execvp); otherwise this package's
+    server runs in the foreground until SIGTERM/SIGINT, then returns after a graceful stop."""
     use_tf_serving = options.use_tf_serving
     if use_tf_serving is None:
         use_tf_serving = shutil.which(TF_SERVING_BINARY) is not None

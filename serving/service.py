@@ -19,18 +19,31 @@ PREDICT_API, CLASSIFY_API, METADATA_API, STATUS_API = "predict", "classify", "me
 
 
 class InferenceService:
+    """The transport-independent half of a request: signature choice, input checks, batching.
+
+    Thread-safe, shared by the REST event loop and the gRPC worker threads. The submit_* methods
+    check inputs synchronously (raising a 400 ServingError the caller reports) and return a
+    Future, so REST can await it and gRPC can block on it.
+    """
+
     def __init__(self, manager: ModelManager, batcher: Batcher, metrics: ServingMetrics):
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
 
     def submit_predict(self, servable: Servable, signature_name: str | None, raw_inputs: dict) -> tuple[str, Future]:
+        """(the signature used, a Future of {output: array}) for {input: JSON/proto values};
+        signature_name None means serving_default. Bad inputs raise a 400 ServingError now; the
+        Future can still fail with one if the model rejects what passed the checks."""
         signature = servable.signature(signature_name)
         inputs = servable.prepare(signature, raw_inputs)
         return signature, self.batcher.submit(servable, signature, inputs)
 
     def submit_classify(self, servable: Servable, signature_name: str | None,
                         serialized_examples: np.ndarray) -> Future:
+        """A Future of {"classes", "scores"} for serialized tf.Examples [N]; without signature_name,
+        the model's classification signature. A signature that is not a classifier, or bad inputs,
+        raise a 400 ServingError now."""
         signature = servable.signature(signature_name or self._classify_signature(servable))
         if servable.method_name(signature) != features.CLASSIFY_METHOD_NAME:
             raise bad_request(f"signature '{signature}' is not a classification signature "

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from http import HTTPStatus
 
 import grpc
 import httpx
@@ -25,10 +26,11 @@ from tensorflow_serving.apis import (
 from fmnist import features
 from fmnist.dataset import read_split
 from serving.client import ClientError, GrpcClient, RestClient
+from serving.errors import ServingError
 from serving.manager import read_model_config, single_model_config, write_model_config
 from serving.server import RunningServer, ServerOptions, tf_serving_command
 
-MODEL = "fashion_mnist"
+MODEL = features.MODEL_NAME
 MAX_REQUEST_BYTES = 1 << 20
 
 
@@ -232,6 +234,46 @@ def test_clients_agree_and_report_server_errors(server, test_images):
         GrpcClient(f"127.0.0.1:{server.grpc_port}", "nope").predict(images)
 
 
+@pytest.mark.parametrize(("label", "version"), [(None, 2), ("stable", 1), ("canary", 2)])
+def test_rest_client_reports_the_served_version_like_grpc(server, label, version, test_images):
+    images = test_images[0][:2]
+    via_rest = RestClient(f"127.0.0.1:{server.rest_port}", MODEL, label=label).predict(images)
+    via_grpc = GrpcClient(f"127.0.0.1:{server.grpc_port}", MODEL, label=label).predict(images)
+    assert via_rest.version == via_grpc.version == version
+
+
+def test_rest_version_header_leaves_the_tf_serving_body_alone(rest, test_images):
+    images = test_images[0][:1]
+    predicted = rest.post(f"/v1/models/{MODEL}/labels/stable:predict", json={"instances": images.tolist()})
+    assert predicted.headers["X-Model-Version"] == "1"
+    assert set(predicted.json()) == {"predictions"}
+    classified = rest.post(f"/v1/models/{MODEL}:classify", json={
+        "examples": [{features.IMAGE_KEY: images.reshape(-1).astype(int).tolist()}]})
+    assert classified.headers["X-Model-Version"] == "2"
+    assert set(classified.json()) == {"results"}
+
+
+@pytest.mark.parametrize(("version", "label", "expected", "metadata_calls"), [
+    (1, None, 1, 0),  # pinned: no need to ask
+    (None, "stable", 1, 1),
+    (None, None, 2, 1),
+])
+def test_rest_client_without_the_version_header_falls_back(server, test_images, version, label, expected,
+                                                           metadata_calls):
+    """tensorflow_model_server sends the same body without X-Model-Version: the real server's
+    responses, with that header dropped on arrival."""
+    client = RestClient(f"127.0.0.1:{server.rest_port}", MODEL, version=version, label=label)
+    seen = []
+
+    def drop_header(response):
+        seen.append(response.url.path)
+        response.headers.pop("X-Model-Version", None)
+
+    client._http.event_hooks["response"].append(drop_header)
+    assert client.predict(test_images[0][:1]).version == expected
+    assert sum(path.endswith("/metadata") for path in seen) == metadata_calls
+
+
 def test_predict_cli_uses_no_tensorflow_runtime(server, sample_dir):
     """`fmnist predict` over gRPC: answers with class names and never loads TF's runtime."""
     script = (
@@ -281,6 +323,61 @@ def test_load_from_several_threads_has_zero_errors(server, test_images):
     assert batch_count < predicted
 
 
+def _request_counts(rest) -> dict[tuple, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    exposition = rest.get("/monitoring/prometheus/metrics").text
+    return {tuple(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(exposition) for sample in family.samples
+            if sample.name == "fmnist_serving_requests_total"}
+
+
+def _recorded(rest, *requests) -> set[tuple[str, str]]:
+    """(transport, code) of the request counters the requests incremented."""
+    before = _request_counts(rest)
+    for request in requests:
+        request()
+    return {(dict(labels)["transport"], dict(labels)["code"])
+            for labels, value in _request_counts(rest).items() if value > before.get(labels, 0)}
+
+
+def _grpc_predict(channel, images, version=None):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    if version is not None:
+        request.model_spec.version.value = version
+    request.inputs[features.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(images))
+    try:
+        prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
+    except grpc.RpcError:
+        pass
+
+
+@pytest.mark.parametrize(("rest_path", "images", "version", "code"), [
+    (":predict", np.zeros((1, 28), np.float32), None, "INVALID_ARGUMENT"),
+    ("/versions/7:predict", np.zeros((1, 28, 28), np.float32), 7, "NOT_FOUND"),
+    (":predict", np.zeros((1, 28, 28), np.float32), None, "OK"),
+])
+def test_metrics_code_label_is_the_same_for_both_transports(rest, channel, rest_path, images, version, code):
+    recorded = _recorded(
+        rest,
+        lambda: rest.post(f"/v1/models/{MODEL}{rest_path}", json={"instances": images.tolist()}),
+        lambda: _grpc_predict(channel, images, version))
+    assert recorded == {("rest", code), ("grpc", code)}
+
+
+def test_metrics_name_rest_only_failures_with_grpc_codes(rest):
+    assert _recorded(rest, lambda: rest.get(f"/v1/models/{MODEL}:predict")) == {("rest", "UNIMPLEMENTED")}
+    assert _recorded(rest, lambda: rest.post(f"/v1/models/{MODEL}:predict", content=b" " * (MAX_REQUEST_BYTES + 1))
+                     ) == {("rest", "RESOURCE_EXHAUSTED")}
+    for status in HTTPStatus:
+        if status >= 400:
+            error = ServingError("x", status)
+            assert error.code_name == error.grpc_code.name
+    assert ServingError("x", HTTPStatus.INTERNAL_SERVER_ERROR).code_name == "INTERNAL"
+    assert ServingError("x", HTTPStatus.METHOD_NOT_ALLOWED).code_name == "UNIMPLEMENTED"
+
+
 def test_hot_swap_fails_no_request(tmp_path, exported_model, test_images):
     """A new version is pushed (copied file by file, like the Pusher) while requests stream in."""
     base = tmp_path / "models"
@@ -321,6 +418,31 @@ def test_hot_swap_fails_no_request(tmp_path, exported_model, test_images):
         running.stop()
 
 
+def test_versions_deleted_from_disk_are_unloaded(tmp_path, exported_model, test_images):
+    """As TF Serving does: a version whose directory is gone stops being served."""
+    base = tmp_path / "models"
+    shutil.copytree(exported_model, base / "1")
+    running = RunningServer(ServerOptions(base_path=str(base), rest_port=0, grpc_port=0, host="127.0.0.1",
+                                          poll_seconds=0.2)).start()
+    try:
+        rest_client = RestClient(f"127.0.0.1:{running.rest_port}", MODEL)
+        grpc_client = GrpcClient(f"127.0.0.1:{running.grpc_port}", MODEL)
+        assert grpc_client.predict(test_images[0][:1]).version == 1
+        shutil.rmtree(base / "1")
+        deadline = time.monotonic() + 30
+        while running.manager.status(MODEL) != [(1, get_model_status_pb2.ModelVersionStatus.END, "")]:
+            assert time.monotonic() < deadline, running.manager.status(MODEL)
+            time.sleep(0.1)
+        status = rest_client.status()["model_version_status"]
+        assert [(s["version"], s["state"]) for s in status] == [("1", "END")]
+        with pytest.raises(ClientError, match="HTTP 404"):
+            rest_client.predict(test_images[0][:1])
+        with pytest.raises(ClientError, match="NOT_FOUND"):
+            grpc_client.predict(test_images[0][:1])
+    finally:
+        running.stop()
+
+
 # -- production config ------------------------------------------------------------------------
 def test_tf_serving_command_and_configs_agree_with_the_options(tmp_path):
     options = ServerOptions(model_name=MODEL, base_path="/models/fashion_mnist", rest_port=8601, grpc_port=8600,
@@ -334,6 +456,12 @@ def test_tf_serving_command_and_configs_agree_with_the_options(tmp_path):
     batching = open(flags["batching_parameters_file"]).read()
     assert "max_batch_size { value: 32 }" in batching and "batch_timeout_micros { value: 1500 }" in batching
     assert "/monitoring/prometheus/metrics" in open(flags["monitoring_config_file"]).read()
+
+
+def test_default_model_name_is_the_contract_constant():
+    from serving.client import DEFAULT_MODEL
+
+    assert DEFAULT_MODEL == ServerOptions().model_name == features.MODEL_NAME
 
 
 def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path, exported_model, test_images):
