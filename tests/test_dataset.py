@@ -133,3 +133,33 @@ def test_full_official_files_parse(full_data_dir):
     assert np.bincount(train.labels).tolist() == [6000] * 10
     holdout = dataset.stratified_holdout(train.labels, 5000, seed=42)
     assert np.bincount(train.labels[holdout]).tolist() == [500] * 10
+
+
+def _csv_bytes(split: dataset.RawSplit) -> bytes:
+    stream = io.BytesIO()
+    dataset.write_csv_split(split, stream)
+    return stream.getvalue()
+
+
+def test_csv_fast_and_row_by_row_readers_agree_and_point_at_the_same_line(sample_dir):
+    raw = dataset.read_split(sample_dir, "test")
+    images = raw.images.copy()
+    images[7, 10] = 300
+    lines = _csv_bytes(dataset.RawSplit(images, raw.labels)).split(b"\n")
+    blank = [*lines[:4], b"", *lines[4:]]  # a blank line before the bad row shifts file lines by one
+    for content, expected_line in ((b"\n".join(lines), 9), (b"\n".join(blank), 10)):
+        fast = dataset.read_csv_split(io.BytesIO(content), "f.csv")
+        slow = dataset.read_csv_split(io.BytesIO(content.replace(b"label,", b"label ,", 1)), "f.csv")  # header
+        np.testing.assert_array_equal(fast.images, slow.images)  # with a space: the row-by-row reader
+        np.testing.assert_array_equal(fast.lines, slow.lines)
+        with pytest.raises(dataset.DatasetError, match=rf"^f\.csv:{expected_line}: pixel11 = 300 is outside 0\.\.255$"):
+            dataset.check_split(fast)
+
+
+def test_check_split_names_the_index_of_a_bad_idx_label(sample_dir):
+    raw = dataset.read_split(sample_dir, "test")
+    labels = raw.labels.copy()
+    labels[[3, 8]] = [10, -1]
+    with pytest.raises(dataset.DatasetError, match=r"t10k-labels-idx1-ubyte\.gz: label 10 at index 3 is outside "
+                                                   r"0\.\.9 \(2 such label\(s\)\)"):
+        dataset.check_split(dataset.RawSplit(raw.images, labels, source=raw.source))
