@@ -17,13 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from fmnist import tf_env
+from fmnist import dataset, tf_env
 
 tf_env.configure()
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tfx_pipeline import eval_config  # noqa: E402
+from tfx_pipeline import eval_config, metadata  # noqa: E402
 
 AUC_FEWER_THRESHOLDS = 1000  # TFMA's default is 10,000
 
@@ -65,19 +65,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "fashion-mnist",
                         help="a local run's output directory (metadata.sqlite inside)")
-    parser.add_argument("--split", default="eval")
+    parser.add_argument("--split", default=dataset.EVAL)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
     import tensorflow_model_analysis as tfma
 
-    metadata = str(args.output_dir / "metadata.sqlite")
-    if not os.path.exists(metadata):
+    store = str(args.output_dir / "metadata.sqlite")
+    if not os.path.exists(store):
         print(f"no pipeline run under {args.output_dir}: run `make run` first", file=sys.stderr)
         return 2
-    name = metadata.only_pipeline_name(metadata)
-    (model,) = metadata.latest_outputs(metadata, name, "Trainer", "model")
-    (examples,) = metadata.latest_outputs(metadata, name, "FileBasedExampleGen", "examples")
+    name = metadata.only_pipeline_name(store)
+    (model,) = metadata.latest_outputs(store, name, "Trainer", "model")
+    (examples,) = metadata.latest_outputs(store, name, "FileBasedExampleGen", "examples")
     data = f"{examples.uri}/Split-{args.split}/*"
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     tf_transform_output = tft.TFTransformOutput(outputs("Transform", "transform_graph"))
     transformed = outputs("Transform", "transformed_examples")
     split = lambda name: data.load_transformed([f"{transformed}/Split-{name}/*"], tf_transform_output)  # noqa: E731
-    baseline = train_baseline(split("train"), split("eval"), split("test"), args.baseline_epochs, args.seed)
+    baseline = train_baseline(split(dataset.TRAIN), split(dataset.EVAL), split(dataset.TEST), args.baseline_epochs,
+                              args.seed)
 
     with open(os.path.join(outputs("Trainer", "model_run"), trainer.TRAINING_SUMMARY_FILE)) as stream:
         summary = json.load(stream)

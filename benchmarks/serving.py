@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from fmnist import features  # noqa: E402
-from fmnist.dataset import read_split  # noqa: E402
+from fmnist.dataset import TEST, read_split  # noqa: E402
 from serving import protos  # noqa: E402
 
-MODEL = "fashion_mnist"
+MODEL = features.MODEL_NAME
 TARGETS = ("grpc", "rest", "flask")
 NAMES = {"grpc": "gRPC (this server)", "rest": "REST (this server)", "flask": "Flask + model.predict"}
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if not versions:
         print(f"no pushed model under {args.model_base_path}: run `make run` first", file=sys.stderr)
         return 2
-    images = read_split(args.data_dir, "test").images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
+    images = read_split(args.data_dir, TEST).images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
     ports, processes = start_servers(args.model_base_path, versions[-1])
     results: dict[tuple[str, int], list[Cell]] = {}
     try:
