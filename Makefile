@@ -6,8 +6,8 @@ DATA_DIR ?= data/raw
 OUTPUT_DIR ?= outputs
 RUN_ARGS ?=
 PYTEST_ARGS ?=
-# Line coverage of the whole suite; the floor is the measured value, rounded down (see README).
-COVERAGE_ARGS ?= --cov --cov-report=term --cov-fail-under=80
+# Line coverage of the whole suite; the floor is the measured value (87.9 %, 2026-11-26), rounded down.
+COVERAGE_ARGS ?= --cov --cov-report=term --cov-fail-under=87
 SERVE_ARGS ?=
 
 .PHONY: env data run run-sample serve test lint lock clean
