@@ -2,6 +2,7 @@
 every REST and gRPC call, version labels, bad requests, a hot swap under load, a load test."""
 
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -378,13 +379,22 @@ def test_metrics_name_rest_only_failures_with_grpc_codes(rest):
     assert ServingError("x", HTTPStatus.METHOD_NOT_ALLOWED).code_name == "UNIMPLEMENTED"
 
 
-def test_hot_swap_fails_no_request(tmp_path, exported_model, test_images):
-    """A new version is pushed (copied file by file, like the Pusher) while requests stream in."""
-    base = tmp_path / "models"
+@contextlib.contextmanager
+def _polling_server(base, exported_model):
+    """A server on `base` holding version 1, polling the disk every 0.2 s."""
     shutil.copytree(exported_model, base / "1")
     running = RunningServer(ServerOptions(base_path=str(base), rest_port=0, grpc_port=0, host="127.0.0.1",
                                           poll_seconds=0.2)).start()
     try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_hot_swap_fails_no_request(tmp_path, exported_model, test_images):
+    """A new version is pushed (copied file by file, like the Pusher) while requests stream in."""
+    base = tmp_path / "models"
+    with _polling_server(base, exported_model) as running:
         client = GrpcClient(f"127.0.0.1:{running.grpc_port}", MODEL)
         image = test_images[0][:1]
         versions, failures, stop = [], [], threading.Event()
@@ -414,17 +424,12 @@ def test_hot_swap_fails_no_request(tmp_path, exported_model, test_images):
         status = {v: state for v, state, _ in running.manager.status(MODEL)}
         assert status[2] == get_model_status_pb2.ModelVersionStatus.AVAILABLE
         assert status[1] == get_model_status_pb2.ModelVersionStatus.END
-    finally:
-        running.stop()
 
 
 def test_versions_deleted_from_disk_are_unloaded(tmp_path, exported_model, test_images):
     """As TF Serving does: a version whose directory is gone stops being served."""
     base = tmp_path / "models"
-    shutil.copytree(exported_model, base / "1")
-    running = RunningServer(ServerOptions(base_path=str(base), rest_port=0, grpc_port=0, host="127.0.0.1",
-                                          poll_seconds=0.2)).start()
-    try:
+    with _polling_server(base, exported_model) as running:
         rest_client = RestClient(f"127.0.0.1:{running.rest_port}", MODEL)
         grpc_client = GrpcClient(f"127.0.0.1:{running.grpc_port}", MODEL)
         assert grpc_client.predict(test_images[0][:1]).version == 1
@@ -439,8 +444,6 @@ def test_versions_deleted_from_disk_are_unloaded(tmp_path, exported_model, test_
             rest_client.predict(test_images[0][:1])
         with pytest.raises(ClientError, match="NOT_FOUND"):
             grpc_client.predict(test_images[0][:1])
-    finally:
-        running.stop()
 
 
 # -- production config ------------------------------------------------------------------------
