@@ -32,6 +32,14 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _land(args: argparse.Namespace) -> int:
+    from fmnist import landing
+
+    number, target, examples = landing.land(args.source, args.landing, args.format, args.span)
+    print(f"landed span {number}: {examples:,} examples in {target}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     output_dir = args.pipeline_root.resolve().parent
     metadata = args.metadata or output_dir / "metadata.sqlite"
@@ -108,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--test-per-class", type=int, default=30)
     sample.add_argument("--seed", type=int, default=0)
     sample.set_defaults(handler=_sample)
+
+    land = commands.add_parser("land", help="check new labelled data and land it as the next span")
+    land.add_argument("source", type=Path, help="a directory: official train IDX-gz files, the Kaggle train CSV, "
+                                                "or one image sub-folder per class name")
+    land.add_argument("--landing", type=Path, default=Path("data/landing"), help="where spans live (span-N/)")
+    land.add_argument("--format", choices=["idx", "csv", "images"], default="idx", help="what the source holds")
+    land.add_argument("--span", type=int, default=None, help="span number (default: the next one)")
+    land.set_defaults(handler=_land)
 
     report = commands.add_parser(
         "report", help="write an HTML page of the latest evaluation (found through ML Metadata)")
