@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from fmnist import features, tf_env
+from fmnist import dataset, features, landing, tf_env
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -33,8 +33,6 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _land(args: argparse.Namespace) -> int:
-    from fmnist import landing
-
     number, target, examples = landing.land(args.source, args.landing, args.format, args.span)
     print(f"landed span {number}: {examples:,} examples in {target}")
     return 0
@@ -121,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     land.add_argument("source", type=Path, help="a directory: official train IDX-gz files, the Kaggle train CSV, "
                                                 "or one image sub-folder per class name")
     land.add_argument("--landing", type=Path, default=Path("data/landing"), help="where spans live (span-N/)")
-    land.add_argument("--format", choices=["idx", "csv", "images"], default="idx", help="what the source holds")
+    land.add_argument("--format", choices=landing.SOURCE_KINDS, default=dataset.IDX, help="what the source holds")
     land.add_argument("--span", type=int, default=None, help="span number (default: the next one)")
     land.set_defaults(handler=_land)
 

@@ -26,7 +26,6 @@ from fmnist import dataset, features
 from fmnist.images import IMAGE_SUFFIXES, image_from_file
 
 SPAN_PREFIX = "span-"
-SPAN_PATTERN = SPAN_PREFIX + "{SPAN}"  # ExampleGen's input pattern for the span directory
 IMAGES = "images"  # a source kind besides dataset.IDX and dataset.CSV
 SOURCE_KINDS = (dataset.IDX, dataset.CSV, IMAGES)
 _SPAN_DIR = re.compile(rf"^{SPAN_PREFIX}(\d+)$")

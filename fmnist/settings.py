@@ -203,6 +203,9 @@ class Values:
 
     def with_defaults(self, profile: Mapping[str, Any]) -> Values:
         """Other defaults (e.g. the sample profile) for the settings nobody gave."""
+        unknown = sorted(set(profile) - set(self.values))
+        if unknown:  # a misspelt profile key would otherwise change nothing, silently
+            raise TypeError(f"profile names undeclared settings {unknown}")
         return Values({**self.values, **{k: v for k, v in profile.items() if k not in self.given}}, self.given)
 
 

@@ -98,3 +98,10 @@ def test_the_trainer_gets_the_typed_config_back():
     custom = config.training.to_custom_config()
     assert TrainingConfig.from_custom_config({**custom, "ai_platform_enable_vertex": True}) == config.training
     assert Path(config.data_root).is_dir()
+
+
+def test_a_profile_cannot_name_an_undeclared_setting():
+    values = settings.resolve(local_runner.SETTINGS, local_runner.parse_args([]), {})
+    with pytest.raises(TypeError, match=r"undeclared settings \['epoch'\]"):
+        values.with_defaults({"epoch": 3})
+    assert set(local_runner.SAMPLE_PROFILE) <= set(values.values)
