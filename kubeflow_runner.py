@@ -16,6 +16,7 @@ no network and no GCP.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ IMAGE_WORKDIR = "/pipeline"  # the Dockerfile's WORKDIR: where the image holds s
 class VertexRunSettings:
     """Settings of the Vertex runner only (PipelineSettings and VertexConfig hold the rest)."""
 
-    data_root: str | None = setting(None, "raw Fashion-MNIST files (default: BUCKET/data/fashion-mnist)")
+    data_root: str | None = setting(None, "official Fashion-MNIST files: the test split "
+                                          "(default: BUCKET/data/fashion-mnist)")
+    landing_root: str | None = setting(None, "landed spans, span-N/ (default: BUCKET/landing)")
     output: Path = setting(Path(f"{PIPELINE_NAME}-vertex.json"), "where the compiled pipeline JSON goes")
     submit: bool = setting(False, "submit the compiled pipeline to Vertex AI Pipelines")
     wait: bool = setting(False, "with --submit: block until the run ends")
@@ -63,6 +66,7 @@ def build_config(values: settings.Values) -> tuple[PipelineConfig, VertexRunSett
     config = PipelineConfig(
         pipeline_root=f"{bucket}/pipeline_root",
         data_root=run.data_root or f"{bucket}/data/fashion-mnist",
+        landing_root=run.landing_root or f"{bucket}/landing",
         serving_model_dir=f"{bucket}/serving_model",
         settings=values.build(PipelineSettings),
         # Pipeline-wide Beam args for anything not placed on Dataflow explicitly.
@@ -91,7 +95,29 @@ def compile_pipeline(config: PipelineConfig, output: Path) -> Path:
         output_filename=str(output),
     )
     runner.run(create_pipeline(config, components=components), write_out=True)
+    pipeline = json.loads(output.read_text())
+    output.write_text(json.dumps(query_custom_types_by_title(pipeline), indent=2, sort_keys=True))
     return output
+
+
+def query_custom_types_by_title(pipeline: dict) -> dict:
+    """Points each resolver query for a project artifact type (fmnist.*) at that type.
+
+    TFX 1.16's Vertex compiler queries every non-TFX type as `schema_title="tfx.Artifact"`
+    (kubeflow/v2/compiler_utils.get_artifact_title) while it records the type's own name as the
+    artifact's schema title (get_artifact_schema), so the drift gate's previous-span resolver
+    would never find a SpanStatistics artifact and every span would pass unchecked."""
+    spec = pipeline["pipelineSpec"]
+    for component in spec["components"].values():
+        executor = spec["deploymentSpec"]["executors"].get(component.get("executorLabel", ""), {})
+        queries = executor.get("resolver", {}).get("outputArtifactQueries", {})
+        for key, query in queries.items():
+            schema = component["outputDefinitions"]["artifacts"][key]["artifactType"].get("instanceSchema", "")
+            title = next((line.split(":", 1)[1].strip() for line in schema.splitlines() if line.startswith("title:")),
+                         None)
+            if title and not title.startswith("tfx."):
+                query["filter"] = query["filter"].replace('schema_title="tfx.Artifact"', f'schema_title="{title}"')
+    return pipeline
 
 
 def console_link(resource_name: str) -> str:
@@ -109,12 +135,21 @@ def submit(config: PipelineConfig, template: Path, wait: bool) -> str:
     """Starts a Vertex AI PipelineJob from the compiled template; returns its console link."""
     from google.cloud import aiplatform
 
+    from tfx_pipeline.pipeline import RANGE_CONFIG_PARAMETER, range_config_value
+
     vertex = config.vertex
+    root = json.loads(template.read_text())["pipelineSpec"]["root"]
+    declared = root.get("inputDefinitions", {}).get("parameters", {})
+    # Explicit: TFX 1.16 writes no default for a runtime parameter into the template. (A BigQuery
+    # pipeline has the span compiled into its query and no such parameter.)
+    parameter_values = ({RANGE_CONFIG_PARAMETER: range_config_value(config.settings.span)}
+                        if RANGE_CONFIG_PARAMETER in declared else {})
     aiplatform.init(project=vertex.project, location=vertex.region, staging_bucket=vertex.bucket)
     job = aiplatform.PipelineJob(
         display_name=config.pipeline_name,
         template_path=str(template),
         pipeline_root=config.pipeline_root,
+        parameter_values=parameter_values,
         enable_caching=config.enable_cache,
         project=vertex.project,
         location=vertex.region,

@@ -26,13 +26,14 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmnist import dataset, settings, tf_env
+from fmnist import dataset, landing, settings, tf_env
 from fmnist.settings import setting
 from tfx_pipeline.config import PIPELINE_NAME, PipelineConfig, PipelineSettings
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_DIR = REPO / "data" / "sample"
 DEFAULT_DATA_DIR = REPO / "data" / "raw"
+DEFAULT_LANDING_DIR = REPO / "data" / "landing"
 LOCK_FILE = ".run.lock"
 LOG_FILE = os.path.join("logs", "pipeline.log")
 
@@ -50,6 +51,8 @@ class LocalSettings:
     data_dir: Path | None = setting(None, "directory with the raw files (default: data/raw; data/sample with --sample)")
     sample: bool = setting(False, "run on the committed sample with the sample profile of defaults")
     output_dir: Path = setting(REPO / "outputs", "pipeline root, metadata, logs and serving_model/ go here")
+    landing_dir: Path | None = setting(None, "landed spans, span-N/ (default: data/landing; with --sample: "
+                                             "<output>/landing); empty: the data dir's train files become span 1")
     beam_workers: int = setting(1, "Beam DirectRunner parallelism (>1 uses multi-processing mode)")
     verbose: bool = setting(False, "show every library's log lines on the console, not only the project's")
 
@@ -92,7 +95,9 @@ def build_config(values: settings.Values) -> tuple[PipelineConfig, LocalSettings
         shared = dataclasses.replace(shared, training=dataclasses.replace(shared.training, hparams=SAMPLE_HPARAMS))
     data_dir = local.data_dir or (SAMPLE_DIR if local.sample else DEFAULT_DATA_DIR)
     output = Path(local.output_dir).resolve() / shared.pipeline_name
+    landing_dir = local.landing_dir or (output / "landing" if local.sample else DEFAULT_LANDING_DIR)
     config = PipelineConfig(
+        landing_root=str(Path(landing_dir).resolve()),
         pipeline_root=str(output / "pipeline_root"),
         metadata_path=str(output / "metadata.sqlite"),
         serving_model_dir=str(output / "serving_model"),
@@ -112,21 +117,47 @@ def output_dir(config: PipelineConfig) -> Path:
     return Path(config.pipeline_root).parent
 
 
+def span_to_ingest(config: PipelineConfig) -> int | None:
+    """The span a run ingests: --span, else the newest landed; None while nothing is landed (the
+    run then lands the data dir's train files as span 1). Raises DatasetError for a missing span."""
+    landed = landing.spans(Path(config.landing_root))
+    if not landed:
+        if config.settings.span > 1:
+            raise dataset.DatasetError(f"{config.landing_root}: no spans landed, so no span {config.settings.span}")
+        return None
+    span = config.settings.span or max(landed)
+    if span not in landed:
+        raise dataset.DatasetError(f"{config.landing_root}: no span {span} (landed: {', '.join(map(str, landed))})")
+    return span
+
+
 def preflight(config: PipelineConfig) -> dict[str, int]:
     """Checks the raw inputs in seconds, before TFX and Beam start: files present, gzip/IDX/CSV
-    well-formed, labels and grey levels in range, hold-out smaller than train. Returns the
-    number of examples per official split; raises DatasetError naming the file (and line)."""
-    counts = {}
-    for split in dataset.OFFICIAL_SPLITS:
-        raw = dataset.read_split(config.data_root, split, config.input_format)
-        dataset.check_split(raw)
-        counts[split] = len(raw)
+    well-formed, labels and grey levels in range, hold-out smaller than the span. Returns the
+    examples of the span to ingest (`train`; the data dir's train files when nothing is landed
+    yet) and of the official `test` split; raises DatasetError naming the file (and line)."""
+    span = span_to_ingest(config)
+    if span is None:
+        train = dataset.read_split(config.data_root, dataset.TRAIN, config.input_format)
+    else:
+        train = dataset.read_split(landing.spans(Path(config.landing_root))[span], dataset.TRAIN)
+    test = dataset.read_split(config.data_root, dataset.TEST, config.input_format)
+    for split in (train, test):
+        dataset.check_split(split)
     holdout = config.settings.eval_holdout_size
-    if not 0 < holdout < counts[dataset.TRAIN]:
-        train_source = os.path.join(config.data_root, dataset.split_files(dataset.TRAIN, config.input_format)[-1])
-        raise dataset.DatasetError(f"{train_source}: the eval hold-out of {holdout} examples must be between 1 and "
-                                   f"{counts[dataset.TRAIN] - 1} (the train split has {counts[dataset.TRAIN]})")
-    return counts
+    if not 0 < holdout < len(train):
+        raise dataset.DatasetError(f"{train.source}: the eval hold-out of {holdout} examples must be between 1 and "
+                                   f"{len(train) - 1} (the span has {len(train)})")
+    return {dataset.TRAIN: len(train), dataset.TEST: len(test)}
+
+
+def land_first_span(config: PipelineConfig) -> int | None:
+    """With nothing landed, lands the data dir's train files as span 1 (what `make run` ingests);
+    returns its examples, or None when spans exist."""
+    if landing.spans(Path(config.landing_root)):
+        return None
+    _, _, examples = landing.land(Path(config.data_root), Path(config.landing_root), config.input_format)
+    return examples
 
 
 @contextlib.contextmanager
@@ -164,6 +195,7 @@ def run(config: PipelineConfig, verbose: bool = True) -> None:
 
     log_file = output_dir(config) / LOG_FILE
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    land_first_span(config)
     components = create_components(config)
     with progress.attach(total=len(components), log_file=str(log_file), verbose=verbose):
         tfx.orchestration.LocalDagRunner().run(create_pipeline(
@@ -217,7 +249,7 @@ def peak_memory_mib() -> float:
     return usage / 1024
 
 
-def _log_failure(log_file: Path, err: BaseException) -> None:
+def log_failure(log_file: Path, err: BaseException) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "a") as stream:
         stream.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} ERROR local_runner: {err}\n")
@@ -227,8 +259,9 @@ def _log_failure(log_file: Path, err: BaseException) -> None:
 def error_line(err: BaseException) -> str:
     """What a failed run says on the console: the project's own message, else the first line."""
     from tfx_pipeline.components.anomalies_gate import DataAnomaliesError
+    from tfx_pipeline.components.drift_gate import DataDriftError
 
-    if isinstance(err, DataAnomaliesError | dataset.DatasetError):
+    if isinstance(err, DataAnomaliesError | DataDriftError | dataset.DatasetError):
         return str(err)
     lines = str(err).strip().splitlines()
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
@@ -246,11 +279,15 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             try:
                 counts = preflight(config)
             except dataset.DatasetError as err:
-                _log_failure(log_file, err)
+                log_failure(log_file, err)
                 print(f"error: {err}", file=sys.stderr)
                 return 2
-            print(f"pipeline {config.pipeline_name}: {counts[dataset.TRAIN]:,} train and {counts[dataset.TEST]:,} "
-                  f"test images in {config.data_root} ({config.input_format}); log {log_file}", flush=True)
+            span = span_to_ingest(config)
+            source = (f"span {span} of {config.landing_root}" if span is not None else
+                      f"the train files of {config.data_root}, landed as span 1 of {config.landing_root}")
+            print(f"pipeline {config.pipeline_name}: {counts[dataset.TRAIN]:,} images of {source}; "
+                  f"{counts[dataset.TEST]:,} test images in {config.data_root} ({config.input_format}); "
+                  f"log {log_file}", flush=True)
             started = time.perf_counter()
             from tfx_pipeline import progress
 
@@ -261,7 +298,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
                     run(config, verbose=local.verbose)
                     print_summary(config, time.perf_counter() - started)
                 except Exception as err:  # the traceback goes to the log; the console gets the message
-                    _log_failure(log_file, err)
+                    log_failure(log_file, err)
                     failure = error_line(err)
             if failure is not None:
                 print(f"error: {failure}\n(full log: {log_file})", file=sys.stderr)

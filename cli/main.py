@@ -1,6 +1,6 @@
-"""`fmnist`: project commands (fetch, sample, report, serve, predict): the top layer. Heavy
-libraries load only inside the command that needs them, so `fmnist --help` answers at once and
-`fmnist predict` never loads TensorFlow."""
+"""`fmnist`: project commands (fetch, sample, land, bq-load, watch, report, serve, predict): the
+top layer. Heavy libraries load only inside the command that needs them, so `fmnist --help`
+answers at once and `fmnist predict` never loads TensorFlow."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cli import bq_load, watch
 from fmnist import dataset, features, landing, tf_env
 
 
@@ -122,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     land.add_argument("--format", choices=landing.SOURCE_KINDS, default=dataset.IDX, help="what the source holds")
     land.add_argument("--span", type=int, default=None, help="span number (default: the next one)")
     land.set_defaults(handler=_land)
+    bq_load.add_parser(commands)
+    watch.add_parser(commands)
 
     report = commands.add_parser(
         "report", help="write an HTML page of the latest evaluation (found through ML Metadata)")

@@ -15,7 +15,7 @@ import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from modules import model as model_lib
-from modules import signatures
+from modules import signatures, warm_start
 from modules.callbacks import EpochLogger
 from modules.config import TrainingConfig
 from modules.data import Split, load_transformed, make_dataset
@@ -34,13 +34,15 @@ def seed_everything(seed: int) -> None:
 
 
 def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
-        log_dir: str | None = None, max_steps: int | None = None):
+        log_dir: str | None = None, max_steps: int | None = None, base_model: str | None = None):
     """Builds and trains the CNN under the distribution strategy that fits this process.
 
     Takes the hyperparameters, the in-memory train and validation splits and the seed of every
     random choice; `max_steps` caps the run at one epoch of at most that many steps (smoke runs);
-    `log_dir`, when given, receives TensorBoard logs. Early stopping on the validation loss
-    restores the best epoch's weights. Returns (model, keras History, EpochLogger)."""
+    `log_dir`, when given, receives TensorBoard logs; `base_model`, a SavedModel this module
+    exported, gives the starting weights (modules.warm_start). Early stopping on the validation
+    loss restores the best epoch's weights. Returns (model, keras History, EpochLogger, whether
+    the weights came from base_model)."""
     seed_everything(seed)
     steps_per_epoch = math.ceil(len(train.labels) / hparams.batch_size)
     if max_steps:  # a deliberately short run (smoke tests, weak-model tests)
@@ -50,6 +52,7 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
     strategy = distribution_strategy()
     with strategy.scope():  # batch_size stays the global batch, split across replicas
         model = model_lib.build_model(hparams, steps_per_epoch)
+        warm = bool(base_model) and warm_start.restore_weights(model, hparams, base_model)
     if strategy.num_replicas_in_sync > 1:
         log.info("training with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
     epoch_logger = EpochLogger(min(len(train.labels), steps_per_epoch * hparams.batch_size))
@@ -73,11 +76,11 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
         callbacks=callbacks,
         verbose=0,
     )
-    return model, history, epoch_logger
+    return model, history, epoch_logger, warm
 
 
 def write_training_summary(path: str, model, hparams: model_lib.HParams, history, epoch_logger: EpochLogger,
-                           seconds: float) -> None:
+                           seconds: float, warm_start_from: str | None = None) -> None:
     """What benchmarks and reviewers want to know about a training run, next to its logs."""
     summary = {
         "parameters": int(model.count_params()),
@@ -85,6 +88,7 @@ def write_training_summary(path: str, model, hparams: model_lib.HParams, history
         "train_images_per_second": epoch_logger.images_per_second,
         "train_seconds": seconds,
         "best_val_accuracy": float(max(history.history["val_accuracy"])),
+        "warm_start_from": warm_start_from,
         "hparams": hparams.to_dict(),
     }
     with tf.io.gfile.GFile(path, "w") as stream:
@@ -102,15 +106,19 @@ def run_fn(fn_args: FnArgs) -> None:
     multi-worker run every replica trains and saves, but only the chief writes those outputs."""
     training_config = TrainingConfig.from_custom_config(fn_args.custom_config)
     hparams = model_lib.resolve_hparams(training_config, fn_args.hyperparameters)
+    base_model = fn_args.base_model if training_config.warm_start else None
+    if base_model:
+        hparams = warm_start.warm_hparams(hparams, training_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train = load_transformed(fn_args.train_files, tf_transform_output)
     evaluation = load_transformed(fn_args.eval_files, tf_transform_output)
     started = time.perf_counter()
-    model, history, epoch_logger = fit(
+    model, history, epoch_logger, warm = fit(
         hparams, train, evaluation,
         seed=training_config.seed,
         log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"),
         max_steps=training_config.max_train_steps,
+        base_model=base_model,
     )
     seconds = time.perf_counter() - started
     chief = is_chief(os.environ.get("TF_CONFIG"))
@@ -119,4 +127,4 @@ def run_fn(fn_args: FnArgs) -> None:
     if not chief:
         return
     write_training_summary(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE),
-                           model, hparams, history, epoch_logger, seconds)
+                           model, hparams, history, epoch_logger, seconds, base_model if warm else None)

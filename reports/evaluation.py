@@ -88,7 +88,7 @@ class Evaluation:
     run_id: str
     model_uri: str
     baseline_model_uri: str | None
-    examples_uri: str
+    examples_uris: dict[str, str]  # split -> the Examples artifact its Evaluator read
     blessed: bool | None  # None when the blessing Evaluator has not run
     splits: dict[str, SplitEvaluation]
 
@@ -260,27 +260,32 @@ def load_split_evaluation(uri: str, split: str, component: str) -> SplitEvaluati
     )
 
 
-def load_latest(metadata_path: str, pipeline_name: str | None = None) -> Evaluation:
-    """The newest blessing evaluation, the test-split evaluation of the same run, and the decision."""
+def load_latest(metadata_path: str, pipeline_name: str | None = None, run_id: str | None = None) -> Evaluation:
+    """The newest blessing evaluation (of pipeline run `run_id`, if given), the test-split
+    evaluation of the same run, and the decision."""
     if not os.path.exists(metadata_path):
         raise EvaluationNotFoundError(f"no ML Metadata store at {metadata_path}")
     pipeline_name = pipeline_name or metadata.only_pipeline_name(metadata_path)
-    judged = metadata.latest_execution_outputs(metadata_path, pipeline_name, EVALUATOR_ID)
+    judged = metadata.latest_execution_outputs(metadata_path, pipeline_name, EVALUATOR_ID, run_id=run_id)
     if judged is None:
         raise EvaluationNotFoundError(
-            f"pipeline {pipeline_name!r} in {metadata_path} has no completed {EVALUATOR_ID} run yet")
+            f"pipeline {pipeline_name!r} in {metadata_path} has no completed {EVALUATOR_ID} run"
+            f"{f' in run {run_id}' if run_id else ' yet'}")
     reported = metadata.latest_execution_outputs(metadata_path, pipeline_name, TEST_EVALUATOR_ID,
                                                     run_id=judged.run_id)
-    splits = {}
+    store = metadata.open_store(metadata_path)
+    splits, examples_uris = {}, {}
     for split, component, outputs in ((BLESSING_SPLIT, EVALUATOR_ID, judged),
                                       (REPORTED_SPLIT, TEST_EVALUATOR_ID, reported)):
         if outputs is not None:
             (evaluation,) = outputs.artifacts["evaluation"]
             splits[split] = load_split_evaluation(evaluation.uri, split, component)
+            (examples,) = metadata.execution_artifacts(store, outputs.execution.id,
+                                                       [metadata_store_pb2.Event.INPUT])["examples"]
+            examples_uris[split] = examples.uri
 
-    inputs = metadata.execution_artifacts(metadata.open_store(metadata_path), judged.execution.id,
-                                             [metadata_store_pb2.Event.INPUT])
-    (model,), (examples,) = inputs["model"], inputs["examples"]
+    inputs = metadata.execution_artifacts(store, judged.execution.id, [metadata_store_pb2.Event.INPUT])
+    (model,) = inputs["model"]
     baseline = inputs.get("baseline_model", [None])[0]
     (blessing,) = judged.artifacts["blessing"]
     blessed = None
@@ -288,6 +293,6 @@ def load_latest(metadata_path: str, pipeline_name: str | None = None) -> Evaluat
         blessed = blessing.custom_properties["blessed"].int_value == 1
     return Evaluation(
         pipeline_name=pipeline_name, run_id=judged.run_id, model_uri=model.uri,
-        baseline_model_uri=baseline.uri if baseline else None, examples_uri=examples.uri,
+        baseline_model_uri=baseline.uri if baseline else None, examples_uris=examples_uris,
         blessed=blessed, splits=splits,
     )

@@ -107,7 +107,8 @@ def default_report_path(output_dir: str | os.PathLike) -> Path:
 def write_report(evaluation: Evaluation, out_path: str | os.PathLike, mistakes: int = 32) -> Path:
     """Writes the page for an evaluation (see reports.evaluation.load_latest), atomically."""
     mistakes_split = REPORTED_SPLIT if REPORTED_SPLIT in evaluation.splits else BLESSING_SPLIT
-    predictions = predict_split(evaluation.model_uri, evaluation.examples_uri, mistakes_split) if mistakes else None
+    predictions = (predict_split(evaluation.model_uri, evaluation.examples_uris[mistakes_split], mistakes_split)
+                   if mistakes else None)
     html = render(evaluation, predictions, mistakes_split, mistakes)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -57,6 +57,3 @@ def test_split_patterns_match_exactly_the_files_read(sample_dir):
         assert matched == sorted(dataset.split_files(split, "idx"))
 
 
-def test_unknown_format_is_rejected():
-    with pytest.raises(ValueError, match="input_format must be one of"):
-        reg.raw_example_gen("/data", "parquet", 200, 42)

@@ -15,7 +15,7 @@ from fmnist.settings import SettingsError
 IMAGE = "europe-west4-docker.pkg.dev/demo-proj/fashion-mnist/pipeline:abc123"
 BASE_FLAGS = ["--project", "demo-proj", "--region", "europe-west4", "--bucket", "gs://demo-bucket",
               "--image", IMAGE, "--service-account", "pipelines@demo-proj.iam.gserviceaccount.com"]
-BEAM_COMPONENTS = {"FileBasedExampleGen", "StatisticsGen", "Transform", "Evaluator", "TestEvaluator"}
+BEAM_COMPONENTS = {"ExampleGen", "TestExampleGen", "StatisticsGen", "Transform", "Evaluator", "TestEvaluator"}
 REPO = Path(__file__).resolve().parent.parent
 KFP_V2_EXECUTOR = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
@@ -60,10 +60,12 @@ def _container(pipeline, task: str) -> dict:
 
 def test_every_component_is_compiled_and_runs_in_the_project_image(compiled):
     tasks = set(_tasks(compiled))
-    assert {"FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
-            "Transform", "Trainer", "Evaluator", "TestEvaluator", "Pusher"} <= tasks
+    assert {"ExampleGen", "TestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
+            "DriftGate", "Transform", "Trainer", "Evaluator", "TestEvaluator", "Pusher"} <= tasks
+    # No rolling-window resolver: the Vertex compiler has no span-range query (tfx_pipeline.span_window).
     assert {t for t in tasks if "resolver" in t} == {"latest_blessed_model_resolver-model-blessing-resolver",
-                                                     "latest_blessed_model_resolver-model-resolver"}
+                                                     "latest_blessed_model_resolver-model-resolver",
+                                                     "previous_span_resolver"}
     for task in tasks - {t for t in tasks if "resolver" in t}:
         container = _container(compiled, task)
         assert container["image"] == IMAGE, task
@@ -165,9 +167,62 @@ def test_submit_sends_the_compiled_template_to_vertex(tmp_path, monkeypatch):
     assert calls["init"] == {"project": "demo-proj", "location": "europe-west4", "staging_bucket": "gs://demo-bucket"}
     assert calls["job"] == {"display_name": "fashion-mnist", "template_path": str(output),
                             "pipeline_root": "gs://demo-bucket/pipeline_root", "enable_caching": False,
+                            "parameter_values": {"range_config": ""},  # the newest span
                             "project": "demo-proj", "location": "europe-west4"}
     assert calls["submit"] == {"service_account": "pipelines@demo-proj.iam.gserviceaccount.com"}
     assert calls["wait"] is True and json.loads(output.read_text())["pipelineSpec"]
+
+
+def test_the_span_is_a_runtime_parameter_of_example_gen_read_from_the_landing_prefix(compiled, tmp_path_factory):
+    assert compiled["pipelineSpec"]["root"]["inputDefinitions"]["parameters"]["range_config"]["type"] == "STRING"
+    example_gen = _tasks(compiled)["ExampleGen"]["inputs"]["parameters"]
+    assert example_gen["range_config"] == {"componentInputParameter": "range_config"}
+    assert json.loads(_parameter(compiled, "ExampleGen", "input_config")) == {"splits": [
+        {"name": "train", "pattern": "span-{SPAN}/train-*-ubyte.gz"},
+        {"name": "eval", "pattern": "span-{SPAN}/train-*-ubyte.gz"}]}
+    assert _parameter(compiled, "ExampleGen", "input_base") == "gs://demo-bucket/landing"
+    assert _parameter(compiled, "TestExampleGen", "input_base") == "gs://demo-bucket/data/fashion-mnist"
+    # The value a trigger (or --span) sends is RangeConfig JSON that ExampleGen's driver parses.
+    from tfx.proto import range_config_pb2
+    from tfx.utils import proto_utils
+
+    from tfx_pipeline.pipeline import range_config_value
+
+    parsed = proto_utils.json_to_proto(range_config_value(3), range_config_pb2.RangeConfig())
+    assert (parsed.static_range.start_span_number, parsed.static_range.end_span_number) == (3, 3)
+
+
+def test_the_previous_span_resolver_queries_the_drift_gates_own_type(compiled):
+    executors = compiled["pipelineSpec"]["deploymentSpec"]["executors"]
+    (query,) = executors["previous_span_resolver_executor"]["resolver"]["outputArtifactQueries"].values()
+    assert query["filter"] == 'schema_title="fmnist.SpanStatistics" AND state=LIVE'
+    drift_inputs = _tasks(compiled)["DriftGate"]["inputs"]["artifacts"]
+    assert drift_inputs["previous"]["taskOutputArtifact"]["producerTask"] == "previous_span_resolver"
+    assert drift_inputs["statistics"]["taskOutputArtifact"]["producerTask"] == "StatisticsGen"
+    assert "DriftGate" in _tasks(compiled)["Transform"]["dependentTasks"]
+
+
+def test_the_trainer_warm_starts_from_the_latest_blessed_model(compiled):
+    base = _tasks(compiled)["Trainer"]["inputs"]["artifacts"]["base_model"]["taskOutputArtifact"]
+    assert base["producerTask"] == "latest_blessed_model_resolver-model-resolver"
+
+
+def test_a_bigquery_pipeline_has_its_span_compiled_into_the_query(tmp_path_factory):
+    pipeline = _compile(tmp_path_factory, "--bigquery-table", "demo-proj.fmnist.examples", "--span", "4")
+    (split,) = json.loads(_parameter(pipeline, "ExampleGen", "input_config"))["splits"]
+    # Vertex runs no ExampleGen driver for queries: TFX's own substitution, done at compile time.
+    assert split["pattern"] == "SELECT image, label FROM `demo-proj.fmnist.examples` WHERE span = DIV(345600, 86400)"
+    assert "inputDefinitions" not in pipeline["pipelineSpec"]["root"]  # so no range_config parameter to send
+    assert _parameter(pipeline, "ExampleGen", "output_config")
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--bigquery-table", "demo-proj.fmnist.examples"], "bigquery_table needs span N >= 1"),
+    (["--bigquery-table", "x`; DROP", "--span", "2"], "expected a BigQuery table id"),
+])
+def test_bad_bigquery_settings_are_one_line_errors(flags, message, capsys):
+    assert kubeflow_runner.main([*BASE_FLAGS, *flags]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_console_link_is_built_from_the_resource_name():

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmnist import dataset
+from fmnist import bigquery, dataset
 from fmnist.settings import SettingsError, setting
 from modules.config import TrainingConfig
 
@@ -23,6 +23,10 @@ BLESSING_SPLIT = dataset.EVAL  # thresholds are judged here (early stopping also
 REPORTED_SPLIT = dataset.TEST  # the official test set: measured for people, never used to decide
 EVALUATOR_ID = "Evaluator"
 TEST_EVALUATOR_ID = "TestEvaluator"
+EXAMPLE_GEN_ID = "ExampleGen"  # one landed span: train + eval
+TEST_EXAMPLE_GEN_ID = "TestExampleGen"  # the official test split, the same for every span
+DRIFT_GATE_ID = "DriftGate"
+TRAINER_ID = "Trainer"
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,24 @@ class PipelineSettings:
     pipeline_name: str = setting(PIPELINE_NAME, "pipeline name: ML Metadata context and output folder")
     format: str = setting(dataset.IDX, "raw file format: idx (official files) or csv (Kaggle layout)",
                           choices=dataset.INPUT_FORMATS)
-    eval_holdout_size: int = setting(5000, "size of the stratified eval hold-out carved out of train")
+    eval_holdout_size: int = setting(5000, "size of the stratified eval hold-out carved out of each span")
+    span: int = setting(0, "span to ingest from the landing directory (0: the newest landed span)")
+    window_spans: int = setting(3, "rolling window: train on the newest N spans that passed the drift gate")
+    bigquery_table: str | None = setting(None, "read the span from this BigQuery table (PROJECT.DATASET.TABLE, "
+                                               "see `fmnist bq-load`) instead of the landing directory")
+    bigquery_eval_percent: int = setting(10, "with --bigquery-table: the hash-bucket share of a span held out as eval")
     no_cache: bool = setting(False, "re-run every component (default: unchanged inputs come from the cache)")
     training: TrainingConfig = field(default_factory=TrainingConfig)
     thresholds: EvaluationThresholds = field(default_factory=EvaluationThresholds)
+
+    def __post_init__(self) -> None:
+        if self.bigquery_table:
+            try:
+                bigquery.check_table_id(self.bigquery_table)
+            except dataset.DatasetError as err:
+                raise SettingsError(f"bigquery_table: {err}") from None
+            if self.span < 1:  # ExampleGen's query driver reads span 0 without one
+                raise SettingsError("bigquery_table needs span N >= 1: a query's newest span is not looked up")
 
 
 @dataclass(frozen=True)
@@ -115,8 +133,9 @@ class PipelineConfig:
     downstream re-states a default."""
 
     pipeline_root: str
-    data_root: str
+    data_root: str  # the official files: the test split (and span 1's source)
     serving_model_dir: str
+    landing_root: str = ""  # the spans, `span-N/` (fmnist.landing)
     settings: PipelineSettings = field(default_factory=PipelineSettings)
     metadata_path: str | None = None  # SQLite ML Metadata (local runner only)
     beam_pipeline_args: tuple[str, ...] = ()

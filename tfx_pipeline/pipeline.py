@@ -1,8 +1,10 @@
 """create_pipeline(): the one definition of the Fashion-MNIST TFX pipeline, used by both runners.
 
-ExampleGen -> StatisticsGen -> SchemaGen (import) -> ExampleValidator -> AnomaliesGate ->
-Transform -> Trainer -> Evaluator (`eval` split, vs the latest blessed model) -> Pusher,
-plus TestEvaluator: the same metrics on `test`, reported, never gating a push.
+ExampleGen (one landed span) -> StatisticsGen -> ExampleValidator -> AnomaliesGate (the schema)
+-> DriftGate (vs the previous accepted span) -> [rolling window of accepted spans, local] ->
+Transform -> Trainer (warm-started from the latest blessed model) -> Evaluator (the span's `eval`
+hold-out, vs the latest blessed model) -> Pusher, plus TestEvaluator: the same metrics on the
+official `test` split (TestExampleGen, fixed across spans), reported, never gating a push.
 """
 
 from __future__ import annotations
@@ -10,26 +12,50 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from google.protobuf import json_format
 from tfx import v1 as tfx
 from tfx.dsl.components.base.base_node import BaseNode
+from tfx.orchestration import data_types
 
 from fmnist import dataset
 from tfx_pipeline import eval_config
+from tfx_pipeline.components import raw_example_gen as raw_example_gen_lib
 from tfx_pipeline.components.anomalies_gate import AnomaliesGate
-from tfx_pipeline.components.raw_example_gen import raw_example_gen
+from tfx_pipeline.components.drift_gate import DriftGate, SpanStatistics
+from tfx_pipeline.components.raw_example_gen import span_example_gen
 from tfx_pipeline.config import (
     BLESSING_SPLIT,
+    DRIFT_GATE_ID,
     EVALUATOR_ID,
+    EXAMPLE_GEN_ID,
     PREPROCESSING_FN,
     REPORTED_SPLIT,
     TEST_EVALUATOR_ID,
+    TEST_EXAMPLE_GEN_ID,
+    TRAINER_ID,
     TRAINER_RUN_FN,
     TUNER_FN,
     PipelineConfig,
 )
+from tfx_pipeline.span_window import AcceptedSpanWindow
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema")
-ALL_SPLITS = [dataset.TRAIN, dataset.EVAL, dataset.TEST]
+RANGE_CONFIG_PARAMETER = "range_config"  # Vertex runtime parameter: "" = the newest span
+
+
+def range_config_value(span: int) -> str:
+    """The RANGE_CONFIG_PARAMETER value that makes ExampleGen ingest `span` ("" for 0: the newest)."""
+    fixed = raw_example_gen_lib.span_range_config(span)
+    return json_format.MessageToJson(fixed, indent=None, preserving_proto_field_name=True) if fixed is not None else ""
+
+
+def _range_config(config: PipelineConfig):
+    """Which span ExampleGen ingests: `config.settings.span` (0: the newest). On Vertex a runtime
+    parameter (RangeConfig JSON), so a trigger can name the span that landed."""
+    if config.vertex is None:
+        return raw_example_gen_lib.span_range_config(config.settings.span)
+    return data_types.RuntimeParameter(name=RANGE_CONFIG_PARAMETER, ptype=str,
+                                       default=range_config_value(config.settings.span))
 
 
 def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> list[BaseNode]:
@@ -37,26 +63,53 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
 
     `schema_dir` is where the curated schema lives for the runner (the image path on Vertex).
     Every component gets its settings from `config`; code is referenced by module path."""
-    example_gen = raw_example_gen(
-        input_base=config.data_root,
-        input_format=config.input_format,
-        eval_holdout_size=config.settings.eval_holdout_size,
-        seed=config.training.seed,
-    )
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    example_gen = _example_gen(config).with_id(EXAMPLE_GEN_ID)
+    test_example_gen = raw_example_gen_lib.test_example_gen(config.data_root, config.input_format).with_id(
+        TEST_EXAMPLE_GEN_ID)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.join(schema_dir, "schema.pbtxt"))
+    # With the schema, StatisticsGen treats the label as categorical: the drift gate's L-infinity
+    # comparator needs its class frequencies.
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"],
+                                                  schema=schema_gen.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
+    previous_span = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        previous=tfx.dsl.Channel(type=SpanStatistics),
+    ).with_id("previous_span_resolver")
+    drift_gate = DriftGate(examples=example_gen.outputs["examples"], statistics=statistics_gen.outputs["statistics"],
+                           schema=schema_gen.outputs["schema"],
+                           previous=previous_span.outputs["previous"]).with_id(DRIFT_GATE_ID)
+    drift_gate.add_upstream_node(anomalies_gate)
+
+    window = None
+    training_examples = example_gen.outputs["examples"]
+    if config.vertex is None:  # see tfx_pipeline.span_window: Vertex compiles no such resolver
+        window = tfx.dsl.Resolver(
+            strategy_class=AcceptedSpanWindow,
+            config={"num_spans": config.settings.window_spans},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                     producer_component_id=EXAMPLE_GEN_ID, output_key="examples"),
+        ).with_id("span_window_resolver")
+        window.add_upstream_node(drift_gate)  # after this run's span was accepted
+        training_examples = window.outputs["examples"]
+
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=PREPROCESSING_FN,
-        splits_config=tfx.proto.SplitsConfig(analyze=[dataset.TRAIN], transform=ALL_SPLITS),
+        splits_config=tfx.proto.SplitsConfig(analyze=[dataset.TRAIN], transform=[dataset.TRAIN, dataset.EVAL]),
     )
-    transform.add_upstream_node(anomalies_gate)
+    transform.add_upstream_node(drift_gate)
+
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
 
     training_inputs = dict(
         examples=transform.outputs["transformed_examples"],
@@ -67,14 +120,10 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         custom_config=config.training.to_custom_config(),
     )
     tuner = _tuner(config, **training_inputs) if config.training.tuning.tune else None
+    # Warm start: the latest blessed model's weights, when there is one (the Trainer's base_model).
     trainer = _trainer(config, hyperparameters=tuner.outputs["best_hyperparameters"] if tuner else None,
-                       **training_inputs)
-
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
+                       base_model=model_resolver.outputs["model"] if config.training.warm_start else None,
+                       **training_inputs).with_id(TRAINER_ID)
 
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
@@ -87,7 +136,7 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     # Without thresholds this one writes a ModelBlessing with no `blessed` property, so the
     # latest-blessed-model resolver (local and on Vertex) never takes it for a blessing.
     test_evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
+        examples=test_example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         example_splits=[REPORTED_SPLIT],
         eval_config=eval_config.create_eval_config(thresholds=None),
@@ -95,11 +144,26 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
 
     pusher = _pusher(config, model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"])
     if config.vertex is not None:  # the Beam-heavy components run on Dataflow
-        for component in (example_gen, statistics_gen, transform, evaluator, test_evaluator):
+        for component in (example_gen, test_example_gen, statistics_gen, transform, evaluator, test_evaluator):
             component.with_beam_pipeline_args(config.vertex.dataflow_args())
-    components = [example_gen, statistics_gen, schema_gen, example_validator, anomalies_gate, transform,
-                  tuner, trainer, model_resolver, evaluator, test_evaluator, pusher]
+    components = [example_gen, test_example_gen, schema_gen, statistics_gen, example_validator, anomalies_gate,
+                  previous_span, drift_gate, window, transform, model_resolver, tuner, trainer, evaluator,
+                  test_evaluator, pusher]
     return [c for c in components if c is not None]
+
+
+def _example_gen(config: PipelineConfig) -> BaseNode:
+    """One span: from the landing directory, or from BigQuery with --bigquery-table."""
+    if not config.settings.bigquery_table:
+        return span_example_gen(landing_root=config.landing_root, eval_holdout_size=config.settings.eval_holdout_size,
+                                seed=config.training.seed, range_config=_range_config(config))
+    from tfx_pipeline.components.bigquery_example_gen import bigquery_example_gen
+
+    return bigquery_example_gen(
+        config.settings.bigquery_table, config.settings.bigquery_eval_percent,
+        range_config=raw_example_gen_lib.span_range_config(config.settings.span),
+        # Vertex runs no ExampleGen driver for queries, so the span is written into the query now.
+        compiled_span=config.settings.span if config.vertex is not None else None)
 
 
 # -- placement: local by default; Vertex Training and a Vertex endpoint with config.vertex --

@@ -148,5 +148,18 @@ def quiet_console(log_file: str | os.PathLike, enabled: bool = True) -> Iterator
         for fd in saved_fds:
             os.close(fd)
         sys.stdout, sys.stderr = saved_streams
+        # Handlers created meanwhile (absl's, TensorFlow's) hold these streams; hand them the
+        # process's own, which outlive any stand-in (pytest's capture), so a later run in this
+        # process (fmnist watch) does not log to closed files.
+        _repoint_handlers({id(console): sys.__stdout__, id(log_stream): sys.__stderr__})
         console.close()
         log_stream.close()
+
+
+def _repoint_handlers(replacements: dict[int, object]) -> None:
+    loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(logger, logging.Logger)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and id(handler.stream) in replacements:
+                handler.setStream(replacements[id(handler.stream)])

@@ -105,7 +105,7 @@ def test_metrics_are_computed_on_both_splits_and_agree_with_each_other(history):
 def test_tfma_and_the_serving_signature_see_the_same_model(history):
     """TFMA scores serialized tf.Examples; clients send raw pixels to serving_default. Same answers."""
     first = history["first"]
-    predictions = predict_split(first.model_uri, first.examples_uri, REPORTED_SPLIT)
+    predictions = predict_split(first.model_uri, first.examples_uris[REPORTED_SPLIT], REPORTED_SPLIT)
     np.testing.assert_array_equal(predictions.confusion(), first.splits[REPORTED_SPLIT].confusion)
 
 

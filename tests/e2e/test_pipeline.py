@@ -1,7 +1,8 @@
 """End-to-end LocalDagRunner runs on the committed sample of the real files.
 
-One good run (asserted through ML Metadata and the pushed SavedModel), its cached re-run, and
-two runs on bad data that must stop before Transform and push nothing.
+One good run (asserted through ML Metadata and the pushed SavedModel), its re-run (cached up to
+the Trainer, which warm-starts from the first model), and bad data that must stop before
+Transform, or before the pipeline, and push nothing.
 """
 
 import dataclasses
@@ -12,16 +13,19 @@ import shutil
 import numpy as np
 import pytest
 import tensorflow as tf
+from ml_metadata.proto import metadata_store_pb2
 
 import local_runner
 from fmnist import dataset, features
 from fmnist.dataset import read_split
 from modules import inference, signatures
+from reports.misclassified import read_examples
 from tfx_pipeline import console, metadata
 
 EXPECTED_COMPONENTS = {
-    "FileBasedExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
-    "Transform", "Trainer", "latest_blessed_model_resolver", "Evaluator", "TestEvaluator", "Pusher",
+    "ExampleGen", "TestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
+    "previous_span_resolver", "DriftGate", "span_window_resolver", "Transform", "Trainer",
+    "latest_blessed_model_resolver", "Evaluator", "TestEvaluator", "Pusher",
 }
 
 
@@ -52,7 +56,7 @@ def test_example_validator_found_no_anomalies(good_run):
 
     (anomalies,) = _outputs(good_run, "ExampleValidator", "anomalies")
     split_names = json.loads(anomalies.properties["split_names"].string_value)
-    assert sorted(split_names) == ["eval", "test", "train"]
+    assert sorted(split_names) == ["eval", "train"]  # the span (the fixed test split: pre-flight)
     for split in split_names:
         with tf.io.gfile.GFile(f"{anomalies.uri}/Split-{split}/SchemaDiff.pb", "rb") as stream:
             parsed = anomalies_pb2.Anomalies.FromString(stream.read())
@@ -60,10 +64,12 @@ def test_example_validator_found_no_anomalies(good_run):
 
 
 def test_example_splits_have_the_configured_sizes(good_run):
-    (examples,) = _outputs(good_run, "FileBasedExampleGen", "examples")
+    (examples,) = _outputs(good_run, "ExampleGen", "examples")
+    (test_examples,) = _outputs(good_run, "TestExampleGen", "examples")
+    assert examples.custom_properties["span"].int_value == 1  # the sample's train files, landed as span 1
     counts = {}
-    for split in ("train", "eval", "test"):
-        files = tf.io.gfile.glob(f"{examples.uri}/Split-{split}/*")
+    for uri, split in ((examples.uri, "train"), (examples.uri, "eval"), (test_examples.uri, "test")):
+        files = tf.io.gfile.glob(f"{uri}/Split-{split}/*")
         counts[split] = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
     assert counts == {"train": 800, "eval": 200, "test": 300}
 
@@ -97,15 +103,23 @@ def test_classify_signature_is_marked_for_tf_serving(good_run):
     assert set(signature.inputs) == {"inputs"} and set(signature.outputs) == {"classes", "scores"}
 
 
-def test_rerun_with_unchanged_inputs_is_served_from_cache(good_run):
+def test_rerun_on_the_same_span_reuses_the_data_and_warm_starts_from_the_first_model(good_run):
     (first_model,) = _outputs(good_run, "Trainer", "model")
     local_runner.run(good_run)
     runs = metadata.component_runs(good_run.metadata_path, good_run.pipeline_name)
     states = {r.component: r.state for r in runs}
-    upstream = EXPECTED_COMPONENTS - {"latest_blessed_model_resolver", "Evaluator", "Pusher"}
-    assert {states[c] for c in upstream} == {"CACHED"}, console.format_table(runs)
-    (second_model,) = _outputs(good_run, "Trainer", "model")
-    assert second_model.id == first_model.id
+    data_steps = {"ExampleGen", "TestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator",
+                  "AnomaliesGate", "Transform"}
+    assert {states[c] for c in data_steps} == {"CACHED"}, console.format_table(runs)
+    # The first model is now the blessed one: the Trainer's base_model input changed, so it
+    # trains again, from those weights (and the drift gate compares the span with itself).
+    assert states["Trainer"] == states["DriftGate"] == "COMPLETE", console.format_table(runs)
+    trainer = metadata.latest_execution_outputs(good_run.metadata_path, good_run.pipeline_name, "Trainer")
+    inputs = metadata.execution_artifacts(metadata.open_store(good_run.metadata_path), trainer.execution.id,
+                                          [metadata_store_pb2.Event.INPUT])
+    assert [a.id for a in inputs["base_model"]] == [first_model.id]
+    (second_model,) = trainer.artifacts["model"]
+    assert second_model.id != first_model.id
     # The Evaluator's inputs did change: the first run's model is now the blessed baseline, so
     # it re-runs and the comparison against that baseline shows up in its validation result.
     import tensorflow_model_analysis as tfma
@@ -121,15 +135,17 @@ def _copy_sample(sample_dir, dest):
     return dest
 
 
-def test_bad_label_stops_the_pipeline_before_transform(tmp_path, sample_dir):
-    data = _copy_sample(sample_dir, tmp_path / "data")
-    labels_file = data / "t10k-labels-idx1-ubyte.gz"
+def test_bad_label_in_a_span_stops_the_pipeline_before_transform(tmp_path, sample_dir):
+    # A span written straight into the landing directory by another tool (fmnist land would
+    # refuse it): the schema, through ExampleValidator, is the last line of defence.
+    span = _copy_sample(sample_dir, tmp_path / "landing" / "span-1")
+    labels_file = span / "train-labels-idx1-ubyte.gz"
     labels = bytearray(gzip.decompress(labels_file.read_bytes()))
     labels[8 + 5] = 12  # 8-byte IDX header, then one byte per label
     labels_file.write_bytes(gzip.compress(bytes(labels)))
-    config = _config(data, tmp_path / "out")
+    config = _config(sample_dir, tmp_path / "out", "--landing-dir", str(tmp_path / "landing"))
 
-    with pytest.raises(Exception, match=r"split 'test', feature 'label'.*(large|range|domain)") as raised:
+    with pytest.raises(Exception, match=r"split '(train|eval)', feature 'label'.*(large|range|domain)") as raised:
         local_runner.run(config)
     assert "stopping before Transform" in str(raised.value)
     assert inference.latest_version_dir(config.serving_model_dir) is None
@@ -137,7 +153,7 @@ def test_bad_label_stops_the_pipeline_before_transform(tmp_path, sample_dir):
     assert "Transform" not in ran and "Trainer" not in ran
 
 
-def test_bad_pixel_in_csv_stops_the_pipeline_before_transform(tmp_path, sample_dir):
+def test_bad_pixel_in_csv_stops_the_run_before_the_pipeline(tmp_path, sample_dir):
     data = tmp_path / "csv"
     data.mkdir()
     for official, name in dataset.CSV_FILES.items():
@@ -149,9 +165,11 @@ def test_bad_pixel_in_csv_stops_the_pipeline_before_transform(tmp_path, sample_d
             dataset.write_csv_split(dataset.RawSplit(images=images, labels=raw.labels), out)
     config = _config(data, tmp_path / "out", "--format", "csv")
 
-    with pytest.raises(Exception, match=r"feature 'image'.*(large|range|domain)"):
+    # Checked while it is landed as span 1, before any component runs; nothing is landed.
+    with pytest.raises(dataset.DatasetError, match=r"fashion-mnist_train\.csv:5: .*300"):
         local_runner.run(config)
     assert inference.latest_version_dir(config.serving_model_dir) is None
+    assert not list((tmp_path / "out" / config.pipeline_name / "landing").glob("span-*"))
 
 
 def test_exported_model_matches_the_in_memory_model_on_raw_images(good_run, sample_dir, tmp_path):
@@ -166,20 +184,21 @@ def test_exported_model_matches_the_in_memory_model_on_raw_images(good_run, samp
     (transformed,) = _outputs(good_run, "Transform", "transformed_examples")
     tf_transform_output = tft.TFTransformOutput(transform_graph.uri)
     train = data.load_transformed([f"{transformed.uri}/Split-train/*"], tf_transform_output)
-    test_xf = data.load_transformed([f"{transformed.uri}/Split-test/*"], tf_transform_output)
-    model, _, _ = trainer.fit(HParams.tuned({"epochs": 1}), train, train, seed=1, max_steps=5)
+    eval_xf = data.load_transformed([f"{transformed.uri}/Split-eval/*"], tf_transform_output)
+    model, _, _, _ = trainer.fit(HParams.tuned({"epochs": 1}), train, train, seed=1, max_steps=5)
 
     export_dir = str(tmp_path / "export")
     signatures.export_saved_model(model, tf_transform_output, export_dir)
     serve = tf.saved_model.load(export_dir).signatures[signatures.SERVING_DEFAULT]
 
     # Transform's output keeps no example order guarantee, so match rows through the raw split:
-    # the test split's transformed images are a per-pixel monotone map of the raw ones.
-    raw = read_split(sample_dir, "test")
-    in_memory = model.predict(test_xf.images, verbose=0)
-    exported = serve(images=tf.constant(raw.images.reshape(-1, 28, 28).astype(np.float32)))["probabilities"].numpy()
-    order_raw = np.lexsort(raw.images.T[::-1])
-    order_xf = np.lexsort(test_xf.images.T[::-1])
+    # the eval split's transformed images are a per-pixel monotone map of the raw ones.
+    (examples,) = _outputs(good_run, "ExampleGen", "examples")
+    raw_images, _ = read_examples(examples.uri, "eval")
+    in_memory = model.predict(eval_xf.images, verbose=0)
+    exported = serve(images=tf.constant(raw_images.reshape(-1, 28, 28).astype(np.float32)))["probabilities"].numpy()
+    order_raw = np.lexsort(raw_images.T[::-1])
+    order_xf = np.lexsort(eval_xf.images.T[::-1])
     np.testing.assert_allclose(exported[order_raw], in_memory[order_xf], atol=1e-5)
 
 

@@ -1,8 +1,12 @@
-"""ExampleGen that reads the raw Fashion-MNIST files (IDX-gz or Kaggle CSV) directly.
+"""ExampleGens that read the raw Fashion-MNIST files (IDX-gz or Kaggle CSV) directly.
 
 A FileBasedExampleGen with a custom executor. Output splits are declared in input_config; one
-split can be a deterministic, stratified hold-out carved out of another split's files (the
-official train files become `train` + `eval`), which the stock hash-bucket splitting cannot do.
+split can be a deterministic, stratified hold-out carved out of another split's files (a span's
+train files become `train` + `eval`), which the stock hash-bucket splitting cannot do.
+
+Two of them in the pipeline: `span_example_gen` ingests one landed span (`span-{SPAN}/`, TFX's
+span spec: the newest span, or the one a RangeConfig names; the span is recorded on the Examples
+artifact), `test_example_gen` the official test files, the same for every span.
 
 Image encoding: `image` is an int64 list of 784 pixel values, `label` one int64. Integers, not a
 PNG/bytes blob, so StatisticsGen sees every pixel: the schema can then check the 0..255 domain
@@ -12,7 +16,9 @@ on-disk size close to the raw files.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
@@ -23,10 +29,13 @@ from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenE
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.dsl.io import fileio
-from tfx.proto import example_gen_pb2
+from tfx.orchestration import data_types
+from tfx.proto import example_gen_pb2, range_config_pb2
 from tfx.utils import proto_utils
 
-from fmnist import dataset, features
+from fmnist import dataset, features, landing
+
+SPAN_SPEC = "{SPAN}"  # ExampleGen replaces it by the span it ingests
 
 
 def _int64_feature(values: np.ndarray) -> tf.train.Feature:
@@ -59,9 +68,9 @@ def select_rows(split: dataset.RawSplit, role: str, holdout_size: int, seed: int
 
 
 def _serialized_examples(
-    _: Any, input_base: str, source: str, input_format: str, role: str, holdout_size: int, seed: int
+    _: Any, directory: str, source: str, input_format: str, role: str, holdout_size: int, seed: int
 ) -> Iterator[bytes]:
-    split = read_split(input_base, source, input_format)
+    split = read_split(directory, source, input_format)
     for row in select_rows(split, role, holdout_size, seed):
         yield to_tf_example(split.images[row], int(split.labels[row])).SerializeToString()
 
@@ -84,25 +93,22 @@ class Executor(BaseExampleGenExecutor):
     def GenerateExamplesByBeam(
         self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]
     ) -> dict[str, beam.PCollection]:
+        # The driver has already replaced {SPAN} in each pattern by the span it resolved.
         input_config = example_gen_pb2.Input()
         proto_utils.json_to_proto(exec_properties["input_config"], input_config)
         custom = _custom_config(exec_properties)
-        holdout_split = custom.get("holdout_split")
-        holdout_source = custom.get("holdout_source")
         result = {}
         for split in input_config.splits:
-            role = ("holdout" if split.name == holdout_split
-                    else "rest" if split.name == holdout_source else "all")
-            source = holdout_source if split.name == holdout_split else split.name
+            spec = custom["splits"][split.name]
             result[split.name] = (
                 pipeline
                 | f"Start[{split.name}]" >> beam.Create([None])
                 | f"Read[{split.name}]" >> beam.FlatMap(
                     _serialized_examples,
-                    input_base=exec_properties["input_base"],
-                    source=source,
+                    directory=os.path.dirname(os.path.join(exec_properties["input_base"], split.pattern)),
+                    source=spec["source"],
                     input_format=custom.get("input_format", dataset.IDX),
-                    role=role,
+                    role=spec["role"],
                     holdout_size=int(custom.get("holdout_size", 0)),
                     seed=int(custom.get("seed", 0)),
                 )
@@ -112,33 +118,77 @@ class Executor(BaseExampleGenExecutor):
         return result
 
 
+@dataclass(frozen=True)
+class SplitSpec:
+    """One output split: it reads the files of the official split `source` in `directory`
+    (relative to input_base; may hold ExampleGen's {SPAN} spec) and keeps the rows of `role`:
+    'all', 'holdout' (the stratified hold-out) or 'rest' (all but the hold-out)."""
+
+    name: str
+    source: str
+    role: str = "all"
+    directory: str = ""
+
+    def pattern(self, input_format: str) -> str:
+        return os.path.join(self.directory, dataset.split_pattern(self.source, input_format))
+
+
 def raw_example_gen(
-    input_base: str, input_format: str, eval_holdout_size: int, seed: int
+    input_base: str, splits: list[SplitSpec], input_format: str = dataset.IDX, eval_holdout_size: int = 0,
+    seed: int = 0, range_config: range_config_pb2.RangeConfig | data_types.RuntimeParameter | None = None,
 ) -> FileBasedExampleGen:
-    """ExampleGen producing `train`, `eval` (a stratified hold-out of train) and `test`."""
+    """A FileBasedExampleGen over the raw files, one output split per SplitSpec. With {SPAN} in the
+    directories it ingests the newest span, or the one `range_config` names (a static range)."""
     if input_format not in dataset.INPUT_FORMATS:
         raise ValueError(f"input_format must be one of {list(dataset.INPUT_FORMATS)}, got {input_format!r}")
-    train_pattern = dataset.split_pattern(dataset.TRAIN, input_format)
     input_config = example_gen_pb2.Input(splits=[
-        example_gen_pb2.Input.Split(name=dataset.TRAIN, pattern=train_pattern),
-        example_gen_pb2.Input.Split(name=dataset.EVAL, pattern=train_pattern),
-        example_gen_pb2.Input.Split(name=dataset.TEST, pattern=dataset.split_pattern(dataset.TEST, input_format)),
+        example_gen_pb2.Input.Split(name=split.name, pattern=split.pattern(input_format)) for split in splits
     ])
     custom = struct_pb2.Struct()
     custom.update({
         "input_format": input_format,
-        "holdout_split": dataset.EVAL,
-        "holdout_source": dataset.TRAIN,
         "holdout_size": eval_holdout_size,
         "seed": seed,
+        "splits": {split.name: {"source": split.source, "role": split.role} for split in splits},
     })
     custom_config = example_gen_pb2.CustomConfig()
     custom_config.custom_config.Pack(custom)
+    # One input split alone would get ExampleGen's default 2:1 train/eval hash split as output.
+    output_config = example_gen_pb2.Output(split_config=example_gen_pb2.SplitConfig(splits=[
+        example_gen_pb2.SplitConfig.Split(name=splits[0].name, hash_buckets=1)])) if len(splits) == 1 else None
     return FileBasedExampleGen(
         input_base=input_base,
         input_config=input_config,
+        output_config=output_config,
         custom_config=custom_config,
+        range_config=range_config,
         custom_executor_spec=executor_spec.BeamExecutorSpec(Executor),
     )
 
 
+def span_example_gen(
+    landing_root: str, eval_holdout_size: int, seed: int,
+    range_config: range_config_pb2.RangeConfig | data_types.RuntimeParameter | None = None,
+) -> FileBasedExampleGen:
+    """`train` and `eval` (a stratified hold-out) of one landed span, `<landing>/span-N/` in the
+    official IDX layout (fmnist.landing writes every span so): the newest, or `range_config`'s."""
+    span_dir = f"{landing.SPAN_PREFIX}{SPAN_SPEC}"
+    return raw_example_gen(landing_root, [
+        SplitSpec(dataset.TRAIN, source=dataset.TRAIN, role="rest", directory=span_dir),
+        SplitSpec(dataset.EVAL, source=dataset.TRAIN, role="holdout", directory=span_dir),
+    ], dataset.IDX, eval_holdout_size, seed, range_config)
+
+
+def test_example_gen(data_root: str, input_format: str) -> FileBasedExampleGen:
+    """The official test split, fixed across spans so test accuracies stay comparable."""
+    return raw_example_gen(data_root, [SplitSpec(dataset.TEST, source=dataset.TEST)], input_format)
+
+
+def span_range_config(span: int) -> range_config_pb2.RangeConfig | None:
+    """ExampleGen's RangeConfig for one span; None (the newest span) for 0."""
+    if span < 0:
+        raise ValueError(f"span must be >= 0 (0: the newest), got {span}")
+    if span == 0:
+        return None
+    return range_config_pb2.RangeConfig(static_range=range_config_pb2.StaticRange(
+        start_span_number=span, end_span_number=span))

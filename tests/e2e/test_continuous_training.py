@@ -1,0 +1,169 @@
+"""The continuous-training loop end to end on the committed sample, split into spans.
+
+Span 1 (a stratified half of the sample's train files) trains cold and is pushed as v1, which a
+running server takes up. Span 2 (the other half) passes the drift gate, retrains warm from v1 on
+spans 1+2, is blessed and pushed as v2, and the server switches to it while requests stream in,
+failing none. Span 3 (span 2 with inverted images) stops at the drift gate with one line;
+nothing is pushed and the server stays on v2. Span 4 (span 1 again) is accepted and trains on
+spans 1, 2 and 4: the rejected span never enters the rolling window. Every step runs through
+`fmnist watch --once`, the loop's own code.
+"""
+
+import contextlib
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ml_metadata.proto import metadata_store_pb2
+
+import local_runner
+from fmnist import dataset, features, landing
+from reports.spans import span_run
+from serving.client import GrpcClient
+from serving.server import RunningServer, ServerOptions
+from tfx_pipeline import metadata
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+def _source(directory: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    directory.mkdir(parents=True)
+    images_name, labels_name = dataset.IDX_FILES[dataset.TRAIN]
+    with open(directory / images_name, "wb") as out:
+        dataset.write_idx_gz(images.reshape(-1, *features.IMAGE_SHAPE).astype(np.uint8), out, dataset.IDX_IMAGES_MAGIC)
+    with open(directory / labels_name, "wb") as out:
+        dataset.write_idx_gz(labels.astype(np.uint8), out, dataset.IDX_LABELS_MAGIC)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory, sample_dir):
+    """Sources of the four spans, the landing directory and the loop's flags."""
+    work = tmp_path_factory.mktemp("loop")
+    train = dataset.read_split(sample_dir, dataset.TRAIN)
+    order = np.argsort(train.labels, kind="stable")
+    first, second = order[0::2], order[1::2]
+    sources = {
+        1: _source(work / "src-1", train.images[first], train.labels[first]),
+        2: _source(work / "src-2", train.images[second], train.labels[second]),
+        3: _source(work / "src-3", 255 - train.images[second], train.labels[second]),  # inverted: drift
+        4: _source(work / "src-4", train.images[first], train.labels[first]),
+    }
+    flags = ["--sample", "--output-dir", str(work / "out"), "--landing", str(work / "landing"),
+             "--eval-holdout-size", "100", "--max-accuracy-drop", "0.05"]
+    config = local_runner.config_from_args(flags, environ={})
+    return {"sources": sources, "flags": flags, "config": config, "landing": work / "landing"}
+
+
+def _fmnist(*args: str) -> subprocess.CompletedProcess:
+    """The `fmnist` command as a user runs it, in its own process."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, timeout=900,
+                          cwd=REPO)
+
+
+def _land_and_watch(loop, span: int) -> str:
+    landed = _fmnist("land", str(loop["sources"][span]), "--landing", str(loop["landing"]))
+    assert landed.returncode == 0, landed.stderr
+    watched = _fmnist("watch", *loop["flags"], "--once")
+    assert watched.returncode == 0, watched.stderr[-3000:]
+    lines = [line for line in watched.stdout.splitlines() if line.startswith(f"span {span}:")]
+    assert len(lines) == 1, watched.stdout  # one summary line per span
+    return lines[0]
+
+
+@contextlib.contextmanager
+def _streaming(server: RunningServer, images: np.ndarray):
+    """Predict requests back to back over gRPC while the body runs: (versions, failures)."""
+    client = GrpcClient(f"127.0.0.1:{server.grpc_port}", features.MODEL_NAME)
+    versions, failures, stop = [], [], threading.Event()
+
+    def stream():
+        while not stop.is_set():
+            try:
+                versions.append(client.predict(images).version)
+            except Exception as err:  # any failure is the test's finding
+                failures.append(repr(err))
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    try:
+        yield versions, failures
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _pushed(config) -> list[int]:
+    return sorted(int(v.name) for v in Path(config.serving_model_dir).iterdir()) if Path(
+        config.serving_model_dir).is_dir() else []
+
+
+def test_the_loop_trains_pushes_serves_and_stops_at_drift(loop, sample_dir):
+    config = loop["config"]
+    line = _land_and_watch(loop, 1)
+    assert line.startswith("span 1: 500 examples; drift first span; cold on spans 1 "), line
+    assert "; blessed; pushed version " in line
+    (v1,) = _pushed(config)
+
+    test_images = dataset.read_split(sample_dir, dataset.TEST).images[:2].reshape(-1, *features.IMAGE_SHAPE)
+    server = RunningServer(ServerOptions(base_path=config.serving_model_dir, rest_port=0, grpc_port=0,
+                                         host="127.0.0.1", poll_seconds=0.2)).start()
+    try:
+        with _streaming(server, test_images.astype(np.float32)) as (versions, failures):
+            line = _land_and_watch(loop, 2)
+            v2 = max(_pushed(config))
+            deadline = time.monotonic() + 60
+            while (not versions or versions[-1] != v2) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert re.match(r"span 2: 500 examples; drift image 0\.\d{4}/0\.01, label 0\.\d{4}/0\.07; warm on spans 1\+2 ",
+                        line), line
+        assert line.endswith(f"; blessed; pushed version {v2}") and v2 > v1
+        assert failures == [] and versions[0] == v1 and versions[-1] == v2
+        switch = versions.index(v2)
+        assert set(versions[:switch]) == {v1} and set(versions[switch:]) == {v2}
+
+        line = _land_and_watch(loop, 3)
+        assert line == ("span 3: 500 examples; stopped: span 3 drifted from span 2 (train split): image "
+                        f"Jensen-Shannon divergence {line.split('divergence ')[1].split(' ')[0]} > 0.01; "
+                        "stopping before Transform"), line
+        assert _pushed(config) == [v1, v2]
+        assert GrpcClient(f"127.0.0.1:{server.grpc_port}", features.MODEL_NAME).predict(
+            test_images.astype(np.float32)).version == v2
+    finally:
+        server.stop()
+
+
+def test_ml_metadata_records_the_spans_and_the_warm_start(loop):
+    config = loop["config"]
+    store = metadata.open_store(config.metadata_path)
+    trainer = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.Trainer")
+    runs = sorted((e for e in store.get_executions_by_context(trainer.id)
+                   if e.last_known_state == metadata_store_pb2.Execution.COMPLETE), key=lambda e: e.id)
+    assert len(runs) == 2  # spans 1 and 2; span 3 never reached the Trainer
+    first, second = (metadata.execution_artifacts(store, e.id, [metadata_store_pb2.Event.INPUT,
+                                                                   metadata_store_pb2.Event.OUTPUT]) for e in runs)
+    assert "base_model" not in first
+    (base,) = second["base_model"]
+    assert base.id == first["model"][0].id  # warm start from the model span 1 produced (and blessed)
+
+    summaries = {}
+    pipeline = store.get_context_by_type_and_name("pipeline", config.pipeline_name)
+    for run in store.get_children_contexts_by_context(pipeline.id):
+        summary = span_run(config.metadata_path, config.pipeline_name, run.name)
+        summaries[summary.span] = summary
+    assert summaries[1].trained_spans == [1] and summaries[1].warm_start_from is None
+    assert summaries[2].trained_spans == [1, 2] and summaries[2].warm_start_from.startswith(base.uri)
+    assert summaries[3].trained_spans is None and summaries[3].pushed_version is None
+
+
+def test_a_rejected_span_never_enters_the_rolling_window(loop):
+    line = _land_and_watch(loop, 4)
+    # Compared with span 2, the last span accepted; trained on the window 1, 2, 4 (3 was rejected).
+    assert re.match(r"span 4: 500 examples; drift image 0\.\d{4}/0\.01, label 0\.\d{4}/0\.07; warm on spans 1\+2\+4 ",
+                    line), line
+    assert sorted(landing.spans(loop["landing"])) == [1, 2, 3, 4]
