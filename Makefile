@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 COVERAGE_ARGS ?= --cov --cov-report=term --cov-fail-under=87
 SERVE_ARGS ?=
 
-.PHONY: env data run run-sample serve test lint lock clean
+.PHONY: env data run run-sample watch serve test lint lock clean
 
 env:
 	@bash scripts/setup_env.sh
@@ -25,6 +25,10 @@ run: data
 ## The same pipeline on the committed 1,300-image sample (a few minutes).
 run-sample: env
 	$(PY) local_runner.py --sample --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
+
+## The continuous-training loop: one run per span landed with `fmnist land` (data/landing).
+watch: data
+	$(VENV)/bin/fmnist watch --data-dir $(DATA_DIR) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
 
 ## Serve what the main job pushed over the TF Serving protocol (REST :8501, gRPC :8500).
 serve: env
@@ -42,5 +46,5 @@ lint: env
 lock:
 	bash scripts/lock.sh
 
-clean:
+clean:  # landed spans (data/landing) are data, not outputs: they stay
 	rm -rf $(OUTPUT_DIR)

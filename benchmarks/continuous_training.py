@@ -47,12 +47,7 @@ def cpu_model() -> str:
 
 
 def write_source(directory: Path, images: np.ndarray, labels: np.ndarray) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    images_name, labels_name = dataset.IDX_FILES[dataset.TRAIN]
-    with open(directory / images_name, "wb") as out:
-        dataset.write_idx_gz(images.reshape(-1, *features.IMAGE_SHAPE).astype(np.uint8), out, dataset.IDX_IMAGES_MAGIC)
-    with open(directory / labels_name, "wb") as out:
-        dataset.write_idx_gz(labels.astype(np.uint8), out, dataset.IDX_LABELS_MAGIC)
+    dataset.write_idx_split(directory, dataset.TRAIN, images, labels)
     return directory
 
 

@@ -16,6 +16,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -279,6 +280,19 @@ def write_idx_gz(array: np.ndarray, stream: BinaryIO, magic: int) -> None:
     header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
     with gzip.GzipFile(fileobj=stream, mode="wb", mtime=0) as gz:
         gz.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def write_idx_split(directory: str | os.PathLike, split: str, images: np.ndarray, labels: np.ndarray) -> list[Path]:
+    """Writes an official split's IDX-gz pair (images [N, 784] or [N, 28, 28], labels [N]) into
+    `directory` (created); returns the two paths."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    images_name, labels_name = IDX_FILES[split]
+    with open(directory / images_name, "wb") as out:
+        write_idx_gz(np.asarray(images).reshape(-1, *features.IMAGE_SHAPE).astype(np.uint8), out, IDX_IMAGES_MAGIC)
+    with open(directory / labels_name, "wb") as out:
+        write_idx_gz(np.asarray(labels).astype(np.uint8), out, IDX_LABELS_MAGIC)
+    return [directory / images_name, directory / labels_name]
 
 
 def stratified_holdout(labels: np.ndarray, size: int, seed: int) -> np.ndarray:

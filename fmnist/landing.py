@@ -120,12 +120,7 @@ def land(source: Path, landing: Path, kind: str = dataset.IDX, span: int | None 
         target = landing / f"{SPAN_PREFIX}{number}"
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=landing))
         try:
-            images_name, labels_name = dataset.IDX_FILES[dataset.TRAIN]
-            pixels = split.images.reshape(-1, *features.IMAGE_SHAPE).astype(np.uint8)
-            with open(staging / images_name, "wb") as out:
-                dataset.write_idx_gz(pixels, out, dataset.IDX_IMAGES_MAGIC)
-            with open(staging / labels_name, "wb") as out:
-                dataset.write_idx_gz(split.labels.astype(np.uint8), out, dataset.IDX_LABELS_MAGIC)
+            dataset.write_idx_split(staging, dataset.TRAIN, split.images, split.labels)
             dataset.check_split(dataset.read_split(staging, dataset.TRAIN))  # what the pipeline will read
             os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the span from other users' runs
             os.rename(staging, target)  # atomic: the span appears whole or not at all

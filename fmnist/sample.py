@@ -24,11 +24,5 @@ def write_sample(source_dir: Path, dest: Path, train_per_class: int, test_per_cl
     for split, per_class in ((dataset.TRAIN, train_per_class), (dataset.TEST, test_per_class)):
         raw = dataset.read_split(source_dir, split)
         rows = per_class_indices(raw.labels, per_class, seed)
-        images_name, labels_name = dataset.IDX_FILES[split]
-        images = raw.images[rows].reshape(-1, *features.IMAGE_SHAPE).astype(np.uint8)
-        with open(dest / images_name, "wb") as out:
-            dataset.write_idx_gz(images, out, dataset.IDX_IMAGES_MAGIC)
-        with open(dest / labels_name, "wb") as out:
-            dataset.write_idx_gz(raw.labels[rows].astype(np.uint8), out, dataset.IDX_LABELS_MAGIC)
-        written += [dest / images_name, dest / labels_name]
+        written += dataset.write_idx_split(dest, split, raw.images[rows], raw.labels[rows])
     return written

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import time
+from typing import Any, NamedTuple
 
 import tensorflow as tf
 import tensorflow_transform as tft
@@ -33,26 +34,40 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+class FitResult(NamedTuple):
+    model: Any
+    history: Any  # keras History
+    epoch_logger: EpochLogger
+    hparams: model_lib.HParams  # what it trained with (the warm schedule when it warm-started)
+    warm: bool  # the weights came from base_model
+
+
 def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
-        log_dir: str | None = None, max_steps: int | None = None, base_model: str | None = None):
+        log_dir: str | None = None, max_steps: int | None = None, base_model: str | None = None,
+        warm_hparams: model_lib.HParams | None = None) -> FitResult:
     """Builds and trains the CNN under the distribution strategy that fits this process.
 
     Takes the hyperparameters, the in-memory train and validation splits and the seed of every
     random choice; `max_steps` caps the run at one epoch of at most that many steps (smoke runs);
-    `log_dir`, when given, receives TensorBoard logs; `base_model`, a SavedModel this module
-    exported, gives the starting weights (modules.warm_start). Early stopping on the validation
-    loss restores the best epoch's weights. Returns (model, keras History, EpochLogger, whether
-    the weights came from base_model)."""
+    `log_dir`, when given, receives TensorBoard logs. `base_model`, a SavedModel this module
+    exported, gives the starting weights when they fit the architecture (modules.warm_start);
+    training then follows `warm_hparams`' schedule (epochs, learning rate) instead. Early
+    stopping on the validation loss restores the best epoch's weights."""
     seed_everything(seed)
     steps_per_epoch = math.ceil(len(train.labels) / hparams.batch_size)
-    if max_steps:  # a deliberately short run (smoke tests, weak-model tests)
+    short = max_steps is not None and max_steps > 0  # a deliberately short run (smoke, weak-model tests)
+    if short:
         steps_per_epoch = min(steps_per_epoch, max_steps)
         hparams = hparams.replace(epochs=1)
-    log.info("training on %d images, validating on %d; %s", len(train.labels), len(evaluation.labels), hparams)
     strategy = distribution_strategy()
     with strategy.scope():  # batch_size stays the global batch, split across replicas
         model = model_lib.build_model(hparams, steps_per_epoch)
         warm = bool(base_model) and warm_start.restore_weights(model, hparams, base_model)
+        if warm and warm_hparams is not None:
+            hparams = warm_hparams.replace(epochs=1) if short else warm_hparams
+            model_lib.compile_model(model, hparams, steps_per_epoch)  # the warm schedule
+    log.info("training on %d images, validating on %d, %s; %s", len(train.labels), len(evaluation.labels),
+             f"warm from {base_model}" if warm else "cold", hparams)
     if strategy.num_replicas_in_sync > 1:
         log.info("training with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
     epoch_logger = EpochLogger(min(len(train.labels), steps_per_epoch * hparams.batch_size))
@@ -76,7 +91,7 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
         callbacks=callbacks,
         verbose=0,
     )
-    return model, history, epoch_logger, warm
+    return FitResult(model, history, epoch_logger, hparams, warm)
 
 
 def write_training_summary(path: str, model, hparams: model_lib.HParams, history, epoch_logger: EpochLogger,
@@ -107,24 +122,24 @@ def run_fn(fn_args: FnArgs) -> None:
     training_config = TrainingConfig.from_custom_config(fn_args.custom_config)
     hparams = model_lib.resolve_hparams(training_config, fn_args.hyperparameters)
     base_model = fn_args.base_model if training_config.warm_start else None
-    if base_model:
-        hparams = warm_start.warm_hparams(hparams, training_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
     train = load_transformed(fn_args.train_files, tf_transform_output)
     evaluation = load_transformed(fn_args.eval_files, tf_transform_output)
     started = time.perf_counter()
-    model, history, epoch_logger, warm = fit(
+    result = fit(
         hparams, train, evaluation,
         seed=training_config.seed,
         log_dir=os.path.join(fn_args.model_run_dir, "tensorboard"),
         max_steps=training_config.max_train_steps,
         base_model=base_model,
+        warm_hparams=warm_start.warm_hparams(hparams, training_config) if base_model else None,
     )
     seconds = time.perf_counter() - started
     chief = is_chief(os.environ.get("TF_CONFIG"))
     with export_dir_for(fn_args.serving_model_dir, chief) as export_dir:
-        signatures.export_saved_model(model, tf_transform_output, export_dir)
+        signatures.export_saved_model(result.model, tf_transform_output, export_dir)
     if not chief:
         return
     write_training_summary(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE),
-                           model, hparams, history, epoch_logger, seconds, base_model if warm else None)
+                           result.model, result.hparams, result.history, result.epoch_logger, seconds,
+                           base_model if result.warm else None)

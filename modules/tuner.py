@@ -50,7 +50,7 @@ class HParamsSearch(kt.Tuner):
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         hparams = model_lib.HParams.from_dict({**self.base.to_dict(), **trial.hyperparameters.values})
-        _, history, _, _ = fit(hparams, self.train, self.evaluation, self.seed)
+        history = fit(hparams, self.train, self.evaluation, self.seed).history
         return {OBJECTIVE: float(max(history.history[OBJECTIVE]))}
 
 

@@ -62,7 +62,7 @@ def exported_model(tmp_path_factory, sample_dir) -> Path:
         images=transformed[features.transformed_name(features.IMAGE_KEY)].numpy().astype(np.float32),
         labels=transformed[features.transformed_name(features.LABEL_KEY)].numpy().astype(np.int64),
     )
-    model, _, _, _ = trainer.fit(HParams.tuned({"epochs": 1, "batch_size": 64}), split, split, seed=0, max_steps=15)
+    model = trainer.fit(HParams.tuned({"epochs": 1, "batch_size": 64}), split, split, seed=0, max_steps=15).model
     export_dir = work / "model"
     signatures.export_saved_model(model, tf_transform_output, str(export_dir))
     return export_dir

@@ -28,12 +28,7 @@ SCHEMA = tfdv.load_schema_text(str(REPO / "schema" / "schema.pbtxt"))
 
 def write_span_source(directory: Path, images: np.ndarray, labels: np.ndarray) -> Path:
     """An official-layout train pair, what `fmnist land` takes."""
-    directory.mkdir(parents=True)
-    images_name, labels_name = dataset.IDX_FILES[dataset.TRAIN]
-    with open(directory / images_name, "wb") as out:
-        dataset.write_idx_gz(images.reshape(-1, 28, 28).astype(np.uint8), out, dataset.IDX_IMAGES_MAGIC)
-    with open(directory / labels_name, "wb") as out:
-        dataset.write_idx_gz(labels.astype(np.uint8), out, dataset.IDX_LABELS_MAGIC)
+    dataset.write_idx_split(directory, dataset.TRAIN, images, labels)
     return directory
 
 
@@ -151,6 +146,23 @@ def test_warm_start_restores_the_exported_weights_and_refuses_another_architectu
     before = [w.copy() for w in untouched.get_weights()]
     assert warm_start.restore_weights(untouched, other, str(exported_model)) is False
     assert all(np.array_equal(a, b) for a, b in zip(before, untouched.get_weights(), strict=True))
+
+
+def test_fit_follows_the_warm_schedule_only_when_the_weights_fit(exported_model, sample_dir):
+    from modules import trainer
+    from modules.data import Split
+
+    raw = dataset.read_split(sample_dir, dataset.TEST)
+    split = Split(images=(raw.images[:64] / 255.0).astype(np.float32), labels=raw.labels[:64])
+    cold = model_lib.HParams.tuned({"epochs": 3, "batch_size": 64})
+    warm = cold.replace(epochs=2, learning_rate=cold.learning_rate / 4)
+    result = trainer.fit(cold, split, split, seed=0, base_model=str(exported_model), warm_hparams=warm)
+    assert result.warm and result.hparams == warm and len(result.history.history["loss"]) == 2
+
+    other = cold.replace(dense_units=cold.dense_units // 2)  # the Tuner changed the architecture
+    result = trainer.fit(other, split, split, seed=0, base_model=str(exported_model),
+                         warm_hparams=other.replace(epochs=2))
+    assert not result.warm and result.hparams == other and len(result.history.history["loss"]) == 3
 
 
 def test_the_warm_schedule_is_shorter_and_gentler():

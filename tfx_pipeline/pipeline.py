@@ -37,7 +37,7 @@ from tfx_pipeline.config import (
     TUNER_FN,
     PipelineConfig,
 )
-from tfx_pipeline.span_window import AcceptedSpanWindow
+from tfx_pipeline.span_window import AcceptedSpanWindow, LatestIfAny
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema")
 RANGE_CONFIG_PARAMETER = "range_config"  # Vertex runtime parameter: "" = the newest span
@@ -77,7 +77,7 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
     previous_span = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+        strategy_class=LatestIfAny if config.vertex is None else tfx.dsl.experimental.LatestArtifactStrategy,
         previous=tfx.dsl.Channel(type=SpanStatistics),
     ).with_id("previous_span_resolver")
     drift_gate = DriftGate(examples=example_gen.outputs["examples"], statistics=statistics_gen.outputs["statistics"],

@@ -1,4 +1,5 @@
-"""The rolling window the Trainer learns from: the newest N spans that passed the drift gate.
+"""Resolver strategies for spans. The rolling window the Trainer learns from: the newest N
+spans that passed the drift gate; and the drift gate's baseline, the last accepted span.
 
 TFX's SpanRangeStrategy takes the newest N spans of a channel, but ExampleGen has already
 published the Examples of a span that the drift gate then rejected, so that span would enter the
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ml_metadata as mlmd
 from tfx import types
 from tfx.dsl.components.common import resolver
+from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 
 from tfx_pipeline.components.drift_gate import SPAN, SpanStatistics, span_of
 
@@ -50,3 +52,13 @@ class AcceptedSpanWindow(resolver.ResolverStrategy):
                           input_dict: dict[str, list[types.Artifact]]) -> dict[str, list[types.Artifact]] | None:
         window = newest_spans(input_dict.get(EXAMPLES_KEY, []), accepted_spans(store), self._num_spans)
         return {EXAMPLES_KEY: window} if window else None
+
+
+class LatestIfAny(LatestArtifactStrategy):
+    """LatestArtifactStrategy that resolves to nothing, rather than failing the resolver node,
+    when there is no artifact yet (the first span has no previous one). Local runner only: the
+    Vertex compiler accepts LatestArtifactStrategy itself, whose empty result Vertex tolerates."""
+
+    def resolve_artifacts(self, store: mlmd.MetadataStore,
+                          input_dict: dict[str, list[types.Artifact]]) -> dict[str, list[types.Artifact]]:
+        return self._resolve(input_dict)

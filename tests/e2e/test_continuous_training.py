@@ -32,12 +32,7 @@ REPO = Path(__file__).resolve().parent.parent.parent
 
 
 def _source(directory: Path, images: np.ndarray, labels: np.ndarray) -> Path:
-    directory.mkdir(parents=True)
-    images_name, labels_name = dataset.IDX_FILES[dataset.TRAIN]
-    with open(directory / images_name, "wb") as out:
-        dataset.write_idx_gz(images.reshape(-1, *features.IMAGE_SHAPE).astype(np.uint8), out, dataset.IDX_IMAGES_MAGIC)
-    with open(directory / labels_name, "wb") as out:
-        dataset.write_idx_gz(labels.astype(np.uint8), out, dataset.IDX_LABELS_MAGIC)
+    dataset.write_idx_split(directory, dataset.TRAIN, images, labels)
     return directory
 
 

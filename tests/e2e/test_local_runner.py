@@ -23,6 +23,10 @@ NOISE = ("I0000", "W0000", "E0000", "cuda", "cuDNN", "Warning:", "WARNING", "abs
 
 
 def _runner(*args, timeout=900, **kwargs):
+    """local_runner.py in its own process. Without --landing-dir the spans would be the
+    checkout's data/landing: each test gets its own, in its output directory."""
+    if "--landing-dir" not in args and "--sample" not in args:
+        args = (*args, "--landing-dir", str(Path(args[args.index("--output-dir") + 1]) / "landing"))
     return subprocess.run([sys.executable, str(REPO / "local_runner.py"), *args], capture_output=True, text=True,
                           timeout=timeout, **kwargs)
 

@@ -185,7 +185,7 @@ def test_exported_model_matches_the_in_memory_model_on_raw_images(good_run, samp
     tf_transform_output = tft.TFTransformOutput(transform_graph.uri)
     train = data.load_transformed([f"{transformed.uri}/Split-train/*"], tf_transform_output)
     eval_xf = data.load_transformed([f"{transformed.uri}/Split-eval/*"], tf_transform_output)
-    model, _, _, _ = trainer.fit(HParams.tuned({"epochs": 1}), train, train, seed=1, max_steps=5)
+    model = trainer.fit(HParams.tuned({"epochs": 1}), train, train, seed=1, max_steps=5).model
 
     export_dir = str(tmp_path / "export")
     signatures.export_saved_model(model, tf_transform_output, export_dir)
@@ -207,8 +207,9 @@ def test_tuner_output_flows_into_the_trainer(good_run):
     from modules.config import TuningConfig
     from modules.trainer import TRAINING_SUMMARY_FILE
 
+    # Cold: a warm start would train the blessed model's weights on its own shorter schedule.
     tuned_run = good_run.replace(training=dataclasses.replace(
-        good_run.training, tuning=TuningConfig(tune=True, tuning_trials=2, tuning_epochs=1)))
+        good_run.training, warm_start=False, tuning=TuningConfig(tune=True, tuning_trials=2, tuning_epochs=1)))
     local_runner.run(tuned_run)
     states = {r.component: r.state for r in metadata.component_runs(tuned_run.metadata_path,
                                                                         tuned_run.pipeline_name)}
