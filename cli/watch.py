@@ -43,22 +43,12 @@ def ingested_spans(config: PipelineConfig) -> set[int]:
     """Spans a run of this pipeline has already ingested (whatever the run's outcome)."""
     if not Path(config.metadata_path).exists():
         return set()
-    from ml_metadata.proto import metadata_store_pb2
-
     from tfx_pipeline import metadata
+    from tfx_pipeline.components.drift_gate import SPAN
     from tfx_pipeline.config import EXAMPLE_GEN_ID
 
-    store = metadata.open_store(config.metadata_path)
-    node = store.get_context_by_type_and_name("node", f"{config.pipeline_name}.{EXAMPLE_GEN_ID}")
-    if node is None:
-        return set()
-    done = [e.id for e in store.get_executions_by_context(node.id)
-            if e.last_known_state in (metadata_store_pb2.Execution.COMPLETE, metadata_store_pb2.Execution.CACHED)]
-    spans = set()
-    for artifacts in (metadata.execution_artifacts(store, execution, [metadata_store_pb2.Event.OUTPUT])
-                      for execution in done):
-        spans.update(a.custom_properties["span"].int_value for a in artifacts.get("examples", []))
-    return spans
+    examples = metadata.all_outputs(config.metadata_path, config.pipeline_name, EXAMPLE_GEN_ID, "examples")
+    return {artifact.custom_properties[SPAN].int_value for artifact in examples}
 
 
 def pending_spans(landed: dict[int, Path], ingested: set[int]) -> list[int]:

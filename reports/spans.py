@@ -116,14 +116,9 @@ def _examples_in(statistics_uri: str) -> int:
 
 
 def _spans_trained_on(store, transformed: list) -> list[int]:
-    """The spans behind the Trainer's transformed examples: the Examples each was made from."""
-    producers = {e.execution_id for e in store.get_events_by_artifact_ids([a.id for a in transformed])
-                 if e.type == metadata_store_pb2.Event.OUTPUT}
-    spans = set()
-    for execution_id in producers:
-        for artifact in metadata.execution_artifacts(store, execution_id, _INPUT).get("examples", []):
-            spans.add(artifact.custom_properties[SPAN].int_value)
-    return sorted(spans)
+    """The spans behind the Trainer's transformed examples: the Examples Transform read."""
+    examples = metadata.producers_inputs(store, transformed, "examples")
+    return sorted({artifact.custom_properties[SPAN].int_value for artifact in examples})
 
 
 def _training_summary(model_run_uri: str) -> dict:

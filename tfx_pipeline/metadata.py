@@ -102,6 +102,25 @@ def _run_of(store: metadata_store.MetadataStore, execution_id: int) -> str:
     return next((c.name for c in store.get_contexts_by_execution(execution_id) if c.type == "pipeline_run"), "")
 
 
+def all_outputs(metadata_path: str, pipeline_name: str, component: str, output_key: str) -> list:
+    """Artifacts recorded under `output_key` by every successful execution of `component`."""
+    store = open_store(metadata_path)
+    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
+    if node is None:
+        return []
+    done = [e.id for e in store.get_executions_by_context(node.id) if e.last_known_state in _DONE]
+    return [artifact for execution in done
+            for artifact in execution_artifacts(store, execution, _OUTPUT_EVENTS).get(output_key, [])]
+
+
+def producers_inputs(store: metadata_store.MetadataStore, artifacts: list, input_key: str) -> list:
+    """The `input_key` inputs of the executions that produced `artifacts` (one step of lineage)."""
+    producers = {e.execution_id for e in store.get_events_by_artifact_ids([a.id for a in artifacts])
+                 if e.type == metadata_store_pb2.Event.OUTPUT}
+    return [artifact for execution in producers
+            for artifact in execution_artifacts(store, execution, [metadata_store_pb2.Event.INPUT]).get(input_key, [])]
+
+
 def latest_outputs(metadata_path: str, pipeline_name: str, component: str, output_key: str) -> list:
     """Artifacts that `component`'s latest successful execution recorded under `output_key`."""
     found = latest_execution_outputs(metadata_path, pipeline_name, component)

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import ml_metadata as mlmd
 from tfx import types
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.dsl.components.common import resolver
 from tfx.dsl.input_resolution.strategies.latest_artifact_strategy import LatestArtifactStrategy
 
 from tfx_pipeline.components.drift_gate import SPAN, SpanStatistics, span_of
-
-_VERSION = "version"
 
 EXAMPLES_KEY = "examples"
 
@@ -34,7 +33,11 @@ def accepted_spans(store: mlmd.MetadataStore) -> set[int]:
 def newest_spans(examples: list[types.Artifact], accepted: set[int], num_spans: int) -> list[types.Artifact]:
     """The newest ingestion of each of the newest `num_spans` accepted spans, oldest span first."""
     by_span: dict[int, types.Artifact] = {}
-    for artifact in sorted(examples, key=lambda a: (span_of(a), a.get_int_custom_property(_VERSION), a.id)):
+
+    def order(artifact: types.Artifact) -> tuple[int, int, int]:  # span, then re-ingestions of it
+        return span_of(artifact), artifact.get_int_custom_property(example_gen_utils.VERSION_PROPERTY_NAME), artifact.id
+
+    for artifact in sorted(examples, key=order):
         if span_of(artifact) in accepted:
             by_span[span_of(artifact)] = artifact
     return [by_span[span] for span in sorted(by_span)[-num_spans:]]

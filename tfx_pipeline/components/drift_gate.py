@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.statistics_gen import stats_artifact_utils
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 from tfx.dsl.component.experimental.decorators import component
@@ -41,7 +42,7 @@ class SpanStatistics(artifact.Artifact):
     TYPE_NAME = "fmnist.SpanStatistics"
 
 
-SPAN = "span"  # ExampleGen's driver, too, records the span as a custom property
+SPAN = example_gen_utils.SPAN_PROPERTY_NAME  # ExampleGen's driver records it as a custom property too
 
 
 def span_of(artifact_: artifact.Artifact) -> int:
