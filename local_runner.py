@@ -22,7 +22,7 @@ import resource
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,6 +267,24 @@ def error_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0] if lines else ''}"
 
 
+def run_quietly(config: PipelineConfig, verbose: bool, then: Callable[[], None] | None = None) -> str | None:
+    """run() (then `then`, e.g. the summary) with the console quiet: library output and any
+    traceback go to the log. Returns None, or the one line saying why the run failed."""
+    from tfx_pipeline import progress
+
+    log_file = output_dir(config) / LOG_FILE
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with progress.quiet_console(log_file, enabled=not verbose):
+        try:
+            run(config, verbose=verbose)
+            if then is not None:
+                then()
+        except Exception as err:  # the traceback goes to the log; the console gets the message
+            log_failure(log_file, err)
+            return error_line(err)
+    return None
+
+
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     try:
         config, local = build_config(settings.resolve(SETTINGS, parse_args(argv), environ))
@@ -289,17 +307,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
                   f"{counts[dataset.TEST]:,} test images in {config.data_root} ({config.input_format}); "
                   f"log {log_file}", flush=True)
             started = time.perf_counter()
-            from tfx_pipeline import progress
-
-            failure = None
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            with progress.quiet_console(log_file, enabled=not local.verbose):
-                try:
-                    run(config, verbose=local.verbose)
-                    print_summary(config, time.perf_counter() - started)
-                except Exception as err:  # the traceback goes to the log; the console gets the message
-                    log_failure(log_file, err)
-                    failure = error_line(err)
+            failure = run_quietly(config, local.verbose,
+                                  then=lambda: print_summary(config, time.perf_counter() - started))
             if failure is not None:
                 print(f"error: {failure}\n(full log: {log_file})", file=sys.stderr)
                 return 1

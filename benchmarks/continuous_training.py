@@ -70,17 +70,9 @@ def served_version(port: int | None, image: np.ndarray) -> str:
 
 def run_span(config, label: str, server_port: int | None, image: np.ndarray) -> dict:
     from reports.spans import span_run
-    from tfx_pipeline import progress
 
-    log_file = local_runner.output_dir(config) / local_runner.LOG_FILE
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    stopped = None
-    with progress.quiet_console(log_file):
-        try:
-            local_runner.run(config, verbose=False)
-        except Exception as err:
-            stopped = local_runner.error_line(err)
+    stopped = local_runner.run_quietly(config, verbose=False)
     summary = span_run(config.metadata_path, config.pipeline_name)
     print(summary.line(stopped), flush=True)
     return {"label": label, "summary": summary, "stopped": stopped, "wall": time.perf_counter() - started,

@@ -61,21 +61,12 @@ def pending_spans(landed: dict[int, Path], ingested: set[int]) -> list[int]:
 def run_span(config: PipelineConfig, verbose: bool) -> str:
     """Runs the pipeline on one span; returns its summary line."""
     from reports.spans import span_run
-    from tfx_pipeline import progress
 
-    log_file = local_runner.output_dir(config) / local_runner.LOG_FILE
-    log_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         local_runner.preflight(config)
     except dataset.DatasetError as err:
         return f"span {config.settings.span}: rejected before the run: {err}"
-    stopped = None
-    with progress.quiet_console(log_file, enabled=not verbose):
-        try:
-            local_runner.run(config, verbose=verbose)
-        except Exception as err:  # the traceback goes to the log; the line says what stopped it
-            local_runner.log_failure(log_file, err)
-            stopped = local_runner.error_line(err)
+    stopped = local_runner.run_quietly(config, verbose)
     return span_run(config.metadata_path, config.pipeline_name).line(stopped)
 
 
