@@ -35,7 +35,8 @@ class TrainingConfig:
     max_train_steps: int | None = setting(None, "cap on training steps (smoke runs)")
     warm_start: bool = setting(True, "start from the latest blessed model's weights when there is one")
     warm_start_epochs: int = setting(7, "epochs of a warm-start retrain (the shorter schedule)")
-    warm_start_lr_scale: float = setting(0.25, "warm start: peak learning rate as a fraction of the cold one")
+    warm_start_lr_scale: float = setting(1.0, "warm start: peak learning rate as a fraction of the cold one")
+    warm_start_augment: bool = setting(False, "warm start: augment the training images like a cold run")
     tuning: TuningConfig = field(default_factory=TuningConfig)
     # Not a user setting: hyperparameter overrides a profile applies (e.g. the sample's no-augment).
     hparams: dict[str, Any] = field(default_factory=dict)

@@ -165,10 +165,15 @@ def test_fit_follows_the_warm_schedule_only_when_the_weights_fit(exported_model,
     assert not result.warm and result.hparams == other and len(result.history.history["loss"]) == 3
 
 
-def test_the_warm_schedule_is_shorter_and_gentler():
+def test_the_warm_schedule_follows_its_settings():
     hparams = model_lib.HParams.tuned()
+    assert hparams.augment
     warm = warm_start.warm_hparams(hparams, TrainingConfig(warm_start_epochs=6, warm_start_lr_scale=0.5))
-    assert (warm.epochs, warm.learning_rate) == (6, hparams.learning_rate * 0.5)
+    assert (warm.epochs, warm.learning_rate, warm.augment) == (6, hparams.learning_rate * 0.5, False)
+    warm = warm_start.warm_hparams(hparams, TrainingConfig(warm_start_augment=True))
+    assert (warm.epochs, warm.learning_rate, warm.augment) == (7, hparams.learning_rate, True)
+    # augmentation stays off when the cold schedule has none (e.g. the sample profile)
+    assert not warm_start.warm_hparams(hparams.replace(augment=False), TrainingConfig(warm_start_augment=True)).augment
 
 
 # -- the loop's bookkeeping and the runner's first span ----------------------------------------

@@ -113,6 +113,17 @@ def all_outputs(metadata_path: str, pipeline_name: str, component: str, output_k
             for artifact in execution_artifacts(store, execution, _OUTPUT_EVENTS).get(output_key, [])]
 
 
+def executions_inputs(metadata_path: str, pipeline_name: str, component: str) -> list[dict[str, list]]:
+    """{input key: artifacts} of every successful execution of `component`, oldest first."""
+    store = open_store(metadata_path)
+    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
+    if node is None:
+        return []
+    done = sorted((e for e in store.get_executions_by_context(node.id) if e.last_known_state in _DONE),
+                  key=lambda e: e.create_time_since_epoch)
+    return [execution_artifacts(store, e.id, [metadata_store_pb2.Event.INPUT]) for e in done]
+
+
 def producers_inputs(store: metadata_store.MetadataStore, artifacts: list, input_key: str) -> list:
     """The `input_key` inputs of the executions that produced `artifacts` (one step of lineage)."""
     producers = {e.execution_id for e in store.get_events_by_artifact_ids([a.id for a in artifacts])

@@ -145,6 +145,8 @@ def test_ml_metadata_records_the_spans_and_the_warm_start(loop):
     assert "base_model" not in first
     (base,) = second["base_model"]
     assert base.id == first["model"][0].id  # warm start from the model span 1 produced (and blessed)
+    inputs = metadata.executions_inputs(config.metadata_path, config.pipeline_name, "Trainer")
+    assert [[a.id for a in run.get("base_model", [])] for run in inputs] == [[], [base.id]]
 
     summaries = {}
     pipeline = store.get_context_by_type_and_name("pipeline", config.pipeline_name)
