@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(2)  # one poll of the push directory
                 rows[-1]["served"] = served_version(server.grpc_port, image)
         cold = config.replace(span=SPANS, training=dataclasses.replace(config.training, warm_start=False))
-        rows.append(run_span(cold, f"{SPANS} cold (comparison)", server.grpc_port if server else None, image))
+        # Not asked for its version: the comparison's push is not part of the loop.
+        rows.append(run_span(cold, f"{SPANS} cold (comparison)", None, image))
     finally:
         if server is not None:
             server.stop()
