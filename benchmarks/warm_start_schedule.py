@@ -68,11 +68,10 @@ class WarmRun(NamedTuple):
 
 
 def newest_warm_run(metadata_path: str, pipeline_name: str) -> WarmRun:
-    from tfx.types import artifact_utils
     from tfx.utils import path_utils
 
-    def files(examples: list, split: str) -> list[str]:
-        return [f"{uri}/*" for uri in artifact_utils.get_split_uris(examples, split)]
+    def files(examples: list, split: str) -> list[str]:  # ML Metadata protos, not TFX Artifacts
+        return [f"{artifact.uri}/Split-{split}/*" for artifact in examples]
 
     for inputs in reversed(metadata.executions_inputs(metadata_path, pipeline_name, TRAINER_ID)):
         if inputs.get("base_model"):
