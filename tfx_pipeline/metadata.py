@@ -71,10 +71,7 @@ def latest_execution_outputs(metadata_path: str, pipeline_name: str, component: 
                              run_id: str | None = None) -> ExecutionOutputs | None:
     """`component`'s latest successful execution (within `run_id` if given) and its outputs."""
     store = open_store(metadata_path)
-    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
-    if node is None:
-        return None
-    executions = [e for e in store.get_executions_by_context(node.id) if e.last_known_state in _DONE]
+    executions = _done_executions(store, pipeline_name, component)
     runs = {e.id: _run_of(store, e.id) for e in executions}
     if run_id is not None:
         executions = [e for e in executions if runs[e.id] == run_id]
@@ -98,6 +95,15 @@ def execution_artifacts(store: metadata_store.MetadataStore, execution_id: int, 
     return artifacts
 
 
+def _done_executions(store: metadata_store.MetadataStore, pipeline_name: str, component: str) -> list:
+    """`component`'s successful (or cached) executions, oldest first; none if it never ran."""
+    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
+    if node is None:
+        return []
+    done = (e for e in store.get_executions_by_context(node.id) if e.last_known_state in _DONE)
+    return sorted(done, key=lambda e: e.create_time_since_epoch)
+
+
 def _run_of(store: metadata_store.MetadataStore, execution_id: int) -> str:
     return next((c.name for c in store.get_contexts_by_execution(execution_id) if c.type == "pipeline_run"), "")
 
@@ -105,23 +111,15 @@ def _run_of(store: metadata_store.MetadataStore, execution_id: int) -> str:
 def all_outputs(metadata_path: str, pipeline_name: str, component: str, output_key: str) -> list:
     """Artifacts recorded under `output_key` by every successful execution of `component`."""
     store = open_store(metadata_path)
-    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
-    if node is None:
-        return []
-    done = [e.id for e in store.get_executions_by_context(node.id) if e.last_known_state in _DONE]
-    return [artifact for execution in done
-            for artifact in execution_artifacts(store, execution, _OUTPUT_EVENTS).get(output_key, [])]
+    return [artifact for execution in _done_executions(store, pipeline_name, component)
+            for artifact in execution_artifacts(store, execution.id, _OUTPUT_EVENTS).get(output_key, [])]
 
 
 def executions_inputs(metadata_path: str, pipeline_name: str, component: str) -> list[dict[str, list]]:
     """{input key: artifacts} of every successful execution of `component`, oldest first."""
     store = open_store(metadata_path)
-    node = store.get_context_by_type_and_name("node", f"{pipeline_name}.{component}")
-    if node is None:
-        return []
-    done = sorted((e for e in store.get_executions_by_context(node.id) if e.last_known_state in _DONE),
-                  key=lambda e: e.create_time_since_epoch)
-    return [execution_artifacts(store, e.id, [metadata_store_pb2.Event.INPUT]) for e in done]
+    return [execution_artifacts(store, e.id, [metadata_store_pb2.Event.INPUT])
+            for e in _done_executions(store, pipeline_name, component)]
 
 
 def producers_inputs(store: metadata_store.MetadataStore, artifacts: list, input_key: str) -> list:
