@@ -47,3 +47,13 @@ IMAGES_INPUT: Final = "images"
 def transformed_name(key: str) -> str:
     """Name of a feature after Transform (TFX template convention)."""
     return f"{key}_xf"
+
+# TF Serving's SavedModel warmup: PredictionLog TFRecords it replays before a version is AVAILABLE
+# (https://www.tensorflow.org/tfx/serving/saved_model_warmup). Its loader refuses more records.
+WARMUP_FILE: Final = "assets.extra/tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS: Final = 1000
+
+# Version labels of a release (TF Serving's ModelServerConfig.version_labels): requests without a
+# version or label go to STABLE; a new push is served as CANARY until promoted or rolled back.
+STABLE_LABEL: Final = "stable"
+CANARY_LABEL: Final = "canary"
