@@ -31,8 +31,10 @@ watch: data
 	$(VENV)/bin/fmnist watch --data-dir $(DATA_DIR) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
 
 ## Serve what the main job pushed over the TF Serving protocol (REST :8501, gRPC :8500).
+# The release the local runner writes (stable/canary labels); before the first push, the push directory.
+RELEASE_CONFIG = $(OUTPUT_DIR)/fashion-mnist/models.config
 serve: env
-	$(VENV)/bin/fmnist serve --model-base-path $(OUTPUT_DIR)/fashion-mnist/serving_model $(SERVE_ARGS)
+	$(VENV)/bin/fmnist serve $(if $(wildcard $(RELEASE_CONFIG)),--model-config-file $(RELEASE_CONFIG),--model-base-path $(OUTPUT_DIR)/fashion-mnist/serving_model) $(SERVE_ARGS)
 
 ## The test suite (CI runs exactly this).
 test: env

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from fmnist import dataset, landing, settings, tf_env
 from fmnist.settings import setting
-from tfx_pipeline.config import PIPELINE_NAME, PipelineConfig, PipelineSettings
+from tfx_pipeline.config import PIPELINE_NAME, PUSHER_ID, PipelineConfig, PipelineSettings
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_DIR = REPO / "data" / "sample"
@@ -204,6 +204,37 @@ def run(config: PipelineConfig, verbose: bool = True) -> None:
                 config.metadata_path),
             components=components,
         ))
+    note = release_pushed(config)
+    if note:
+        print(f"release: {note}", flush=True)
+
+
+def release_config_file(config: PipelineConfig) -> Path:
+    """The TF Serving model config with the release labels, beside the push directory (as
+    `fmnist serve` and `fmnist release` expect it for the default output directory)."""
+    from serving.release import DEFAULT_CONFIG_FILE
+
+    return Path(config.serving_model_dir).parent / Path(DEFAULT_CONFIG_FILE).name
+
+
+def release_pushed(config: PipelineConfig) -> str | None:
+    """After a push, the new version becomes the `canary` label beside `stable` in
+    release_config_file (the first version ever becomes stable); returns what happened, or None
+    when this run pushed nothing. A running canary is never replaced: the push stays unlabelled
+    and the line says so."""
+    from serving.release import FileRelease, ReleaseError
+    from tfx_pipeline import metadata
+
+    pushed = metadata.latest_outputs(config.metadata_path, config.pipeline_name, PUSHER_ID, "pushed_model")
+    if not pushed or pushed[0].custom_properties["pushed"].int_value != 1:
+        return None
+    version = pushed[0].custom_properties["pushed_version"].string_value
+    release = FileRelease(str(release_config_file(config)), base_path=config.serving_model_dir)
+    try:
+        state = release.start_canary(version)
+    except ReleaseError as refused:
+        return f"version {version} pushed, not labelled: {refused}"
+    return f"{state.notes[-1]} ({release.config_file}; `fmnist release promote|rollback`)"
 
 
 def print_summary(config: PipelineConfig, elapsed: float) -> None:
@@ -220,7 +251,7 @@ def print_summary(config: PipelineConfig, elapsed: float) -> None:
         accuracy = inference.model_accuracy(pushed, config.data_root, config.input_format)
         print(f"pushed model: {pushed}\ntest-split accuracy of the pushed model: {accuracy:.4f}")
     else:
-        print("no model was pushed (not blessed); see the evaluation report")
+        print("no model was pushed (not blessed, or not infra-blessed); see the evaluation report")
     print_evaluation(config)
 
 
@@ -239,6 +270,15 @@ def print_evaluation(config: PipelineConfig) -> None:
     for check in judged.checks:
         print(f"  {'pass' if check.passed else 'FAIL'}  {check.rule} on {check.slice}: "
               f"{check.value:.4f} (needs {check.bound})")
+    served = evaluation.serving_validation
+    if served and served["blessed"] and "requests" in served:
+        print(f"Serving validation: passed on the {served['server']} (AVAILABLE after {served['load_seconds']:.1f}s, "
+              f"{served['requests']} requests, p99 {served['p99_ms']:.0f} ms, {served['warmup_requests']} warmup "
+              f"requests shipped)")
+    elif served and served["blessed"]:
+        print(f"Serving validation: passed ({served['server']})")
+    elif served:
+        print(f"Serving validation: NOT INFRA-BLESSED: {served['reason']}")
     report = write_report(evaluation, default_report_path(output_dir(config)))
     print(f"evaluation report: {report}")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,21 +28,14 @@ from fmnist import tf_env
 tf_env.configure()
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import cpu_model  # noqa: E402
+
 import local_runner  # noqa: E402
 from fmnist import dataset, features, landing  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SPANS = 3
 MISSING_CLASS = 3  # Dress
-
-
-def cpu_model() -> str:
-    lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    flags = fields.get("Flags", "").split()
-    wanted = [f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f", "avx2"))]
-    model, cpus = fields.get("Model name", "?").strip(), fields.get("CPU(s)", "?").strip()
-    return f"{model}, {cpus} CPUs, flags {' '.join(wanted)}"
 
 
 def write_source(directory: Path, images: np.ndarray, labels: np.ndarray) -> Path:

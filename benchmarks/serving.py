@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from common import free_port  # noqa: E402
+
 from fmnist import features  # noqa: E402
 from fmnist.dataset import TEST, read_split  # noqa: E402
 from serving import protos  # noqa: E402
@@ -37,10 +38,6 @@ TARGETS = ("grpc", "rest", "flask")
 NAMES = {"grpc": "gRPC (this server)", "rest": "REST (this server)", "flask": "Flask + model.predict"}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 120) -> None:

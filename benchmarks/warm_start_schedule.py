@@ -27,7 +27,7 @@ from fmnist import tf_env
 
 tf_env.configure()  # before TensorFlow loads
 
-from continuous_training import cpu_model  # noqa: E402
+from common import cpu_model  # noqa: E402
 
 from fmnist import dataset, features  # noqa: E402
 from modules import data, trainer, warm_start  # noqa: E402

@@ -10,8 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cli import bq_load, watch
+from cli import bq_load, release, watch
 from fmnist import dataset, features, landing, tf_env
+from serving.release import DEFAULT_CONFIG_FILE
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -67,12 +68,22 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("serving").setLevel(logging.INFO)
     from serving.server import ServerOptions, serve
 
+    if not 0 <= args.canary_traffic <= 100:
+        raise ValueError(f"--canary-traffic is a percent within 0..100, got {args.canary_traffic:g}")
+    config_file = args.model_config_file
+    if (config_file is None and not args.label and args.model_base_path == Path(ServerOptions.base_path)
+            and Path(DEFAULT_CONFIG_FILE).is_file()):
+        config_file = Path(DEFAULT_CONFIG_FILE)  # the release `fmnist release` and the local runner write
     serve(ServerOptions(
         model_name=args.model_name, base_path=str(args.model_base_path),
-        model_config_file=str(args.model_config_file) if args.model_config_file else None,
-        version_labels=dict(args.label), host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port,
+        model_config_file=str(config_file) if config_file else None,
+        version_labels=dict(args.label), canary_traffic=args.canary_traffic,
+        host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port,
         poll_seconds=args.poll_seconds, max_batch_size=args.max_batch_size,
         batch_timeout_ms=args.batch_timeout_ms, max_request_bytes=args.max_request_bytes,
+        max_request_instances=args.max_request_instances,
+        tls_cert_file=str(args.tls_cert) if args.tls_cert else None,
+        tls_key_file=str(args.tls_key) if args.tls_key else None,
         use_tf_serving={"auto": None, "yes": True, "no": False}[args.tf_serving],
     ))
     return 0
@@ -83,7 +94,8 @@ def _predict(args: argparse.Namespace) -> int:
     from serving.inputs import load_inputs
 
     inputs = load_inputs(args.inputs, args.data_dir)
-    client = connect(args.transport, args.server, args.model_name, args.version, args.version_label)
+    client = connect(args.transport, args.server, args.model_name, args.version, args.version_label,
+                     ca_file=str(args.tls_ca) if args.tls_ca else None)
     try:
         prediction = client.predict([i.image for i in inputs])
     finally:
@@ -125,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     land.set_defaults(handler=_land)
     bq_load.add_parser(commands)
     watch.add_parser(commands)
+    release.add_parser(commands)
 
     report = commands.add_parser(
         "report", help="write an HTML page of the latest evaluation (found through ML Metadata)")
@@ -144,17 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-name", default=features.MODEL_NAME)
     serve.add_argument("--model-config-file", type=Path, default=None,
                        help="TF Serving model config (text proto: several models, version policy, labels); "
-                            "re-read when it changes")
+                            f"re-read when it changes (default: {DEFAULT_CONFIG_FILE} when it exists and neither "
+                            "--model-base-path nor --label is given)")
+    serve.add_argument("--canary-traffic", type=float, default=0.0, metavar="PERCENT",
+                       help="share of requests without version or label sent to the 'canary' label (the rest go "
+                            "to 'stable'); this project's server only")
     serve.add_argument("--label", type=_label, action="append", default=[], metavar="LABEL=VERSION",
                        help="version label, e.g. --label stable=1700000000 --label canary=1700000100")
-    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="interface to listen on (default 127.0.0.1: this machine only); "
+                            "--host 0.0.0.0 exposes it on every interface")
     serve.add_argument("--rest-port", type=int, default=8501)
     serve.add_argument("--grpc-port", type=int, default=8500)
     serve.add_argument("--poll-seconds", type=float, default=2.0, help="how often the base path is scanned")
     serve.add_argument("--max-batch-size", type=int, default=64)
     serve.add_argument("--batch-timeout-ms", type=float, default=0.0,
                        help="how long a batch waits for more requests (0: take what is queued)")
-    serve.add_argument("--max-request-bytes", type=int, default=8 << 20)
+    serve.add_argument("--max-request-bytes", type=int, default=8 << 20,
+                       help="largest REST body / gRPC message (413 / RESOURCE_EXHAUSTED beyond)")
+    serve.add_argument("--max-request-instances", type=int, default=1024,
+                       help="most instances in one :predict/:classify (400 / INVALID_ARGUMENT beyond)")
+    serve.add_argument("--tls-cert", type=Path, default=None,
+                       help="PEM certificate chain: REST serves https and gRPC TLS (needs --tls-key); "
+                            "tensorflow_model_server gets it for gRPC only")
+    serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert (unencrypted)")
     serve.add_argument("--tf-serving", choices=["auto", "yes", "no"], default="auto",
                        help="run tensorflow_model_server (auto: when it is on PATH)")
     serve.set_defaults(handler=_serve)
@@ -163,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", help="PNG/JPEG files, .npy arrays, or test:I / test:I-J")
     predict.add_argument("--transport", choices=["rest", "grpc"], default="rest")
     predict.add_argument("--server", default=None, help="host:port (default localhost:8501 / :8500)")
+    predict.add_argument("--tls-ca", type=Path, default=None,
+                         help="PEM CA certificate(s) that signed the server's: REST over https, gRPC over TLS")
     predict.add_argument("--model-name", default=features.MODEL_NAME)
     target = predict.add_mutually_exclusive_group()
     target.add_argument("--version", type=int, default=None)

@@ -18,6 +18,27 @@ def latest_version_dir(serving_model_dir: str) -> str | None:
     return os.path.join(serving_model_dir, max(versions, key=int)) if versions else None
 
 
+def read_examples(examples_uri: str, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (uint8 [N, 784]) and labels of one split of an ExampleGen `examples` artifact (the
+    first `limit` examples, in file order, if given)."""
+    import tensorflow as tf
+
+    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
+    if not files:
+        raise FileNotFoundError(f"no examples for split {split!r} under {examples_uri}")
+    spec = {
+        features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
+        features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
+    }
+    images, labels = [], []
+    records = tf.data.TFRecordDataset(sorted(files), compression_type="GZIP").take(-1 if limit is None else limit)
+    for batch in records.batch(2048):
+        parsed = tf.io.parse_example(batch, spec)
+        images.append(parsed[features.IMAGE_KEY].numpy().astype(np.uint8))
+        labels.append(parsed[features.LABEL_KEY].numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
 def predict_probabilities(model_dir: str, images, batch_size: int = 1000) -> np.ndarray:
     """Class probabilities [N, 10] for raw images ([N, 784] or [N, 28, 28] grey levels)."""
     import tensorflow as tf

@@ -22,7 +22,14 @@ from tensorflow_model_analysis.slicer import slicer_lib
 from fmnist import features
 from tfx_pipeline import eval_config as names
 from tfx_pipeline import metadata
-from tfx_pipeline.config import BLESSING_SPLIT, EVALUATOR_ID, REPORTED_SPLIT, TEST_EVALUATOR_ID
+from tfx_pipeline.components.serving_validator import RESULT_FILE
+from tfx_pipeline.config import (
+    BLESSING_SPLIT,
+    EVALUATOR_ID,
+    REPORTED_SPLIT,
+    SERVING_VALIDATOR_ID,
+    TEST_EVALUATOR_ID,
+)
 
 OVERALL_METRICS = (names.EXAMPLE_COUNT, names.ACCURACY, names.MACRO_PRECISION, names.MACRO_RECALL,
                    names.CROSS_ENTROPY)
@@ -91,6 +98,8 @@ class Evaluation:
     examples_uris: dict[str, str]  # split -> the Examples artifact its Evaluator read
     blessed: bool | None  # None when the blessing Evaluator has not run
     splits: dict[str, SplitEvaluation]
+    # The serving check's validation.json (components/serving_validator.py) of the same run, if it ran.
+    serving_validation: dict | None = None
 
     @property
     def verdict(self) -> str:
@@ -295,4 +304,18 @@ def load_latest(metadata_path: str, pipeline_name: str | None = None, run_id: st
         pipeline_name=pipeline_name, run_id=judged.run_id, model_uri=model.uri,
         baseline_model_uri=baseline.uri if baseline else None, examples_uris=examples_uris,
         blessed=blessed, splits=splits,
+        serving_validation=_serving_validation(metadata_path, pipeline_name, judged.run_id),
     )
+
+
+def _serving_validation(metadata_path: str, pipeline_name: str, run_id: str) -> dict | None:
+    validated = metadata.latest_execution_outputs(metadata_path, pipeline_name, SERVING_VALIDATOR_ID, run_id=run_id)
+    if validated is None:
+        return None
+    (blessing,) = validated.artifacts["blessing"]
+    path = os.path.join(blessing.uri, RESULT_FILE)
+    if not os.path.exists(path):  # TFX's InfraValidator (Docker) writes no such file: its flag files say it
+        return {"blessed": os.path.exists(os.path.join(blessing.uri, "INFRA_BLESSED")), "reason": "",
+                "server": "TFX InfraValidator"}
+    with open(path) as stream:
+        return json.load(stream)

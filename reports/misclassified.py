@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmnist import features
+from modules.inference import read_examples
 
 
 @dataclass(frozen=True)
@@ -31,25 +32,6 @@ class Predictions:
         wrong = np.flatnonzero(self.predicted != self.labels)
         confidence = self.probabilities[wrong, self.predicted[wrong]]
         return wrong[np.argsort(-confidence, kind="stable")][:limit].tolist()
-
-
-def read_examples(examples_uri: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images (uint8 [N, 784]) and labels of one split of an ExampleGen `examples` artifact."""
-    import tensorflow as tf
-
-    files = tf.io.gfile.glob(os.path.join(examples_uri, f"Split-{split}", "*"))
-    if not files:
-        raise FileNotFoundError(f"no examples for split {split!r} under {examples_uri}")
-    spec = {
-        features.IMAGE_KEY: tf.io.FixedLenFeature([features.NUM_PIXELS], tf.int64),
-        features.LABEL_KEY: tf.io.FixedLenFeature([], tf.int64),
-    }
-    images, labels = [], []
-    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(2048):
-        parsed = tf.io.parse_example(batch, spec)
-        images.append(parsed[features.IMAGE_KEY].numpy().astype(np.uint8))
-        labels.append(parsed[features.LABEL_KEY].numpy())
-    return np.concatenate(images), np.concatenate(labels)
 
 
 def predict_split(model_uri: str, examples_uri: str, split: str) -> Predictions:

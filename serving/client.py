@@ -1,9 +1,14 @@
 """A small client for the TF Serving protocol (this project's server or tensorflow_model_server):
 `RestClient` (JSON over HTTP, no TensorFlow) and `GrpcClient` (PredictionService protos, no
-TensorFlow runtime either, see serving/protos.py). Both return the same `Prediction`."""
+TensorFlow runtime either, see serving/protos.py). Both return the same `Prediction`.
+
+Both speak TLS when given a CA file (PEM: the certificates that signed the server's): REST over
+https verified against it, gRPC over a secure channel. An `https://` REST server without a CA file
+is verified against the system's CAs (Cloud Run, a public ingress)."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +23,20 @@ VERSION_HEADER = "X-Model-Version"
 
 class ClientError(RuntimeError):
     """The server answered with an error (its message included) or could not be reached."""
+
+
+def _trust(ca_file: str) -> tuple[bytes, ssl.SSLContext]:
+    """The CA file's PEM bytes (for gRPC) and a client context trusting only them (for httpx);
+    ClientError if it cannot be read or holds no PEM certificate, before any connection."""
+    try:
+        with open(ca_file, "rb") as stream:
+            pem = stream.read()
+    except OSError as err:
+        raise ClientError(f"cannot read the CA file {ca_file}: {err.strerror}") from None
+    try:
+        return pem, ssl.create_default_context(cadata=pem.decode("latin-1"))
+    except (ssl.SSLError, ValueError):
+        raise ClientError(f"the CA file {ca_file} holds no PEM certificate") from None
 
 
 @dataclass(frozen=True)
@@ -51,14 +70,18 @@ class RestClient:
     raise ClientError; one instance may be shared by threads (httpx.Client is thread-safe)."""
 
     def __init__(self, server: str = "localhost:8501", model: str = DEFAULT_MODEL, version: int | None = None,
-                 label: str | None = None, timeout: float = 30.0):
+                 label: str | None = None, timeout: float = 30.0, ca_file: str | None = None):
+        """server: host:port (http, or https with ca_file) or a URL. ca_file (PEM) turns TLS on
+        and is the only trust anchor; ClientError if it cannot be read or the URL is http://."""
         import httpx
 
-        base = server if server.startswith("http") else f"http://{server}"
+        if server.startswith("http://") and ca_file:
+            raise ClientError(f"a CA file needs an https:// server, got {server}")
+        base = server if server.startswith("http") else f"{'https' if ca_file else 'http'}://{server}"
         target = f"/versions/{version}" if version is not None else f"/labels/{label}" if label else ""
         self.model_url = f"{base}/v1/models/{model}{target}"
         self.version = version
-        self._http = httpx.Client(timeout=timeout)
+        self._http = httpx.Client(timeout=timeout, verify=_trust(ca_file)[1] if ca_file else True)
 
     def _send(self, method: str, url: str, payload: dict | None = None):
         import httpx
@@ -114,13 +137,16 @@ class GrpcClient:
     instance may be shared by threads (gRPC channels are thread-safe)."""
 
     def __init__(self, server: str = "localhost:8500", model: str = DEFAULT_MODEL, version: int | None = None,
-                 label: str | None = None, timeout: float = 30.0):
+                 label: str | None = None, timeout: float = 30.0, ca_file: str | None = None):
+        """server: host:port. ca_file (PEM) turns TLS on, with those certificates as the only trust
+        anchors (the server's name must match host); ClientError if it cannot be read."""
         import grpc
 
         from serving import protos
 
         self._pb = protos.load()
-        self._channel = grpc.insecure_channel(server)
+        self._channel = (grpc.secure_channel(server, grpc.ssl_channel_credentials(root_certificates=_trust(ca_file)[0]))
+                         if ca_file else grpc.insecure_channel(server))
         self._prediction = self._pb.prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = self._pb.model_service_pb2_grpc.ModelServiceStub(self._channel)
         self.model, self.version, self.label, self.timeout = model, version, label, timeout
@@ -185,9 +211,10 @@ class GrpcClient:
 
 
 def connect(transport: str, server: str | None = None, model: str = DEFAULT_MODEL, version: int | None = None,
-            label: str | None = None, timeout: float = 30.0) -> RestClient | GrpcClient:
+            label: str | None = None, timeout: float = 30.0, ca_file: str | None = None) -> RestClient | GrpcClient:
+    """A client for `transport` ("rest" or "grpc"), on the default port of each when server is None."""
     if transport == "rest":
-        return RestClient(server or "localhost:8501", model, version, label, timeout)
+        return RestClient(server or "localhost:8501", model, version, label, timeout, ca_file)
     if transport == "grpc":
-        return GrpcClient(server or "localhost:8500", model, version, label, timeout)
+        return GrpcClient(server or "localhost:8500", model, version, label, timeout, ca_file)
     raise ValueError(f"unknown transport {transport!r} (rest or grpc)")

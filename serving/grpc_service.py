@@ -146,8 +146,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         return self.handler.call(STATUS_API, request, context, body)
 
 
-def create_server(service: InferenceService, port: int, host: str = "0.0.0.0", threads: int = 32,
-                  max_message_bytes: int = 16 << 20) -> tuple[grpc.Server, int]:
+def create_server(service: InferenceService, port: int, host: str = "127.0.0.1", threads: int = 32,
+                  max_message_bytes: int = 16 << 20,
+                  credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.Server, int]:
+    """(the server, not started yet; the port it bound) serving PredictionService and ModelService.
+
+    port 0 picks a free one. Messages over max_message_bytes, either way, fail with
+    RESOURCE_EXHAUSTED before any handler runs. With credentials (grpc.ssl_server_credentials)
+    the port speaks TLS only; without, plaintext. A port that cannot be bound raises RuntimeError.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
         options=[("grpc.max_receive_message_length", max_message_bytes),
@@ -155,5 +162,7 @@ def create_server(service: InferenceService, port: int, host: str = "0.0.0.0", t
     )
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(service), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(service), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    return server, bound
+    address = f"{host}:{port}"
+    if credentials is None:
+        return server, server.add_insecure_port(address)
+    return server, server.add_secure_port(address, credentials)

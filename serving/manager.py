@@ -6,32 +6,56 @@ for one poll interval (the TFX Pusher copies file by file, so a half-copied vers
 visible). A new version becomes AVAILABLE before any old one is dropped, and requests already
 holding the old one finish on it, so a swap fails no request. A version whose directory is
 deleted is unloaded, as TF Serving does, even when no other version is left to serve.
+
+Version labels (a release: `stable`, optionally `canary`, see serving/release.py) switch only
+once every version they name is AVAILABLE: the manager loads those first and keeps serving the
+previous labels meanwhile, so moving a label fails no request. A config that cannot be read, or
+whose labels name a version that is not on disk or fails to load, is rejected with one log line
+and the previous config and labels keep serving. A request without version or label goes to
+`stable` (or, with canary_traffic, that share of them to `canary`), else to the highest
+AVAILABLE version, which is all tensorflow_model_server ever does (deploy/README.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import random
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf import text_format
-from tensorflow_serving.apis import get_model_status_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from fmnist import features
+from serving import protos
 from serving.errors import not_found
 
 log = logging.getLogger(__name__)
-State = get_model_status_pb2.ModelVersionStatus.State
+# Through serving.protos, so `fmnist release` (which reads and writes configs with this module)
+# never pays for TensorFlow's runtime; a server process has imported TensorFlow already.
+State = protos.load().get_model_status_pb2.ModelVersionStatus.State
 
 
 def read_model_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+    """The ModelServerConfig text proto at `path`. Raises OSError if it cannot be read, ValueError
+    (one line, naming the file) if it is not a ModelServerConfig or lists no model."""
     with open(path) as stream:
-        config = text_format.Parse(stream.read(), model_server_config_pb2.ModelServerConfig())
+        text = stream.read()
+    try:
+        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as err:
+        raise ValueError(f"{path}: not a ModelServerConfig text proto: {_one_line(err)}") from None
     if not config.model_config_list.config:
         raise ValueError(f"{path}: model_config_list has no model")
     return config
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def single_model_config(name: str, base_path: str, labels: dict[str, int] | None = None,
@@ -46,8 +70,31 @@ def single_model_config(name: str, base_path: str, labels: dict[str, int] | None
 
 
 def write_model_config(config: model_server_config_pb2.ModelServerConfig, path: str) -> None:
-    with open(path, "w") as stream:
-        stream.write(text_format.MessageToString(config))
+    """Replaces `path` atomically: a temp file in the same directory, fsynced, renamed over it, so
+    a server polling the file never reads half of one. Keeps the old file's permission bits."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644  # mkstemp's 0600 would lock out a server running as another user
+    handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text_format.MessageToString(config))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    # The rename itself must survive a crash too.
+    directory_handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_handle)
+    finally:
+        os.close(directory_handle)
 
 
 def version_dirs(base_path: str) -> set[int]:
@@ -93,20 +140,32 @@ class ModelManager:
     """Which versions of which models are loaded, kept in step with the model config and the disk.
 
     `config_source` is called on every poll (so an edited config file takes effect without a
-    restart); `loader(name, version, path)` returns the servable or raises, and is called from
-    start() and then the poller thread, one load at a time. Lookups (resolve, status,
-    model_names) are thread-safe and never wait for a load: they see what is AVAILABLE now.
+    restart) and `config_name` names it in log lines; `loader(name, version, path)` returns the
+    servable or raises, and is called from start() and then the poller thread, one load at a
+    time. Lookups (resolve, status, labels, model_names) are thread-safe and never wait for a
+    load: they see what is AVAILABLE now. `canary_traffic` is the percent (0-100) of requests
+    without version or label that go to the `canary` label when there is one; `rng` draws that
+    choice per request (pass a seeded random.Random for a repeatable split).
     """
 
     def __init__(self, config_source: Callable[[], model_server_config_pb2.ModelServerConfig],
-                 loader: Callable[[str, int, str], object], poll_seconds: float = 2.0):
+                 loader: Callable[[str, int, str], object], poll_seconds: float = 2.0,
+                 canary_traffic: float = 0.0, rng: random.Random | None = None,
+                 config_name: str = "model config"):
+        if not 0.0 <= canary_traffic <= 100.0:
+            raise ValueError(f"canary traffic is a percentage within 0..100, got {canary_traffic:g}")
         self._config_source = config_source
         self._loader = loader
         self._poll_seconds = poll_seconds
+        self.canary_traffic = canary_traffic
+        self.rng = rng or random.Random()
+        self._config_name = config_name
         self._lock = threading.RLock()
         self._models: dict[str, model_server_config_pb2.ModelConfig] = {}
         self._versions: dict[str, dict[int, VersionState]] = {}
+        self._labels: dict[str, dict[str, int]] = {}  # the labels requests see, per model
         self._seen: dict[tuple[str, int], tuple] = {}  # last fingerprint per version dir
+        self._rejected: dict[str, str] = {}  # last problem logged, per model ("" for the config itself)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -134,8 +193,20 @@ class ModelManager:
 
     # -- syncing -----------------------------------------------------------------------------
     def sync(self, require_stable: bool = True) -> None:
-        config = self._config_source()
-        models = {m.name: m for m in config.model_config_list.config}
+        """One poll: re-reads the config, loads and unloads versions, switches labels. Raises if the
+        config cannot be read and none was read before; later, a bad config is logged (once) and
+        the previous one stays in force."""
+        try:
+            config = self._config_source()
+        except (OSError, ValueError) as err:
+            if not self._models:
+                raise
+            problem = _one_line(err)
+            self._reject("", problem if self._config_name in problem else f"{self._config_name}: {problem}")
+            models = dict(self._models)
+        else:
+            self._accept("")
+            models = {m.name: m for m in config.model_config_list.config}
         with self._lock:
             self._models = models
         for name, model in models.items():
@@ -158,14 +229,50 @@ class ModelManager:
         for version in sorted(to_load):
             self._load(name, version, os.path.join(model.base_path, str(version)), on_disk[version])
         with self._lock:
+            self._switch_labels(name, model, current, present)
             available = {v for v, s in current.items() if s.state == State.AVAILABLE}
             # Unload only what is no longer wanted, and never the last available version still on
             # disk unless a wanted one replaced it: load before unload, so a version still being
             # copied leaves the old one serving. A deleted version goes even if it is the last.
+            # Versions the labels in force name stay until the labels move off them.
             keep = (wanted & available) or (available & present)
+            keep |= set(self._labels.get(name, {}).values()) & available & present
             for version in sorted(available - keep):
                 log.info("unloading %s version %d", name, version)
                 current[version] = VersionState(State.END)
+
+    def _switch_labels(self, name: str, model, current: dict[int, VersionState], present: set[int]) -> None:
+        """Puts the config's labels in force once every version they name is AVAILABLE; rejects them
+        (previous labels stay) if one names a version that is not on disk or failed to load."""
+        labels = dict(model.version_labels)
+        if labels == self._labels.get(name, {}):
+            self._accept(name)
+            return
+        for label, version in sorted(labels.items()):
+            state = current.get(version)
+            if state is not None and state.state == State.AVAILABLE:
+                continue
+            if state is not None and state.error:
+                problem = f"label '{label}' names version {version}, which failed to load ({state.error})"
+            elif version not in present:
+                problem = f"label '{label}' names version {version}, which is not on disk in {model.base_path}"
+            else:
+                return  # still being copied or loaded: wait, the previous labels keep serving
+            self._reject(name, f"{self._config_name}: model '{name}': {problem}")
+            return
+        self._labels[name] = labels
+        self._accept(name)
+        log.info("%s labels now %s", name, _describe(labels))
+
+    def _reject(self, scope: str, problem: str) -> None:
+        problem = _one_line(problem)  # a TF load error spans lines; the log line must not
+        if self._rejected.get(scope) != problem:  # once per problem, not once per poll
+            self._rejected[scope] = problem
+            in_force = "; ".join(f"{n}: {_describe(labels)}" for n, labels in sorted(self._labels.items()))
+            log.error("rejected %s; still serving the previous labels (%s)", problem, in_force or "none")
+
+    def _accept(self, scope: str) -> None:
+        self._rejected.pop(scope, None)
 
     @staticmethod
     def _needs_load(current: VersionState | None, fingerprint: tuple) -> bool:
@@ -195,32 +302,57 @@ class ModelManager:
         with self._lock:
             return sorted(self._models)
 
+    def labels(self, name: str) -> dict[str, int]:
+        """{label: version} in force for `name` (a config's new labels show up here only once they
+        switched). Raises a NOT_FOUND ServingError for an unknown model."""
+        with self._lock:
+            self._known(name)
+            return dict(self._labels.get(name, {}))
+
+    def _known(self, name: str) -> None:
+        if name not in self._models:
+            raise not_found(f"Servable not found for request: unknown model '{name}' "
+                            f"(serving: {', '.join(sorted(self._models)) or 'none'})")
+
+    def _label_version(self, name: str, label: str) -> int:
+        labels = self._labels.get(name, {})
+        if label not in labels:
+            raise not_found(f"model '{name}' has no version label '{label}' "
+                            f"(labels: {', '.join(sorted(labels)) or 'none'})")
+        return labels[label]
+
     def resolve(self, name: str, version: int | None = None, label: str | None = None):
-        """The Servable a request asks for: `version`, else `label`, else the latest AVAILABLE one.
+        """The Servable a request asks for: `version`, else `label`, else the route of a request
+        that names neither: `canary` for canary_traffic percent of them when that label exists,
+        else `stable`, else the latest AVAILABLE version.
 
         Raises a NOT_FOUND ServingError for an unknown model or label, or a version not AVAILABLE.
         The servable stays usable after it is unloaded, so a caller holding it can finish.
         """
         with self._lock:
-            if name not in self._models:
-                raise not_found(f"Servable not found for request: unknown model '{name}' "
-                                f"(serving: {', '.join(sorted(self._models)) or 'none'})")
+            self._known(name)
             versions = self._versions.get(name, {})
-            if label is not None:
-                labels = self._models[name].version_labels
-                if label not in labels:
-                    raise not_found(f"model '{name}' has no version label '{label}' "
-                                    f"(labels: {', '.join(sorted(labels)) or 'none'})")
-                version = labels[label]
             available = {v: s for v, s in versions.items() if s.state == State.AVAILABLE}
-            if version is None:
-                if not available:
+            if label is not None:
+                version = self._label_version(name, label)
+            elif version is None:
+                version = self._route(self._labels.get(name, {}), available)
+                if version is None:
                     raise not_found(f"model '{name}' has no version available yet")
-                return available[max(available)].servable
             if version not in available:
                 raise not_found(f"model '{name}' version {version} is not available "
                                 f"(available: {', '.join(map(str, sorted(available))) or 'none'})")
             return available[version].servable
+
+    def _route(self, labels: dict[str, int], available: dict[int, VersionState]) -> int | None:
+        canary, stable = labels.get(features.CANARY_LABEL), labels.get(features.STABLE_LABEL)
+        # Draw only when a canary could be chosen, so a seeded rng's sequence is the canary split's.
+        if canary in available and self.canary_traffic > 0 and self.rng.random() * 100 < self.canary_traffic:
+            return canary
+        if stable in available:
+            return stable
+        # No stable label, or its directory was deleted (unloaded, as TF Serving does): the latest.
+        return max(available, default=None)
 
     def status(self, name: str, version: int | None = None, label: str | None = None) -> list[tuple[int, int, str]]:
         """[(version, State, error message)] sorted by version, as GetModelStatus reports them:
@@ -230,12 +362,14 @@ class ModelManager:
             if name not in self._models:
                 raise not_found(f"unknown model '{name}'")
             if label is not None:
-                if label not in self._models[name].version_labels:
-                    raise not_found(f"model '{name}' has no version label '{label}'")
-                version = self._models[name].version_labels[label]
+                version = self._label_version(name, label)
             versions = self._versions.get(name, {})
             if version is not None:
                 if version not in versions:
                     raise not_found(f"model '{name}' has no version {version}")
                 versions = {version: versions[version]}
             return [(v, s.state, s.error) for v, s in sorted(versions.items())]
+
+
+def _describe(labels: dict[str, int]) -> str:
+    return ", ".join(f"{label}={version}" for label, version in sorted(labels.items())) or "none"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from serving.errors import OK
 
@@ -23,6 +23,11 @@ class ServingMetrics:
                                  labels, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("fmnist_serving_batch_size", "Rows per TF call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        # Per loaded version: 0 replayed means it had no warmup file (a failed warmup fails the load).
+        self.warmup_requests = Counter("fmnist_serving_warmup_requests", "Warmup requests replayed while loading",
+                                       ["model", "version"], registry=self.registry)
+        self.warmup_seconds = Gauge("fmnist_serving_warmup_seconds", "Time the last load of a version spent "
+                                    "replaying its warmup requests", ["model", "version"], registry=self.registry)
 
     @contextmanager
     def observe(self, model: str, api: str, transport: str, outcome: dict):
@@ -35,6 +40,11 @@ class ServingMetrics:
             version = str(outcome.get("version", ""))
             self.latency.labels(model, version, api, transport).observe(time.perf_counter() - started)
             self.requests.labels(model, version, api, transport, str(outcome.get("code", OK))).inc()
+
+    def record_warmup(self, model: str, version: int, requests: int, seconds: float) -> None:
+        """A version's warmup finished (Servable's on_warmup callback)."""
+        self.warmup_requests.labels(model, str(version)).inc(requests)
+        self.warmup_seconds.labels(model, str(version)).set(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

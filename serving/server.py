@@ -12,9 +12,11 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from functools import cache
 
 from fmnist import features
 
@@ -28,14 +30,112 @@ class ServerOptions:
     base_path: str = "outputs/fashion-mnist/serving_model"
     model_config_file: str | None = None  # TF Serving text proto; overrides model_name/base_path
     version_labels: dict[str, int] = field(default_factory=dict)
-    host: str = "0.0.0.0"
+    # Percent (0-100) of requests without version or label sent to the `canary` label when there is
+    # one (the rest go to `stable`). This project's server only: tensorflow_model_server has no share.
+    canary_traffic: float = 0.0
+    # Loopback unless told otherwise: exposing the server is a decision (host="0.0.0.0").
+    host: str = "127.0.0.1"
     rest_port: int = 8501
     grpc_port: int = 8500
     poll_seconds: float = 2.0
     max_batch_size: int = 64
     batch_timeout_ms: float = 0.0
-    max_request_bytes: int = 8 << 20
+    max_request_bytes: int = 8 << 20  # REST body and gRPC message (both directions)
+    max_request_instances: int = 1024  # rows per Predict/Classify, on both transports
+    # PEM files, both or neither: REST becomes https and gRPC TLS-only (load_tls checks them).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     use_tf_serving: bool | None = None  # None: whenever the binary is on PATH
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """A server's certificate chain and private key (PEM), read and checked once at start-up."""
+
+    cert_file: str
+    key_file: str
+    cert_chain: bytes
+    private_key: bytes
+
+
+class _EncryptedKeyError(Exception):
+    pass
+
+
+def _refuse_encrypted_key() -> bytes:
+    # Without a password callback OpenSSL would prompt on the terminal: a server would hang there.
+    raise _EncryptedKeyError
+
+
+def load_tls(options: ServerOptions) -> TlsMaterial | None:
+    """The certificate and key `options` name, checked; None when neither is set.
+
+    Raises ValueError (one line) when only one is set, a file cannot be read, the certificate file
+    holds no PEM certificate, or the key is encrypted, not PEM, or not the certificate's key.
+    """
+    cert_file, key_file = options.tls_cert_file, options.tls_key_file
+    if not cert_file and not key_file:
+        return None
+    if not (cert_file and key_file):
+        given, missing = (("tls_cert_file (--tls-cert)", "tls_key_file (--tls-key)") if cert_file
+                          else ("tls_key_file (--tls-key)", "tls_cert_file (--tls-cert)"))
+        raise ValueError(f"TLS needs a certificate and its private key: {given} was given without {missing}")
+    pem = {}
+    for what, path in (("certificate", cert_file), ("private key", key_file)):
+        try:
+            with open(path, "rb") as stream:
+                pem[what] = stream.read()
+        except OSError as err:
+            raise ValueError(f"cannot read the TLS {what} {path}: {err.strerror}") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=pem["certificate"].decode("latin-1"))
+    except ssl.SSLError:
+        raise ValueError(f"the TLS certificate {cert_file} holds no PEM certificate") from None
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file, password=_refuse_encrypted_key)
+    except _EncryptedKeyError:
+        raise ValueError(f"the TLS private key {key_file} is encrypted: the server starts unattended, give it "
+                         "an unencrypted key readable only by its user") from None
+    except ssl.SSLError as err:
+        if err.reason == "KEY_VALUES_MISMATCH":
+            raise ValueError(f"the TLS private key {key_file} does not match the certificate {cert_file}") from None
+        raise ValueError(f"the TLS private key {key_file} holds no PEM private key") from None
+    return TlsMaterial(cert_file, key_file, pem["certificate"], pem["private key"])
+
+
+@cache
+def ssl_config_class() -> type:
+    """tensorflow.serving.SSLConfig, tensorflow_model_server's --ssl_config_file text proto.
+
+    The tensorflow-serving-api wheel does not ship tensorflow_serving/config/ssl_config.proto, so
+    its four fields are declared here, names and numbers as in that file.
+    """
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    proto = descriptor_pb2.FileDescriptorProto(name="tensorflow_serving/config/ssl_config.proto",
+                                               package="tensorflow.serving", syntax="proto3")
+    message = proto.message_type.add(name="SSLConfig")
+    field_type = descriptor_pb2.FieldDescriptorProto
+    for number, (name, kind) in enumerate([("server_key", field_type.TYPE_STRING),
+                                           ("server_cert", field_type.TYPE_STRING),
+                                           ("custom_ca", field_type.TYPE_STRING),
+                                           ("client_verify", field_type.TYPE_BOOL)], start=1):
+        message.field.add(name=name, number=number, type=kind, label=field_type.LABEL_OPTIONAL)
+    # A private pool: TensorFlow (or a future wheel) may register the same name in the default one.
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.SSLConfig"))
+
+
+def write_ssl_config(tls: TlsMaterial, path: str) -> None:
+    """Writes the SSLConfig for `tls` to `path`, readable by this user only: TF Serving wants the
+    key's PEM text inside the file, not its path. No client certificates are asked for."""
+    from google.protobuf import text_format
+
+    config = ssl_config_class()(server_key=tls.private_key.decode(), server_cert=tls.cert_chain.decode())
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        stream.write(text_format.MessageToString(config))
 
 
 def _model_config_source(options: ServerOptions):
@@ -47,8 +147,10 @@ def _model_config_source(options: ServerOptions):
     cache: dict = {}
 
     def source():
-        # Re-read when edited, so moving a label (canary -> stable) needs no restart.
-        mtime = os.stat(options.model_config_file).st_mtime_ns
+        # Re-read when edited, so moving a label (canary -> stable) needs no restart. The inode too:
+        # `fmnist release` replaces the file, and two rewrites can share a coarse mtime tick.
+        stat = os.stat(options.model_config_file)
+        mtime = (stat.st_mtime_ns, stat.st_ino, stat.st_size)
         if cache.get("mtime") != mtime:
             cache.update(mtime=mtime, config=read_model_config(options.model_config_file))
         return cache["config"]
@@ -59,11 +161,15 @@ class RunningServer:
     """This package's server, started in the background (tests, benchmarks) or run in the foreground.
 
     The constructor loads every version on disk (blocking) and binds both ports (0 picks a free
-    one: read rest_port/grpc_port after); a bad config or a busy port raises there. Then either
+    one: read rest_port/grpc_port after); bad TLS files (first, before any model loads), a bad
+    config or a busy port raise there. With TLS, REST is https only and gRPC TLS only. Then either
     start() (returns once REST accepts; stop() from any thread ends it) or serve_forever().
     """
 
     def __init__(self, options: ServerOptions):
+        tls = load_tls(options)  # before the imports below load TensorFlow: a bad file fails at once
+
+        import grpc
         import uvicorn
 
         from serving.batching import Batcher
@@ -76,13 +182,18 @@ class RunningServer:
 
         self.options = options
         self.metrics = ServingMetrics()
-        self.manager = ModelManager(_model_config_source(options), Servable, options.poll_seconds)
+        self.manager = ModelManager(_model_config_source(options), Servable.loader(self.metrics.record_warmup),
+                                    options.poll_seconds, canary_traffic=options.canary_traffic,
+                                    config_name=options.model_config_file or "model config")
         self.manager.start()
         self.batcher = Batcher(options.max_batch_size, options.batch_timeout_ms,
                                on_batch=self.metrics.batch_size.observe)
-        service = InferenceService(self.manager, self.batcher, self.metrics)
+        service = InferenceService(self.manager, self.batcher, self.metrics,
+                                   max_request_instances=options.max_request_instances)
+        credentials = grpc.ssl_server_credentials([(tls.private_key, tls.cert_chain)]) if tls else None
         self.grpc_server, self.grpc_port = create_server(service, options.grpc_port, options.host,
-                                                         max_message_bytes=options.max_request_bytes)
+                                                         max_message_bytes=options.max_request_bytes,
+                                                         credentials=credentials)
         self.grpc_server.start()
         self._socket = socket.create_server((options.host, options.rest_port))
         # Accepted connections inherit it: uvicorn writes headers and body separately, and
@@ -91,10 +202,12 @@ class RunningServer:
         self.rest_port = self._socket.getsockname()[1]
         self._rest = uvicorn.Server(uvicorn.Config(
             create_app(service, options.max_request_bytes), log_level="warning", access_log=False,
-            timeout_graceful_shutdown=10))
+            timeout_graceful_shutdown=10,
+            # uvicorn wraps the pre-bound socket in TLS too (Server.startup passes ssl= with sockets=).
+            ssl_certfile=tls.cert_file if tls else None, ssl_keyfile=tls.key_file if tls else None))
         self._thread: threading.Thread | None = None
-        log.info("serving models %s: REST on :%d, gRPC on :%d", self.manager.model_names(),
-                 self.rest_port, self.grpc_port)
+        log.info("serving models %s: REST on %s:%d, gRPC on %s:%d, %s", self.manager.model_names(),
+                 options.host, self.rest_port, options.host, self.grpc_port, "TLS" if tls else "plaintext")
 
     def serve_forever(self) -> None:
         """Blocks; SIGTERM/SIGINT stop accepting, finish in-flight requests, then return."""
@@ -133,8 +246,16 @@ class RunningServer:
 
 
 def tf_serving_command(options: ServerOptions, workdir: str) -> list[str]:
-    """The tensorflow_model_server invocation for these options (configs written into workdir)."""
+    """The tensorflow_model_server invocation for these options (configs written into workdir).
+
+    With TLS files, gRPC gets them through --ssl_config_file; TF Serving's REST API has no TLS, so
+    its port stays plaintext (terminate TLS in front of it). host, max_request_bytes and
+    max_request_instances have no tensorflow_model_server flag: it listens on every interface.
+    Bad TLS files raise ValueError (one line, see load_tls) before anything is written.
+    """
     from serving.manager import single_model_config, write_model_config
+
+    tls = load_tls(options)
 
     config_file = options.model_config_file
     if config_file is None:
@@ -149,11 +270,18 @@ def tf_serving_command(options: ServerOptions, workdir: str) -> list[str]:
         stream.write(f"max_batch_size {{ value: {options.max_batch_size} }}\n"
                      f"batch_timeout_micros {{ value: {int(options.batch_timeout_ms * 1000)} }}\n"
                      "num_batch_threads { value: 2 }\n")
-    return [TF_SERVING_BINARY, f"--port={options.grpc_port}", f"--rest_api_port={options.rest_port}",
-            f"--model_config_file={config_file}", "--model_config_file_poll_wait_seconds=60",
-            f"--file_system_poll_wait_seconds={max(1, round(options.poll_seconds))}",
-            f"--monitoring_config_file={monitoring}", "--enable_batching",
-            f"--batching_parameters_file={batching}"]
+    command = [TF_SERVING_BINARY, f"--port={options.grpc_port}", f"--rest_api_port={options.rest_port}",
+               f"--model_config_file={config_file}", "--model_config_file_poll_wait_seconds=60",
+               # So `fmnist release canary` can label a version that is still loading.
+               "--allow_version_labels_for_unavailable_models",
+               f"--file_system_poll_wait_seconds={max(1, round(options.poll_seconds))}",
+               f"--monitoring_config_file={monitoring}", "--enable_batching",
+               f"--batching_parameters_file={batching}"]
+    if tls is not None:
+        ssl_config = os.path.join(workdir, "ssl.config")
+        write_ssl_config(tls, ssl_config)
+        command.append(f"--ssl_config_file={ssl_config}")
+    return command
 
 
 def serve(options: ServerOptions) -> None:
@@ -164,8 +292,18 @@ def serve(options: ServerOptions) -> None:
     if use_tf_serving is None:
         use_tf_serving = shutil.which(TF_SERVING_BINARY) is not None
     if use_tf_serving:
+        load_tls(options)  # bad TLS files: one line, before a temporary directory is left behind
         workdir = tempfile.mkdtemp(prefix="tf-serving-")
         command = tf_serving_command(options, workdir)
+        # Said before the handover: what the options ask for and tensorflow_model_server cannot do.
+        limits = ([f"it listens on every interface, not only {options.host}"]
+                  if options.host not in ("0.0.0.0", "::") else [])
+        limits += ["its REST API has no TLS (gRPC has): put a TLS proxy in front"] if options.tls_cert_file else []
+        limits += [f"it has no traffic share: --canary-traffic {options.canary_traffic:g} is ignored and requests "
+                   "without version or label get the highest version (split traffic in front of it, "
+                   "deploy/README.md)"] if options.canary_traffic else []
+        if limits:
+            log.warning("%s: %s", TF_SERVING_BINARY, "; ".join(limits))
         log.info("running %s", " ".join(command))
         os.execvp(command[0], command)
     log.info("%s not on PATH: serving with the project's TF Serving-compatible server", TF_SERVING_BINARY)

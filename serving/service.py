@@ -26,24 +26,32 @@ class InferenceService:
     Future, so REST can await it and gRPC can block on it.
     """
 
-    def __init__(self, manager: ModelManager, batcher: Batcher, metrics: ServingMetrics):
+    def __init__(self, manager: ModelManager, batcher: Batcher, metrics: ServingMetrics,
+                 max_request_instances: int | None = None):
+        """max_request_instances: the most instances (rows) one Predict or Classify may carry; None
+        for no limit (warmup replays, which are the model's own files)."""
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
+        self.max_request_instances = max_request_instances
 
     def submit_predict(self, servable: Servable, signature_name: str | None, raw_inputs: dict) -> tuple[str, Future]:
         """(the signature used, a Future of {output: array}) for {input: JSON/proto values};
-        signature_name None means serving_default. Bad inputs raise a 400 ServingError now; the
-        Future can still fail with one if the model rejects what passed the checks."""
+        signature_name None means serving_default. Bad inputs, or more than max_request_instances
+        rows, raise a 400 ServingError now; the Future can still fail with one if the model
+        rejects what passed the checks."""
         signature = servable.signature(signature_name)
         inputs = servable.prepare(signature, raw_inputs)
+        # prepare() has checked that every input has the same number of rows: any one counts.
+        self._check_instances(next((a.shape[0] for a in inputs.values() if a.ndim), 1))
         return signature, self.batcher.submit(servable, signature, inputs)
 
     def submit_classify(self, servable: Servable, signature_name: str | None,
                         serialized_examples: np.ndarray) -> Future:
         """A Future of {"classes", "scores"} for serialized tf.Examples [N]; without signature_name,
-        the model's classification signature. A signature that is not a classifier, or bad inputs,
-        raise a 400 ServingError now."""
+        the model's classification signature. A signature that is not a classifier, bad inputs, or
+        more than max_request_instances examples raise a 400 ServingError now."""
+        self._check_instances(len(serialized_examples))
         signature = servable.signature(signature_name or self._classify_signature(servable))
         if servable.method_name(signature) != features.CLASSIFY_METHOD_NAME:
             raise bad_request(f"signature '{signature}' is not a classification signature "
@@ -51,6 +59,14 @@ class InferenceService:
         (input_name,) = servable.inputs[signature]
         inputs = servable.prepare(signature, {input_name: serialized_examples})
         return self.batcher.submit(servable, signature, inputs)
+
+    def _check_instances(self, count: int) -> None:
+        # Both transports pass here, so REST and gRPC refuse the same requests with the same words.
+        # The byte limit alone would let a request of tiny instances queue one huge TF call.
+        limit = self.max_request_instances
+        if limit is not None and count > limit:
+            raise bad_request(f"request has {count} instances, over the limit of {limit} per request: "
+                              "split it into smaller requests")
 
     @staticmethod
     def _classify_signature(servable: Servable) -> str:

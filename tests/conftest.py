@@ -25,6 +25,31 @@ def full_data_dir() -> Path:
     pytest.skip("full Fashion-MNIST files not found (run `fmnist fetch`)")
 
 
+@pytest.fixture(scope="module")
+def rest(server):
+    """An HTTP client on the module's `server` fixture (a RunningServer): its REST port."""
+    import httpx
+
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.rest_port}", timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def predict_cli(sample_dir):
+    """Runs `fmnist predict test:0-N ...` in a fresh interpreter: (exit code, output lines, stderr);
+    the last line says whether TensorFlow's runtime was loaded."""
+    import subprocess
+    import sys
+
+    def run(count: int, *args: str) -> tuple[int, list[str], str]:
+        argv = ["predict", f"test:0-{count - 1}", "--data-dir", str(sample_dir), *args]
+        script = (f"import sys\nfrom cli.main import main\ncode = main({argv!r})\n"
+                  "print('TF runtime loaded:', 'tensorflow.python' in sys.modules)\nsys.exit(code)\n")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        return done.returncode, done.stdout.strip().splitlines(), done.stderr
+    return run
+
+
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory, sample_dir) -> Path:
     """A SavedModel exported by the project's own code (Transform analyzers, Trainer fit,

@@ -15,6 +15,7 @@ from serving.metrics import PROMETHEUS_PATH
 from serving.server import ServerOptions
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+REPO = DEPLOY.parent
 GRPC_PORT, REST_PORT = ServerOptions.grpc_port, ServerOptions.rest_port
 
 
@@ -39,6 +40,32 @@ def _manifests() -> dict[str, dict]:
 
 def _model_config(text: str) -> model_server_config_pb2.ModelServerConfig:
     return text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+
+
+def _stages(dockerfile: Path) -> dict[str, str]:
+    """Build stage name (or its index, unnamed) -> its instructions, continuation lines joined."""
+    text = dockerfile.read_text().replace("\\\n", " ")
+    stages = {}
+    for index, stage in enumerate(re.split(r"^(?=FROM )", text, flags=re.M)[1:]):
+        named = re.match(r"FROM \S+ AS (\S+)", stage)
+        stages[named[1] if named else str(index)] = stage
+    return stages
+
+
+def _user_uid(stage: str) -> int:
+    """The numeric uid the stage ends up running as; fails on a root, named or missing USER."""
+    users = re.findall(r"^USER (\S+)$", stage, re.M)
+    first_non_root = next((i for i, user in enumerate(users) if user.split(":")[0] not in ("root", "0")), None)
+    assert first_non_root is not None, f"no non-root USER line (USER lines: {users}): it would run as root"
+    for user in users[first_non_root:]:  # nothing after it switches back to root
+        uid = user.split(":")[0]
+        assert uid.isdigit() and int(uid) != 0, f"USER {user}: not a numeric non-root uid"
+    return int(users[-1].split(":")[0])
+
+
+# The images that serve: the TF Serving image, and the project image's `serving` target.
+SERVING_STAGES = {"tensorflow_model_server": (DEPLOY / "serving" / "Dockerfile", "0"),
+                  "fmnist serve": (REPO / "Dockerfile", "serving")}
 
 
 def test_image_serves_the_baked_model_under_the_clients_model_name():
@@ -74,9 +101,9 @@ def test_deployments_agree_with_the_image_and_the_service(deployment):
     assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == (str(REST_PORT), PROMETHEUS_PATH)
 
     # The model config it reads is the ConfigMap it mounts, and that config is valid TF Serving config.
-    (mount,) = container["volumeMounts"]
-    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
-    configmap = manifests[f"ConfigMap/{volume['configMap']['name']}"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if "configMap" in volumes[m["name"]]]
+    configmap = manifests[f"ConfigMap/{volumes[mount['name']]['configMap']['name']}"]
     config_file = flags["model_config_file"]
     assert config_file.startswith(mount["mountPath"] + "/")
     (model,) = _model_config(configmap["data"][config_file.rsplit("/", 1)[1]]).model_config_list.config
@@ -118,3 +145,61 @@ def test_the_project_image_selects_keras_2_like_every_entry_point():
 
     dockerfile = (DEPLOY.parent / "Dockerfile").read_text()
     assert re.search(rf"\b{tf_env.LEGACY_KERAS_VARIABLE}={tf_env.LEGACY_KERAS_VALUE}\b", dockerfile)
+
+
+# -- least privilege -------------------------------------------------------------------------
+@pytest.mark.parametrize("server", sorted(SERVING_STAGES))
+def test_serving_images_run_as_a_numeric_non_root_user_with_home_in_tmp(server):
+    dockerfile, stage = SERVING_STAGES[server]
+    instructions = _stages(dockerfile)[stage]
+    assert _user_uid(instructions) > 0
+    assert re.search(r"^ENV HOME=/tmp$", instructions, re.M)
+
+
+def test_the_project_server_image_listens_beyond_loopback_and_the_default_target_is_the_pipeline():
+    stages = _stages(REPO / "Dockerfile")
+    command = json.loads(re.search(r"^CMD (\[.*\])$", stages["serving"], re.M)[1])
+    assert command[:1] == ["serve"] and command[command.index("--host") + 1] == "0.0.0.0"
+    # `docker build .` (cloudbuild.yaml) builds the last stage: the pipeline image, Beam's boot first.
+    assert list(stages)[-1] == "pipeline" and 'ENTRYPOINT ["/opt/apache/beam/boot"]' in stages["pipeline"]
+
+
+def test_every_deployment_runs_non_root_read_only_without_privileges():
+    image_uid = _user_uid(_stages(DEPLOY / "serving" / "Dockerfile")["0"])
+    deployments = [d for name, d in _manifests().items() if name.startswith("Deployment/")]
+    assert deployments
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod["containers"]:
+            where = f"{deployment['metadata']['name']}/{container['name']}"
+            context = container.get("securityContext", {})
+            effective = {**pod.get("securityContext", {}), **context}  # the container's own win
+            assert effective.get("runAsNonRoot") is True, where
+            assert effective.get("runAsUser") == image_uid, where
+            assert effective.get("seccompProfile") == {"type": "RuntimeDefault"}, where
+            # Container-only fields: a pod-level value would not exist.
+            assert context.get("readOnlyRootFilesystem") is True, where
+            assert context.get("allowPrivilegeEscalation") is False, where
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], where
+            (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert "emptyDir" in volumes[tmp["name"]], where
+
+
+def _gcloud_run_deploys(text: str) -> list[str]:
+    """Every `gcloud run deploy` command in a shell script or Markdown, continuation lines joined."""
+    return [line for line in text.replace("\\\n", " ").splitlines() if "gcloud run deploy" in line]
+
+
+@pytest.mark.parametrize("path", ["cloudbuild.yaml", "deploy/README.md", "docs/gcp.md"])
+def test_cloud_run_is_never_deployed_open_to_unauthenticated_calls(path):
+    text = (REPO / path).read_text()
+    if path.endswith(".yaml"):  # the shell inside the build steps
+        text = "\n".join(arg for step in yaml.safe_load(text)["steps"] for arg in step.get("args", []))
+    deploys = _gcloud_run_deploys(text)
+    assert deploys, f"no gcloud run deploy in {path}"
+    assert all("--no-allow-unauthenticated" in deploy for deploy in deploys)
+    assert "--allow-unauthenticated" not in text  # (not a substring of --no-allow-unauthenticated)
+    # One named account may call it, with roles/run.invoker on the service.
+    assert re.search(r"gcloud run services add-iam-policy-binding fashion-mnist-serving .*"
+                     r"--member \"?serviceAccount:\S+ --role roles/run.invoker", text.replace("\\\n", " "))

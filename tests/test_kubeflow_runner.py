@@ -61,7 +61,7 @@ def _container(pipeline, task: str) -> dict:
 def test_every_component_is_compiled_and_runs_in_the_project_image(compiled):
     tasks = set(_tasks(compiled))
     assert {"ExampleGen", "TestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
-            "DriftGate", "Transform", "Trainer", "Evaluator", "TestEvaluator", "Pusher"} <= tasks
+            "DriftGate", "Transform", "Trainer", "Evaluator", "TestEvaluator", "ServingValidator", "Pusher"} <= tasks
     # No rolling-window resolver: the Vertex compiler has no span-range query (tfx_pipeline.span_window).
     assert {t for t in tasks if "resolver" in t} == {"latest_blessed_model_resolver-model-blessing-resolver",
                                                      "latest_blessed_model_resolver-model-resolver",
@@ -115,7 +115,26 @@ def test_pusher_deploys_to_a_vertex_endpoint_with_a_traffic_split(compiled):
     serving = config["ai_platform_serving_args"]
     assert serving["endpoint_name"] == "fashion-mnist" and serving["project_id"] == "demo-proj"
     assert serving["traffic_percentage"] == 10
-    assert set(_tasks(compiled)["Pusher"]["dependentTasks"]) == {"Evaluator", "Trainer"}
+    # It pushes the copy the serving check validated (with its warmup requests), once both blessed it.
+    pusher = _tasks(compiled)["Pusher"]
+    assert set(pusher["dependentTasks"]) == {"Evaluator", "ServingValidator"}
+    assert set(pusher["inputs"]["artifacts"]) == {"model_blessing", "infra_blessing"}
+
+
+def test_serving_validation_runs_in_the_project_image_with_its_settings(compiled):
+    """TFX's InfraValidator needs Docker beside it, which Vertex Pipelines does not give: the
+    project's ServingValidator runs there, on the Trainer's model and the official test split."""
+    validator = _tasks(compiled)["ServingValidator"]
+    assert set(validator["dependentTasks"]) == {"Trainer", "Evaluator", "TestExampleGen"}
+    assert _parameter(compiled, "ServingValidator", "split") == "test"
+    warmup = _tasks(compiled)["ServingValidator"]["inputs"]["parameters"]["warmup_requests"]
+    assert warmup["runtimeValue"]["constantValue"] == {"intValue": "64"}
+    assert "InfraValidator" not in json.dumps(compiled)
+
+
+def test_tfx_infra_validator_is_refused_on_vertex():
+    with pytest.raises(SettingsError, match="serving_validator=tfx cannot run on Vertex Pipelines"):
+        kubeflow_runner.config_from_args([*BASE_FLAGS, "--serving-validator", "tfx"], environ={})
 
 
 def test_code_is_referenced_by_module_path_and_the_schema_by_its_path_in_the_image(compiled):
@@ -306,7 +325,7 @@ def test_cloud_build_tests_builds_pushes_then_compiles_with_the_same_image():
 
     build = yaml.safe_load((REPO / "cloudbuild.yaml").read_text())
     steps = {step["id"]: step for step in build["steps"]}
-    assert list(steps) == ["test", "build", "push", "compile-and-submit"]
+    assert list(steps) == ["test", "build", "push", "compile-and-submit", "deploy-serving"]  # the last: opt-in
     assert "bash .ci/run" in steps["test"]["args"][-1]  # the README's test command, as in CI
     image = steps["build"]["args"][steps["build"]["args"].index("-t") + 1]
     assert steps["push"]["args"] == ["push", image] and build["images"] == [image]

@@ -57,12 +57,6 @@ def server(tmp_path_factory, exported_model):
 
 
 @pytest.fixture(scope="module")
-def rest(server):
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.rest_port}", timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def channel(server):
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as opened:
         yield opened
@@ -84,7 +78,8 @@ def test_rest_status_for_model_version_and_label(rest):
 
 def test_rest_metadata_lists_the_signatures(rest):
     body = rest.get(f"/v1/models/{MODEL}/metadata").json()
-    assert body["model_spec"] == {"name": MODEL, "signature_name": "", "version": "2"}
+    # No version or label asked for: the `stable` one answers (the fixture's models.config labels it).
+    assert body["model_spec"] == {"name": MODEL, "signature_name": "", "version": "1"}
     signatures = body["metadata"]["signature_def"]["signature_def"]
     assert set(signatures) == {features.SERVING_DEFAULT, features.TF_EXAMPLE_SIGNATURE, features.CLASSIFY_SIGNATURE}
     images = signatures[features.SERVING_DEFAULT]["inputs"][features.IMAGES_INPUT]
@@ -235,7 +230,7 @@ def test_clients_agree_and_report_server_errors(server, test_images):
         GrpcClient(f"127.0.0.1:{server.grpc_port}", "nope").predict(images)
 
 
-@pytest.mark.parametrize(("label", "version"), [(None, 2), ("stable", 1), ("canary", 2)])
+@pytest.mark.parametrize(("label", "version"), [(None, 1), ("stable", 1), ("canary", 2)])
 def test_rest_client_reports_the_served_version_like_grpc(server, label, version, test_images):
     images = test_images[0][:2]
     via_rest = RestClient(f"127.0.0.1:{server.rest_port}", MODEL, label=label).predict(images)
@@ -248,7 +243,7 @@ def test_rest_version_header_leaves_the_tf_serving_body_alone(rest, test_images)
     predicted = rest.post(f"/v1/models/{MODEL}/labels/stable:predict", json={"instances": images.tolist()})
     assert predicted.headers["X-Model-Version"] == "1"
     assert set(predicted.json()) == {"predictions"}
-    classified = rest.post(f"/v1/models/{MODEL}:classify", json={
+    classified = rest.post(f"/v1/models/{MODEL}/labels/canary:classify", json={
         "examples": [{features.IMAGE_KEY: images.reshape(-1).astype(int).tolist()}]})
     assert classified.headers["X-Model-Version"] == "2"
     assert set(classified.json()) == {"results"}
@@ -257,7 +252,7 @@ def test_rest_version_header_leaves_the_tf_serving_body_alone(rest, test_images)
 @pytest.mark.parametrize(("version", "label", "expected", "metadata_calls"), [
     (1, None, 1, 0),  # pinned: no need to ask
     (None, "stable", 1, 1),
-    (None, None, 2, 1),
+    (None, None, 1, 1),  # unlabelled: stable
 ])
 def test_rest_client_without_the_version_header_falls_back(server, test_images, version, label, expected,
                                                            metadata_calls):
@@ -275,16 +270,10 @@ def test_rest_client_without_the_version_header_falls_back(server, test_images, 
     assert sum(path.endswith("/metadata") for path in seen) == metadata_calls
 
 
-def test_predict_cli_uses_no_tensorflow_runtime(server, sample_dir):
+def test_predict_cli_uses_no_tensorflow_runtime(server, predict_cli):
     """`fmnist predict` over gRPC: answers with class names and never loads TF's runtime."""
-    script = (
-        "import sys\nfrom cli.main import main\n"
-        f"code = main(['predict', 'test:0-2', '--data-dir', {str(sample_dir)!r}, '--transport', 'grpc', "
-        f"'--server', '127.0.0.1:{server.grpc_port}'])\n"
-        "print('TF runtime loaded:', 'tensorflow.python' in sys.modules)\nsys.exit(code)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.strip().splitlines()
+    code, lines, stderr = predict_cli(3, "--transport", "grpc", "--server", f"127.0.0.1:{server.grpc_port}")
+    assert code == 0, stderr
     assert len(lines) == 4 and all(line.startswith(f"test:{i}") for i, line in enumerate(lines[:3]))
     assert all("(true: " in line for line in lines[:3])
     assert lines[-1] == "TF runtime loaded: False"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import bigquery, dataset
+from fmnist.features import MAX_WARMUP_RECORDS
 from fmnist.settings import SettingsError, setting
 from modules.config import TrainingConfig
 
@@ -27,6 +28,8 @@ EXAMPLE_GEN_ID = "ExampleGen"  # one landed span: train + eval
 TEST_EXAMPLE_GEN_ID = "TestExampleGen"  # the official test split, the same for every span
 DRIFT_GATE_ID = "DriftGate"
 TRAINER_ID = "Trainer"
+SERVING_VALIDATOR_ID = "ServingValidator"
+PUSHER_ID = "Pusher"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,31 @@ class EvaluationThresholds:
     min_accuracy: float = setting(0.90, "blessing floor: accuracy on the whole eval split")
     min_class_recall: float = setting(0.70, "blessing floor: each class's recall on eval")
     max_accuracy_drop: float = setting(0.005, "blessing: largest accuracy drop vs the latest blessed model")
+
+
+SERVING_VALIDATORS = ("auto", "project", "tfx")
+
+
+@dataclass(frozen=True)
+class ServingValidationConfig:
+    """The serving check between Evaluator and Pusher (components/serving_validator.py)."""
+
+    serving_validator: str = setting(
+        "auto", "who serves the candidate before the push: tfx (TFX InfraValidator in local Docker), project "
+                "(this project's step: tensorflow_model_server if on PATH, else `fmnist serve`); auto: tfx when "
+                "a Docker daemon answers and the run is local, else project", choices=SERVING_VALIDATORS)
+    validation_requests: int = setting(24, "requests sent to the candidate over each of gRPC and REST")
+    validation_p99_ms: float = setting(1000.0, "serving validation: p99 latency budget per request, ms")
+    validation_load_timeout: float = setting(300.0, "serving validation: seconds the candidate has to load")
+    validation_tolerance: float = setting(1e-5, "serving validation: largest difference from the in-process model")
+    warmup_requests: int = setting(64, "warmup requests shipped in the pushed model (assets.extra, 1-1000)")
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.warmup_requests <= MAX_WARMUP_RECORDS:
+            raise SettingsError(f"warmup_requests must be within 1..{MAX_WARMUP_RECORDS} (TF Serving's limit), "
+                                f"got {self.warmup_requests}")
+        if self.validation_requests < 1:
+            raise SettingsError(f"validation_requests must be at least 1, got {self.validation_requests}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +84,7 @@ class PipelineSettings:
     no_cache: bool = setting(False, "re-run every component (default: unchanged inputs come from the cache)")
     training: TrainingConfig = field(default_factory=TrainingConfig)
     thresholds: EvaluationThresholds = field(default_factory=EvaluationThresholds)
+    serving_validation: ServingValidationConfig = field(default_factory=ServingValidationConfig)
 
     def __post_init__(self) -> None:
         if self.bigquery_table:
@@ -141,6 +170,11 @@ class PipelineConfig:
     beam_pipeline_args: tuple[str, ...] = ()
     vertex: VertexConfig | None = None  # set by kubeflow_runner.py: Dataflow, Vertex Training, endpoint
 
+    def __post_init__(self) -> None:
+        if self.vertex is not None and self.serving_validation.serving_validator == "tfx":
+            raise SettingsError("serving_validator=tfx cannot run on Vertex Pipelines (TFX's InfraValidator needs "
+                                "Docker or Kubernetes beside the component); use project or auto")
+
     @property
     def pipeline_name(self) -> str:
         return self.settings.pipeline_name
@@ -156,6 +190,10 @@ class PipelineConfig:
     @property
     def thresholds(self) -> EvaluationThresholds:
         return self.settings.thresholds
+
+    @property
+    def serving_validation(self) -> ServingValidationConfig:
+        return self.settings.serving_validation
 
     @property
     def enable_cache(self) -> bool:

@@ -3,13 +3,17 @@
 ExampleGen (one landed span) -> StatisticsGen -> ExampleValidator -> AnomaliesGate (the schema)
 -> DriftGate (vs the previous accepted span) -> [rolling window of accepted spans, local] ->
 Transform -> Trainer (warm-started from the latest blessed model) -> Evaluator (the span's `eval`
-hold-out, vs the latest blessed model) -> Pusher, plus TestEvaluator: the same metrics on the
-official `test` split (TestExampleGen, fixed across spans), reported, never gating a push.
+hold-out, vs the latest blessed model) -> ServingValidator (the candidate in a real model server,
+writing InfraBlessing and the warmup requests; TFX's InfraValidator where Docker answers) ->
+Pusher, plus TestEvaluator: the same metrics on the official `test` split (TestExampleGen, fixed
+across spans), reported, never gating a push.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from typing import Any
 
 from google.protobuf import json_format
@@ -17,19 +21,22 @@ from tfx import v1 as tfx
 from tfx.dsl.components.base.base_node import BaseNode
 from tfx.orchestration import data_types
 
-from fmnist import dataset
+from fmnist import dataset, features
 from tfx_pipeline import eval_config
 from tfx_pipeline.components import raw_example_gen as raw_example_gen_lib
 from tfx_pipeline.components.anomalies_gate import AnomaliesGate
 from tfx_pipeline.components.drift_gate import DriftGate, SpanStatistics
 from tfx_pipeline.components.raw_example_gen import span_example_gen
+from tfx_pipeline.components.serving_validator import ServingValidator
 from tfx_pipeline.config import (
     BLESSING_SPLIT,
     DRIFT_GATE_ID,
     EVALUATOR_ID,
     EXAMPLE_GEN_ID,
     PREPROCESSING_FN,
+    PUSHER_ID,
     REPORTED_SPLIT,
+    SERVING_VALIDATOR_ID,
     TEST_EVALUATOR_ID,
     TEST_EXAMPLE_GEN_ID,
     TRAINER_ID,
@@ -40,6 +47,8 @@ from tfx_pipeline.config import (
 from tfx_pipeline.span_window import AcceptedSpanWindow, LatestIfAny
 
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema")
+# The TF Serving release the TFX InfraValidator pulls: the one deploy/serving/Dockerfile serves with.
+TF_SERVING_IMAGE_TAG = "2.16.1"
 RANGE_CONFIG_PARAMETER = "range_config"  # Vertex runtime parameter: "" = the newest span
 
 
@@ -142,13 +151,19 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         eval_config=eval_config.create_eval_config(thresholds=None),
     ).with_id(TEST_EVALUATOR_ID)
 
-    pusher = _pusher(config, model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"])
+    # The candidate in a real model server before the push; the Pusher ships the validated copy
+    # (with its warmup requests) from the InfraBlessing, and only if both blessings say yes.
+    serving_validator = _serving_validator(config, model=trainer.outputs["model"],
+                                           model_blessing=evaluator.outputs["blessing"],
+                                           examples=test_example_gen.outputs["examples"]).with_id(SERVING_VALIDATOR_ID)
+    pusher = _pusher(config, model_blessing=evaluator.outputs["blessing"],
+                     infra_blessing=serving_validator.outputs["blessing"]).with_id(PUSHER_ID)
     if config.vertex is not None:  # the Beam-heavy components run on Dataflow
         for component in (example_gen, test_example_gen, statistics_gen, transform, evaluator, test_evaluator):
             component.with_beam_pipeline_args(config.vertex.dataflow_args())
     components = [example_gen, test_example_gen, schema_gen, statistics_gen, example_validator, anomalies_gate,
                   previous_span, drift_gate, window, transform, model_resolver, tuner, trainer, evaluator,
-                  test_evaluator, pusher]
+                  test_evaluator, serving_validator, pusher]
     return [c for c in components if c is not None]
 
 
@@ -202,6 +217,45 @@ def _tuner(config: PipelineConfig, custom_config: dict[str, Any], **inputs) -> B
             vertex.experimental.REMOTE_TRIALS_WORKING_DIR_KEY: f"{config.vertex.bucket}/tuner",
         },
         **inputs)
+
+
+def docker_daemon_answers() -> bool:
+    """Whether a local Docker daemon is reachable (what TFX's InfraValidator needs locally)."""
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def uses_tfx_infra_validator(config: PipelineConfig) -> bool:
+    """TFX's InfraValidator needs Docker (or Kubernetes) beside the component, which Vertex Pipelines
+    does not give it: there, and without a Docker daemon, the project's ServingValidator runs."""
+    choice = config.serving_validation.serving_validator
+    return choice == "tfx" or (choice == "auto" and config.vertex is None and docker_daemon_answers())
+
+
+def _serving_validator(config: PipelineConfig, model, model_blessing, examples) -> BaseNode:
+    settings = config.serving_validation
+    if uses_tfx_infra_validator(config):
+        # TFX's own: TF Serving in local Docker, Classify requests from the test split, warmup written.
+        return tfx.components.InfraValidator(
+            model=model, examples=examples,
+            serving_spec=tfx.proto.ServingSpec(
+                tensorflow_serving=tfx.proto.TensorFlowServing(tags=[TF_SERVING_IMAGE_TAG]),
+                local_docker=tfx.proto.LocalDockerConfig(), model_name=features.MODEL_NAME),
+            validation_spec=tfx.proto.ValidationSpec(
+                max_loading_time_seconds=int(settings.validation_load_timeout), num_tries=1),
+            request_spec=tfx.proto.RequestSpec(
+                tensorflow_serving=tfx.proto.TensorFlowServingRequestSpec(
+                    signature_names=[features.CLASSIFY_SIGNATURE]),
+                split_name=REPORTED_SPLIT, num_examples=settings.warmup_requests, make_warmup=True))
+    return ServingValidator(
+        model=model, model_blessing=model_blessing, examples=examples, split=REPORTED_SPLIT,
+        num_requests=settings.validation_requests, warmup_requests=settings.warmup_requests,
+        p99_budget_ms=settings.validation_p99_ms, load_timeout_s=settings.validation_load_timeout,
+        tolerance=settings.validation_tolerance)
 
 
 def _pusher(config: PipelineConfig, **inputs) -> BaseNode:

@@ -25,7 +25,9 @@ from fmnist import features
 from reports.evaluation import load_latest
 from reports.html_report import default_report_path
 from reports.misclassified import predict_split
+from tfx_pipeline.components.serving_validator import NOT_EVALUATED
 from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT, EvaluationThresholds
+from tfx_pipeline.serving_validation.server_process import PROJECT_SERVER
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK = os.path.join(REPO, "notebooks", "evaluation_review.ipynb")
@@ -73,6 +75,9 @@ def test_first_run_is_judged_on_the_floors_alone_and_pushed(history):
                                            for c, name in enumerate(features.CLASS_NAMES)])
     assert all(check.passed for check in judged.checks)
     assert len(history["first_pushed"]) == 1
+    served = first.serving_validation  # the serving check ran on it before the push
+    assert served["blessed"] is True and served["reason"] == "" and served["server"] == PROJECT_SERVER
+    assert served["requests"] > 0 and served["p99_ms"] > 0
 
 
 def test_metrics_are_computed_on_both_splits_and_agree_with_each_other(history):
@@ -135,11 +140,13 @@ def test_weak_model_with_no_baseline_is_not_blessed_and_nothing_is_pushed(tmp_pa
     assert weak.blessed is False and weak.baseline_model_uri is None
     assert "accuracy" in _fail_rules(weak)
     assert weak.judged.validation_ok is False and weak.judged.failures
+    assert weak.serving_validation["reason"] == NOT_EVALUATED  # never served: no time spent on it
     assert _pushed_versions(config) == []
     report = cli.main(["report", "--pipeline-root", config.pipeline_root, "--mistakes", "8"])
     assert report == 0
     page = default_report_path(os.path.dirname(config.pipeline_root)).read_text()
     assert "NOT BLESSED" in page
+    assert f"NOT INFRA-BLESSED, not pushed: {NOT_EVALUATED}" in page
 
 
 class _PageParser(HTMLParser):
@@ -177,9 +184,10 @@ def test_report_shows_the_latest_evaluation_with_baseline(second_run, tmp_path):
     page.feed(out.read_text())
     text = " ".join(page.text)
 
-    assert {"decision", "checks", "overall", "per-class-eval", "per-class-test", "mistakes",
+    assert {"decision", "checks", "serving-validation", "overall", "per-class-eval", "per-class-test", "mistakes",
             "baseline-eval"} <= page.ids
     assert "BLESSED: every rule passed" in text
+    assert f"SERVES: the {PROJECT_SERVER} loaded it" in text and len(page.table_rows["serving"]) == 2
     assert len(page.table_rows["checks"]) == 1 + len(second_run["second"].judged.checks)
     # the per-class tables (eval, then test): a header and one row per class each
     assert len(page.table_rows["per-class"]) == 2 * (1 + features.NUM_CLASSES)

@@ -8,6 +8,7 @@ Transform, or before the pipeline, and push nothing.
 import dataclasses
 import gzip
 import json
+import os
 import shutil
 
 import numpy as np
@@ -19,13 +20,13 @@ import local_runner
 from fmnist import dataset, features
 from fmnist.dataset import read_split
 from modules import inference, signatures
-from reports.misclassified import read_examples
+from modules.inference import read_examples
 from tfx_pipeline import console, metadata
 
 EXPECTED_COMPONENTS = {
     "ExampleGen", "TestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
     "previous_span_resolver", "DriftGate", "span_window_resolver", "Transform", "Trainer",
-    "latest_blessed_model_resolver", "Evaluator", "TestEvaluator", "Pusher",
+    "latest_blessed_model_resolver", "Evaluator", "TestEvaluator", "ServingValidator", "Pusher",
 }
 
 
@@ -88,6 +89,22 @@ def test_pushed_model_returns_probabilities_for_a_test_image(good_run, sample_di
     assert outputs["class_name"].numpy()[0].decode() == features.CLASS_NAMES[class_id]
 
 
+def test_the_pushed_model_is_the_serving_checks_copy_with_its_warmup_requests(good_run):
+    """The Pusher ships what the ServingValidator served (InfraBlessing, has_model), warmup included."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    (infra,) = _outputs(good_run, "ServingValidator", "blessing")
+    assert infra.custom_properties["blessed"].int_value == 1 and infra.custom_properties["has_model"].int_value == 1
+    pushed = inference.latest_version_dir(good_run.serving_model_dir)
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
+               for r in tf.data.TFRecordDataset(f"{pushed}/{features.WARMUP_FILE}")]
+    assert len(records) == good_run.serving_validation.warmup_requests
+    assert {r.WhichOneof("log_type") for r in records} == {"predict_log", "classify_log"}
+    with open(f"{infra.uri}/stamped_model/{features.WARMUP_FILE}", "rb") as validated, \
+            open(f"{pushed}/{features.WARMUP_FILE}", "rb") as shipped:
+        assert validated.read() == shipped.read()
+
+
 def test_pushed_model_is_better_than_chance_on_the_test_split(good_run, sample_dir):
     pushed = inference.latest_version_dir(good_run.serving_model_dir)
     assert inference.model_accuracy(pushed, str(sample_dir), "idx") > 0.6
@@ -103,8 +120,21 @@ def test_classify_signature_is_marked_for_tf_serving(good_run):
     assert set(signature.inputs) == {"inputs"} and set(signature.outputs) == {"classes", "scores"}
 
 
+def _release(config) -> tuple[int | None, int | None]:
+    from serving.release import FileRelease
+
+    state = FileRelease(str(local_runner.release_config_file(config))).status()
+    return state.stable, state.canary
+
+
+def test_the_first_push_is_released_as_stable(good_run):
+    pushed = int(inference.latest_version_dir(good_run.serving_model_dir).rsplit("/", 1)[1])
+    assert _release(good_run) == (pushed, None)
+
+
 def test_rerun_on_the_same_span_reuses_the_data_and_warm_starts_from_the_first_model(good_run):
     (first_model,) = _outputs(good_run, "Trainer", "model")
+    stable, _ = _release(good_run)
     local_runner.run(good_run)
     runs = metadata.component_runs(good_run.metadata_path, good_run.pipeline_name)
     states = {r.component: r.state for r in runs}
@@ -136,6 +166,10 @@ def test_rerun_on_the_same_span_reuses_the_data_and_warm_starts_from_the_first_m
     if drop > good_run.thresholds.max_accuracy_drop + 1e-9:
         assert not validation.validation_ok, validation
     assert report.blessed == validation.validation_ok
+    # A pushed retrain is released as the canary beside the first model, which stays stable.
+    versions = sorted(int(v) for v in os.listdir(good_run.serving_model_dir))
+    assert _release(good_run) == ((stable, versions[-1]) if report.blessed else (stable, None))
+    assert len(versions) == (2 if report.blessed else 1)
 
 
 def _copy_sample(sample_dir, dest):

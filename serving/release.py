@@ -1,0 +1,340 @@
+"""Canary releases on a TF Serving model config: the `fmnist release` operations.
+
+A release is TF Serving's own canary layout in a ModelServerConfig (the file `fmnist serve
+--model-config-file`, tensorflow_model_server and the Kubernetes ConfigMap all read):
+
+    model_version_policy { specific { versions: S versions: C } }
+    version_labels { key: "stable" value: S }  version_labels { key: "canary" value: C }
+
+`FileRelease` moves those labels: start_canary(C) adds a canary beside the stable version,
+promote() makes the canary stable and drops the old stable, rollback() drops the canary. Each
+rewrite is validated first (the version directory must hold a saved_model.pb), holds an fcntl lock
+on `<file>.lock` so two commands never interleave, and replaces the file atomically, so a server
+polling it sees either the old release or the new one. The project server (serving/manager.py)
+switches its labels only once the versions they name are loaded, so no request fails while a label
+moves.
+
+Gates (`error_rate_gate`, `agreement_gate`) measure the canary on a running server before a
+promotion; a gate that misses its threshold raises GateRefusedError and the file is left as it was.
+serving/vertex_release.py does the same on a Vertex AI endpoint's traffic split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+import numpy as np
+
+from fmnist import features
+
+# Where the local runner writes the release config, beside its push directory (serving_model/).
+DEFAULT_CONFIG_FILE: Final = "outputs/fashion-mnist/models.config"
+STABLE, CANARY = features.STABLE_LABEL, features.CANARY_LABEL
+REQUESTS_METRIC: Final = "fmnist_serving_requests_total"  # serving/metrics.py's counter, as exposed
+
+Version = int | str  # a version number (model config) or a deployed model ID (Vertex)
+
+
+class ReleaseError(RuntimeError):
+    """A release operation refused, with one line saying why; nothing was changed."""
+
+
+class GateRefusedError(ReleaseError):
+    """A promotion gate measured the canary below its threshold."""
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    """Where a release stands: which version is stable, which is the canary (None: none)."""
+
+    where: str  # the config file, or the Vertex endpoint's resource name
+    model: str
+    stable: Version | None
+    canary: Version | None
+    serving: tuple[str, ...] = ()  # what is loaded or deployed, one description each
+    notes: tuple[str, ...] = field(default=(), compare=False)  # what an operation did or measured
+
+    def summary(self) -> str:
+        return f"stable {_or_none(self.stable)}, canary {_or_none(self.canary)}"
+
+    def lines(self) -> list[str]:
+        return [f"{self.where}: model {self.model}", f"stable   {_or_none(self.stable)}",
+                f"canary   {_or_none(self.canary)}", *(f"serving  {item}" for item in self.serving)]
+
+
+def _or_none(version: Version | None) -> str:
+    return "none" if version is None else str(version)
+
+
+Gate = Callable[[ReleaseState], str]  # returns what it measured; raises GateRefusedError on a miss
+
+
+class Release(Protocol):
+    """The operations `fmnist release` runs, on a model config file or a Vertex endpoint."""
+
+    def status(self) -> ReleaseState: ...
+
+    def start_canary(self, version: str) -> ReleaseState: ...
+
+    def promote(self, gates: Sequence[Gate] = ()) -> ReleaseState: ...
+
+    def rollback(self) -> ReleaseState: ...
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    """Holds an exclusive fcntl lock on `path`.lock (created beside it, left there) for the block."""
+    with open(f"{path}.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _set_release(model, stable: int, canary: int | None) -> None:
+    """Labels stable (and canary) on a ModelConfig and loads exactly the labelled versions."""
+    labels = model.version_labels
+    labels[STABLE] = stable
+    if canary is None:
+        labels.pop(CANARY, None)
+    else:
+        labels[CANARY] = canary
+    policy = model.model_version_policy
+    policy.ClearField("specific")  # also clears `latest`/`all`: the policy is one oneof
+    # Every labelled version (a hand-added one too): tensorflow_model_server rejects a label on a
+    # version its policy does not load.
+    policy.specific.versions.extend(sorted(set(labels.values())))
+
+
+class FileRelease:
+    """Releases by version labels in a ModelServerConfig text file (see the module docstring).
+
+    `model_name` picks the model (default: the config's only one, else features.MODEL_NAME).
+    `base_path` is where its version directories are on this machine, for the saved_model.pb check
+    (default: the config's base_path) and the base_path of a config created by the first canary
+    (default: serving_model/ beside the config file). All operations raise ReleaseError (one line)
+    and leave the file as it was when they refuse.
+    """
+
+    def __init__(self, config_file: str = DEFAULT_CONFIG_FILE, model_name: str | None = None,
+                 base_path: str | None = None):
+        self.config_file = str(config_file)
+        self.model_name = model_name
+        self.base_path = None if base_path is None else str(base_path)
+
+    # -- reading ----------------------------------------------------------------------------
+    def _read(self, create: bool = False):
+        from serving.manager import read_model_config, single_model_config
+
+        if not os.path.exists(self.config_file):
+            if not create:
+                raise ReleaseError(f"{self.config_file} does not exist (`fmnist release canary VERSION` "
+                                   "writes it, or pass --model-config-file)")
+            base = self.base_path or os.path.join(os.path.dirname(os.path.abspath(self.config_file)), "serving_model")
+            config = single_model_config(self.model_name or features.MODEL_NAME, base)
+            return config, config.model_config_list.config[0]
+        try:
+            config = read_model_config(self.config_file)
+        except (OSError, ValueError) as err:
+            raise ReleaseError(" ".join(str(err).split())) from None
+        models = {m.name: m for m in config.model_config_list.config}
+        name = self.model_name or (next(iter(models)) if len(models) == 1 else features.MODEL_NAME)
+        if name not in models:
+            raise ReleaseError(f"{self.config_file} has no model '{name}' (models: {', '.join(sorted(models))}; "
+                               "pick one with --model-name)")
+        return config, models[name]
+
+    def _state(self, model, *notes: str) -> ReleaseState:
+        labels = model.version_labels
+        policy = model.model_version_policy
+        kind = policy.WhichOneof("policy_choice") or "latest"
+        if kind == "specific":
+            loads = "versions " + ", ".join(map(str, policy.specific.versions))
+        elif kind == "all":
+            loads = "every version"
+        else:
+            loads = f"the latest {max(1, policy.latest.num_versions)} version(s)"
+        others = [f"label {k}={v}" for k, v in sorted(labels.items()) if k not in (STABLE, CANARY)]
+        return ReleaseState(self.config_file, model.name, labels.get(STABLE), labels.get(CANARY),
+                            (f"{loads} of {model.base_path}", *others), notes)
+
+    def _check_version(self, model, version: Version) -> int:
+        """The version as a number, once its directory holds a saved_model.pb."""
+        text = str(version)
+        if not text.isdigit():
+            raise ReleaseError(f"a version is a number (a directory name under the base path), got {text!r}")
+        base = self.base_path or model.base_path
+        directory = os.path.join(base, text)
+        if not os.path.isfile(os.path.join(directory, "saved_model.pb")):
+            where = ("" if "://" not in base else
+                     " (a remote base path cannot be checked from here: pass --model-base-path to a local copy)")
+            raise ReleaseError(f"version {text}: no saved_model.pb in {directory}{where}")
+        return int(text)
+
+    # -- operations -------------------------------------------------------------------------
+    def status(self) -> ReleaseState:
+        """The release in the file now."""
+        return self._state(self._read()[1])
+
+    def start_canary(self, version: str) -> ReleaseState:
+        """Labels `version` canary beside the stable one (stable unchanged); with no stable label
+        yet (a new file, or one serving the latest version), `version` becomes stable directly.
+        Refuses a version already stable, or a second canary while one is running."""
+        from serving.manager import write_model_config
+
+        with _locked(self.config_file):
+            config, model = self._read(create=True)
+            number = self._check_version(model, version)
+            stable, canary = model.version_labels.get(STABLE), model.version_labels.get(CANARY)
+            if stable is None:
+                _set_release(model, number, None)
+                note = f"no stable version yet: {number} is stable directly"
+            elif number == stable:
+                raise ReleaseError(f"version {number} is already stable in {self.config_file}")
+            elif canary not in (None, number):
+                raise ReleaseError(f"version {canary} is already the canary in {self.config_file}: "
+                                   "promote or roll it back first")
+            else:
+                _set_release(model, stable, number)
+                note = f"version {number} is the canary beside stable {stable}"
+            write_model_config(config, self.config_file)
+            return self._state(model, note)
+
+    def promote(self, gates: Sequence[Gate] = ()) -> ReleaseState:
+        """stable := canary, the canary label and the old stable version dropped. Every gate runs
+        first, under the lock; the first refusal raises GateRefusedError and nothing is written."""
+        from serving.manager import write_model_config
+
+        with _locked(self.config_file):
+            config, model = self._read()
+            before = self._state(model)
+            if before.canary is None:
+                raise ReleaseError(f"{self.config_file} has no canary to promote (stable: {_or_none(before.stable)})")
+            canary = self._check_version(model, before.canary)
+            measured = [gate(before) for gate in gates]
+            _set_release(model, canary, None)
+            write_model_config(config, self.config_file)
+            return self._state(model, *measured, f"version {canary} is stable; {before.stable} is no longer served")
+
+    def rollback(self) -> ReleaseState:
+        """Drops the canary label and version; stable keeps serving everything."""
+        from serving.manager import write_model_config
+
+        with _locked(self.config_file):
+            config, model = self._read()
+            before = self._state(model)
+            if before.canary is None:
+                raise ReleaseError(f"{self.config_file} has no canary to roll back (stable: {_or_none(before.stable)})")
+            if before.stable is None:
+                raise ReleaseError(f"{self.config_file} labels a canary but no stable version to fall back to")
+            _set_release(model, before.stable, None)
+            write_model_config(config, self.config_file)
+            return self._state(model, f"canary {before.canary} dropped; stable {before.stable} serves everything")
+
+
+# -- promotion gates ------------------------------------------------------------------------------
+def request_counts(server: str, model: str, version: Version) -> tuple[int, int]:
+    """(requests, non-OK requests) the server counted for `version` of `model`, all APIs and both
+    transports, from its Prometheus `fmnist_serving_requests` counters (since it started)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from serving.metrics import PROMETHEUS_PATH
+
+    url = f"{server if server.startswith('http') else f'http://{server}'}{PROMETHEUS_PATH}"
+    try:
+        response = httpx.get(url, timeout=10)
+        response.raise_for_status()
+    except httpx.HTTPError as err:
+        raise ReleaseError(f"cannot read the metrics at {url}: {err}") from None
+    samples = [sample for family in text_string_to_metric_families(response.text) for sample in family.samples
+               if sample.name == REQUESTS_METRIC]
+    if not samples:
+        raise ReleaseError(f"{url} has no {REQUESTS_METRIC} counters: the error-rate gate needs `fmnist serve`'s "
+                           "metrics (tensorflow_model_server counts per model, not per version)")
+    mine = [s for s in samples if s.labels.get("model") == model and s.labels.get("version") == str(version)]
+    total = sum(s.value for s in mine)
+    errors = sum(s.value for s in mine if s.labels.get("code") != "OK")
+    return int(total), int(errors)
+
+
+def error_rate_gate(server: str, max_error_rate: float, min_requests: int) -> Gate:
+    """Refuses unless the canary answered at least `min_requests` requests on `server` (REST
+    host:port), and at most the fraction `max_error_rate` of them with a non-OK code."""
+
+    def gate(state: ReleaseState) -> str:
+        total, errors = request_counts(server, state.model, state.canary)
+        if total < min_requests:
+            raise GateRefusedError(f"canary version {state.canary} answered {total} requests on {server}, "
+                                   f"fewer than --min-requests {min_requests}: too few to judge its error rate")
+        rate = errors / total
+        if rate > max_error_rate:
+            raise GateRefusedError(f"canary version {state.canary} error rate {rate:.2%} ({errors} of {total} "
+                                   f"requests) is above --max-error-rate {max_error_rate:.2%}")
+        return f"gate passed: canary error rate {rate:.2%} ({errors} of {total} requests) <= {max_error_rate:.2%}"
+
+    return gate
+
+
+def _predicted_classes(client, images: np.ndarray, expected: Version, label: str, batch: int = 50) -> np.ndarray:
+    classes = []
+    for start in range(0, len(images), batch):
+        prediction = client.predict(images[start:start + batch])
+        if prediction.version != expected:
+            raise GateRefusedError(f"the server's '{label}' label answers with version {prediction.version}, "
+                                   f"the release says {expected}: wait until it has picked the config up")
+        classes.append(prediction.class_ids)
+    return np.concatenate(classes)
+
+
+def agreement_gate(server: str, images: np.ndarray, min_agreement: float) -> Gate:
+    """Refuses unless the canary predicts the same class as stable on at least the fraction
+    `min_agreement` of `images` ([N, 28, 28] or [N, 784] grey levels), both asked on `server`
+    (REST host:port) through their labels."""
+    from serving.client import ClientError, RestClient
+
+    def gate(state: ReleaseState) -> str:
+        answers = {}
+        for label, version in ((STABLE, state.stable), (CANARY, state.canary)):
+            client = RestClient(server, state.model, label=label)
+            try:
+                answers[label] = _predicted_classes(client, images, version, label)
+            except ClientError as err:
+                raise ReleaseError(f"agreement gate: {label} on {server}: {err}") from None
+            finally:
+                client.close()
+        agreement = float(np.mean(answers[STABLE] == answers[CANARY]))
+        if agreement < min_agreement:
+            raise GateRefusedError(f"canary version {state.canary} agrees with stable version {state.stable} on "
+                                   f"{agreement:.1%} of {len(images)} test images, "
+                                   f"below --min-agreement {min_agreement:.1%}")
+        return (f"gate passed: canary agrees with stable on {agreement:.1%} of {len(images)} test images "
+                f">= {min_agreement:.1%}")
+
+    return gate
+
+
+def served_labels(server: str, model: str = features.MODEL_NAME) -> dict[str, int | None]:
+    """{stable, canary: the version the server answers that label with, None if it has no such
+    label}, asked through TF Serving's REST status API (so any TF Serving server answers)."""
+    from serving.client import ClientError, RestClient
+
+    served: dict[str, int | None] = {}
+    for label in (STABLE, CANARY):
+        client = RestClient(server, model, label=label, timeout=10)
+        try:
+            statuses = client.status()["model_version_status"]
+            served[label] = int(statuses[0]["version"])
+        except ClientError as err:
+            if "HTTP 404" not in str(err):
+                raise ReleaseError(f"cannot ask {server} for its '{label}' label: {err}") from None
+            served[label] = None
+        finally:
+            client.close()
+    return served

@@ -1,0 +1,120 @@
+"""SavedModel warmup, as TF Serving does it: a model may ship `assets.extra/tf_serving_warmup_requests`
+(features.WARMUP_FILE), TFRecords of PredictionLog; each record's request is run once while the
+version loads, so the first real request does not pay for TF's first-call work (graph optimisation,
+kernel set-up). A file that cannot be replayed fails the load, as in TF Serving.
+
+Each request goes through the gRPC servicer, the same code a real Predict/Classify call runs (input
+checks, signature choice, batcher, servable.run), aimed at the version being loaded whatever its
+model_spec names.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import tensorflow as tf
+from google.protobuf.message import DecodeError
+from tensorflow_serving.apis import prediction_log_pb2
+
+from fmnist import features
+from serving.batching import Batcher
+from serving.grpc_service import PredictionServicer
+from serving.metrics import ServingMetrics
+from serving.service import InferenceService
+
+if TYPE_CHECKING:
+    from serving.servables import Servable
+
+# PredictionLog kinds that can be replayed, with the servicer method that runs them.
+# TF Serving also replays regress_log and multi_inference_log; this server has no Regress or
+# MultiInference API, so a model that ships them must fail here rather than skip its warmup.
+REPLAYED = {"predict_log": "Predict", "classify_log": "Classify"}
+
+
+class WarmupError(Exception):
+    """A warmup file that cannot be replayed: the message names the file and the record index."""
+
+
+class _RequestError(Exception):
+    """A warmup request the servicer rejected: "CODE: message"."""
+
+
+class _CallContext:
+    """Stands in for grpc.ServicerContext: the servicer reports a failed request through abort()."""
+
+    @staticmethod
+    def abort(code, details: str):
+        raise _RequestError(f"{code.name}: {details}")
+
+
+class _LoadingVersion:
+    """The manager as the servicer sees it during warmup: every request resolves to the version
+    being loaded, whatever its model_spec says, since that version is not in the manager yet."""
+
+    def __init__(self, servable: Servable):
+        self.servable = servable
+
+    def resolve(self, *_) -> Servable:
+        return self.servable
+
+
+def warmup_path(model_dir: str) -> str:
+    return os.path.join(model_dir, features.WARMUP_FILE)
+
+
+def read_logs(path: str) -> list[prediction_log_pb2.PredictionLog]:
+    """The PredictionLogs of a warmup file ([] if there is none). Raises WarmupError for an
+    unreadable record, more than features.MAX_WARMUP_RECORDS records or a kind that is not replayed,
+    all before any request runs."""
+    if not tf.io.gfile.exists(path):
+        return []
+    logs = []
+    records = iter(tf.data.TFRecordDataset(path))
+    while True:
+        index = len(logs)
+        try:
+            record = next(records)
+        except StopIteration:
+            return logs
+        except tf.errors.OpError as err:  # truncated or corrupt TFRecord, unreadable file
+            raise WarmupError(f"{path}: warmup record {index} is unreadable: {_one_line(err.message)}") from None
+        if index == features.MAX_WARMUP_RECORDS:  # read one past the limit, never the whole file
+            raise WarmupError(f"{path}: more than {features.MAX_WARMUP_RECORDS} warmup records (TF Serving's "
+                              f"limit); record {index} is one too many")
+        try:
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        except DecodeError as err:
+            raise WarmupError(f"{path}: warmup record {index} is not a PredictionLog: {err}") from None
+        kind = log.WhichOneof("log_type")
+        if kind not in REPLAYED:
+            raise WarmupError(f"{path}: warmup record {index} is {f'a {kind}' if kind else 'an empty PredictionLog'}; "
+                              f"warmup replays only {' and '.join(REPLAYED)}")
+        logs.append(log)
+
+
+def replay(servable: Servable, path: str) -> int:
+    """Runs every request of the warmup file at `path` against `servable`; returns how many ran
+    (0 without a file). Raises WarmupError, naming the file and the record index, for a file
+    read_logs() rejects or a request that fails."""
+    logs = read_logs(path)
+    if not logs:
+        return 0
+    # A batcher of its own: the server's may not exist yet (the first load runs before it is made).
+    batcher = Batcher()
+    servicer = PredictionServicer(InferenceService(_LoadingVersion(servable), batcher, ServingMetrics()))
+    try:
+        for index, log in enumerate(logs):
+            kind = log.WhichOneof("log_type")
+            call = getattr(servicer, REPLAYED[kind])
+            try:
+                call(getattr(log, kind).request, _CallContext())
+            except _RequestError as err:
+                raise WarmupError(f"{path}: warmup record {index} ({kind}) failed: {_one_line(str(err))}") from None
+    finally:
+        batcher.close()
+    return len(logs)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
