@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from ml_metadata.proto import metadata_store_pb2
@@ -25,6 +26,7 @@ import local_runner
 from fmnist import dataset, features, landing
 from reports.spans import span_run
 from serving.client import GrpcClient
+from serving.release import FileRelease
 from serving.server import RunningServer, ServerOptions
 from tfx_pipeline import metadata
 
@@ -121,6 +123,13 @@ def test_the_loop_trains_pushes_serves_and_stops_at_drift(loop, sample_dir):
         assert failures == [] and versions[0] == v1 and versions[-1] == v2
         switch = versions.index(v2)
         assert set(versions[:switch]) == {v1} and set(versions[switch:]) == {v2}
+        # v2 was loaded with the warmup requests the serving check shipped in it, replayed first.
+        metrics = httpx.get(f"http://127.0.0.1:{server.rest_port}/monitoring/prometheus/metrics").text
+        replayed = f'fmnist_serving_warmup_requests_total{{model="{features.MODEL_NAME}",version="{v2}"}}'
+        assert f"{replayed} {float(config.serving_validation.warmup_requests)}" in metrics
+        # ...and released as the canary beside v1, which stays stable until promoted.
+        state = FileRelease(str(local_runner.release_config_file(config))).status()
+        assert (state.stable, state.canary) == (v1, v2)
 
         line = _land_and_watch(loop, 3)
         assert line == ("span 3: 500 examples; stopped: span 3 drifted from span 2 (train split): image "
