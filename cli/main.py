@@ -70,6 +70,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.canary_traffic <= 100:
         raise ValueError(f"--canary-traffic is a percent within 0..100, got {args.canary_traffic:g}")
+    if args.log_sampling is not None and args.log_requests is None:
+        raise ValueError("--log-sampling needs --log-requests DIR (where the sampled requests go)")
     config_file = args.model_config_file
     if (config_file is None and not args.label and args.model_base_path == Path(ServerOptions.base_path)
             and Path(DEFAULT_CONFIG_FILE).is_file()):
@@ -85,6 +87,10 @@ def _serve(args: argparse.Namespace) -> int:
         tls_cert_file=str(args.tls_cert) if args.tls_cert else None,
         tls_key_file=str(args.tls_key) if args.tls_key else None,
         use_tf_serving={"auto": None, "yes": True, "no": False}[args.tf_serving],
+        log_requests_dir=str(args.log_requests) if args.log_requests else None,
+        # Only the request log flags given: the rest keep ServerOptions' defaults.
+        **{field: value for field, value in (("log_sampling", args.log_sampling), ("log_max_bytes", args.log_max_bytes),
+                                             ("log_max_seconds", args.log_max_seconds)) if value is not None},
     ))
     return 0
 
@@ -96,8 +102,10 @@ def _predict(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.inputs, args.data_dir)
     client = connect(args.transport, args.server, args.model_name, args.version, args.version_label,
                      ca_file=str(args.tls_ca) if args.tls_ca else None)
+    images = [i.image for i in inputs]
     try:
-        prediction = client.predict([i.image for i in inputs])
+        explanation = client.explain(images) if args.explain else None
+        prediction = explanation.prediction if explanation else client.predict(images)
     finally:
         client.close()
     width = max(len(i.name) for i in inputs)
@@ -105,6 +113,13 @@ def _predict(args: argparse.Namespace) -> int:
         ranked = "  ".join(f"{name} {p:.3f}" for name, p in top)
         truth = "" if item.label is None else f"  (true: {features.CLASS_NAMES[item.label]})"
         print(f"{item.name:<{width}}  {ranked}{truth}")
+    if explanation:
+        from fmnist import explain_render
+
+        for position, (item, attributions) in enumerate(zip(inputs, explanation.attributions, strict=True)):
+            explain_render.write_overlay(args.explain / explain_render.file_name(position, item.name), item.image,
+                                         attributions)
+        print(f"attribution overlays: {len(inputs)} PNGs in {args.explain}")
     return 0
 
 
@@ -183,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert (unencrypted)")
     serve.add_argument("--tf-serving", choices=["auto", "yes", "no"], default="auto",
                        help="run tensorflow_model_server (auto: when it is on PATH)")
+    serve.add_argument("--log-requests", type=Path, default=None, metavar="DIR",
+                       help="log sampled Predict/Classify requests and responses as PredictionLog TFRecords "
+                            "in DIR (this project's server only)")
+    serve.add_argument("--log-sampling", type=float, default=None, metavar="SHARE",
+                       help="share of requests logged, within 0..1 (default 1.0 with --log-requests)")
+    serve.add_argument("--log-max-bytes", type=int, default=None,
+                       help="start a new request log file past this size (default 64 MiB)")
+    serve.add_argument("--log-max-seconds", type=float, default=None,
+                       help="start a new request log file past this age (default 3600)")
     serve.set_defaults(handler=_serve)
 
     predict = commands.add_parser("predict", help="classify images through a running server")
@@ -197,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--version-label", default=None)
     predict.add_argument("--data-dir", type=Path, default=Path("data/raw"), help="where test:N inputs come from")
     predict.add_argument("--top", type=int, default=3)
+    predict.add_argument("--explain", type=Path, default=None, metavar="OUT_DIR",
+                         help="also ask the model's `explain` signature and write one PNG per image to OUT_DIR: "
+                              "the image in grey, the pixels that raised the predicted class in a heat ramp "
+                              "(see fmnist/explain_render.py)")
     predict.set_defaults(handler=_predict)
     return parser
 

@@ -42,6 +42,13 @@ TF_EXAMPLE_SIGNATURE: Final = "serving_tf_example"  # serialized tf.Example `exa
 CLASSIFY_SIGNATURE: Final = "classification"  # TF Serving Classify API: `inputs` -> classes, scores
 CLASSIFY_METHOD_NAME: Final = "tensorflow/serving/classify"
 IMAGES_INPUT: Final = "images"
+PROBABILITIES_OUTPUT: Final = "probabilities"  # float32 [N, 10]
+CLASS_ID_OUTPUT: Final = "class_id"  # int64 [N], the argmax of the probabilities
+# float32 `images` [N, 28, 28] -> attributions [N, 28, 28] (integrated gradients of the predicted
+# class's logit w.r.t. the grey levels, from a black image), logits [N, 10], probabilities, class_id.
+EXPLAIN_SIGNATURE: Final = "explain"
+ATTRIBUTIONS_OUTPUT: Final = "attributions"
+LOGITS_OUTPUT: Final = "logits"
 
 
 def transformed_name(key: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from fmnist.settings import setting
 
 DEFAULT_SEED = 42
+DEFAULT_EXPLAIN_STEPS = 32  # modules.signatures states it for exports that are not given a config
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class TrainingConfig:
     warm_start_epochs: int = setting(7, "epochs of a warm-start retrain (the shorter schedule)")
     warm_start_lr_scale: float = setting(1.0, "warm start: peak learning rate as a fraction of the cold one")
     warm_start_augment: bool = setting(False, "warm start: augment the training images like a cold run")
+    explain_steps: int = setting(DEFAULT_EXPLAIN_STEPS, "explain signature: trapezoid intervals of the "
+                                 "integrated-gradients path (steps + 1 model passes per image)")
     tuning: TuningConfig = field(default_factory=TuningConfig)
     # Not a user setting: hyperparameter overrides a profile applies (e.g. the sample's no-augment).
     hparams: dict[str, Any] = field(default_factory=dict)

@@ -137,7 +137,8 @@ def run_fn(fn_args: FnArgs) -> None:
     seconds = time.perf_counter() - started
     chief = is_chief(os.environ.get("TF_CONFIG"))
     with export_dir_for(fn_args.serving_model_dir, chief) as export_dir:
-        signatures.export_saved_model(result.model, tf_transform_output, export_dir)
+        signatures.export_saved_model(result.model, tf_transform_output, export_dir,
+                                      explain_steps=training_config.explain_steps)
     if not chief:
         return
     write_training_summary(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE),

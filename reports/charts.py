@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from fmnist import features
+from fmnist import explain_render, features
 from reports.evaluation import ClassMetrics
 from reports.misclassified import Predictions
 
@@ -91,14 +91,28 @@ def image_grid(images: np.ndarray, captions: list[str], columns: int = 8) -> plt
     for axes in grid.flat:
         axes.axis("off")
     for axes, image, caption in zip(grid.flat, images, captions, strict=False):
-        axes.imshow(image.reshape(features.IMAGE_SHAPE), cmap="gray_r", vmin=0, vmax=255)
+        if image.ndim == 3:  # already RGB (attribution overlays): pixels as they are
+            axes.imshow(image, interpolation="nearest")
+        else:
+            axes.imshow(image.reshape(features.IMAGE_SHAPE), cmap="gray_r", vmin=0, vmax=255)
         axes.set_title(caption, fontsize=7)
     figure.tight_layout()
     return figure
 
 
+def _mistake_captions(predictions: Predictions, indices: list[int]) -> list[str]:
+    return [f"{SHORT_NAMES[predictions.labels[i]]} \u2192 {SHORT_NAMES[predictions.predicted[i]]}\n"
+            f"p={predictions.probabilities[i, predictions.predicted[i]]:.2f}" for i in indices]
+
+
 def mistakes_grid(predictions: Predictions, indices: list[int]) -> plt.Figure:
     """The given examples captioned `true -> predicted` with the predicted class's probability."""
-    captions = [f"{SHORT_NAMES[predictions.labels[i]]} \u2192 {SHORT_NAMES[predictions.predicted[i]]}\n"
-                f"p={predictions.probabilities[i, predictions.predicted[i]]:.2f}" for i in indices]
-    return image_grid(predictions.images[indices], captions)
+    return image_grid(predictions.images[indices], _mistake_captions(predictions, indices))
+
+
+def attribution_grid(predictions: Predictions, indices: list[int], attributions: np.ndarray) -> plt.Figure:
+    """mistakes_grid's examples, light on dark as the model sees them, with the pixels that raised
+    the predicted class overlaid (attributions [len(indices), 28, 28]; fmnist.explain_render)."""
+    overlays = np.stack([explain_render.overlay(predictions.images[i], a, scale=1)
+                         for i, a in zip(indices, attributions, strict=True)])
+    return image_grid(overlays, _mistake_captions(predictions, indices))

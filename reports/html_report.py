@@ -16,7 +16,7 @@ import numpy as np
 from fmnist import features
 from reports import charts
 from reports.evaluation import OVERALL_METRICS, Evaluation, SplitEvaluation
-from reports.misclassified import Predictions, predict_split
+from reports.misclassified import Predictions, explain_examples, predict_split
 from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT
 
 TEMPLATE = "evaluation_report.html.j2"
@@ -70,18 +70,22 @@ def _split_view(split: SplitEvaluation) -> dict:
     }
 
 
-def _mistakes_view(predictions: Predictions, limit: int) -> dict:
+def _mistakes_view(predictions: Predictions, limit: int, attributions: np.ndarray | None = None) -> dict:
+    """The mistakes section; attributions, when given, are those of worst_mistakes(limit) in order."""
     worst = predictions.worst_mistakes(limit)
     errors = int((predictions.predicted != predictions.labels).sum())
     return {
         "grid": _png(charts.mistakes_grid(predictions, worst)) if worst else None,
+        "attribution_grid": _png(charts.attribution_grid(predictions, worst, attributions))
+        if worst and attributions is not None else None,
         "shown": len(worst),
         "errors": errors,
         "total": len(predictions.labels),
     }
 
 
-def render(evaluation: Evaluation, predictions: Predictions | None, mistakes_split: str, limit: int) -> str:
+def render(evaluation: Evaluation, predictions: Predictions | None, mistakes_split: str, limit: int,
+           attributions: np.ndarray | None = None) -> str:
     environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=True, undefined=jinja2.StrictUndefined,
@@ -93,7 +97,7 @@ def render(evaluation: Evaluation, predictions: Predictions | None, mistakes_spl
         splits=[_split_view(evaluation.splits[s]) for s in split_order],
         overall_metrics=OVERALL_METRICS,
         metric_labels=METRIC_LABELS,
-        mistakes=_mistakes_view(predictions, limit) if predictions is not None else None,
+        mistakes=_mistakes_view(predictions, limit, attributions) if predictions is not None else None,
         mistakes_split=mistakes_split,
         generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
@@ -109,7 +113,10 @@ def write_report(evaluation: Evaluation, out_path: str | os.PathLike, mistakes: 
     mistakes_split = REPORTED_SPLIT if REPORTED_SPLIT in evaluation.splits else BLESSING_SPLIT
     predictions = (predict_split(evaluation.model_uri, evaluation.examples_uris[mistakes_split], mistakes_split)
                    if mistakes else None)
-    html = render(evaluation, predictions, mistakes_split, mistakes)
+    # Only the mistakes shown are explained: each costs explain_steps + 1 passes through the model.
+    attributions = (explain_examples(evaluation.model_uri, predictions, predictions.worst_mistakes(mistakes))
+                    if predictions is not None else None)
+    html = render(evaluation, predictions, mistakes_split, mistakes, attributions)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", delete=False,

@@ -34,10 +34,21 @@ class Predictions:
         return wrong[np.argsort(-confidence, kind="stable")][:limit].tolist()
 
 
+def _serving_dir(model_uri: str) -> str:
+    return os.path.join(model_uri, "Format-Serving")
+
+
 def predict_split(model_uri: str, examples_uri: str, split: str) -> Predictions:
     from modules.inference import predict_probabilities
 
     images, labels = read_examples(examples_uri, split)
-    serving_dir = os.path.join(model_uri, "Format-Serving")
     return Predictions(images=images, labels=labels,
-                       probabilities=predict_probabilities(serving_dir, images))
+                       probabilities=predict_probabilities(_serving_dir(model_uri), images))
+
+
+def explain_examples(model_uri: str, predictions: Predictions, indices: list[int]) -> np.ndarray | None:
+    """Attributions [len(indices), 28, 28] of the Model artifact's predicted classes for those
+    examples (its `explain` signature); None when the model predates that signature."""
+    from modules.inference import explain_images
+
+    return explain_images(_serving_dir(model_uri), predictions.images[indices])

@@ -1,6 +1,7 @@
 """A small client for the TF Serving protocol (this project's server or tensorflow_model_server):
 `RestClient` (JSON over HTTP, no TensorFlow) and `GrpcClient` (PredictionService protos, no
-TensorFlow runtime either, see serving/protos.py). Both return the same `Prediction`.
+TensorFlow runtime either, see serving/protos.py). Both return the same `Prediction`, and the same
+`Explanation` from the model's `explain` signature.
 
 Both speak TLS when given a CA file (PEM: the certificates that signed the server's): REST over
 https verified against it, gRPC over a secure channel. An `https://` REST server without a CA file
@@ -58,6 +59,25 @@ class Prediction:
                                                                                           strict=True)]
 
 
+@dataclass(frozen=True)
+class Explanation:
+    """What the `explain` signature says: the prediction and, per image, how much each grey level
+    pushed the predicted class's logit up (> 0) or down (< 0) from a black image's."""
+
+    prediction: Prediction
+    attributions: np.ndarray  # float32 [N, 28, 28]; each image's sum ~ its logit minus a black image's
+
+
+# The outputs each client call asks the model for.
+_PREDICT_OUTPUTS = (features.PROBABILITIES_OUTPUT,)
+_EXPLAIN_OUTPUTS = (features.PROBABILITIES_OUTPUT, features.ATTRIBUTIONS_OUTPUT)
+
+
+def _explanation(outputs: dict[str, np.ndarray], version: int | None) -> Explanation:
+    return Explanation(Prediction(outputs[features.PROBABILITIES_OUTPUT], version=version),
+                       outputs[features.ATTRIBUTIONS_OUTPUT])
+
+
 def _as_images(images) -> np.ndarray:
     array = np.asarray(images, dtype=np.float32)
     if array.shape[-2:] != features.IMAGE_SHAPE:
@@ -98,13 +118,22 @@ class RestClient:
     def _call(self, method: str, url: str, payload: dict | None = None) -> dict:
         return self._send(method, url, payload)[0]
 
+    def _predict(self, signature: str, images, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], int]:
+        """The float32 outputs `names` of `signature` for `images`, and the version that answered."""
+        body, headers = self._send("POST", f"{self.model_url}:predict",
+                                   {"signature_name": signature, "inputs": {
+                                       features.IMAGES_INPUT: _as_images(images).tolist()}})
+        outputs = {name: np.asarray(body["outputs"][name], dtype=np.float32) for name in names}
+        return outputs, self._served_version(headers)
+
     def predict(self, images) -> Prediction:
         """Probabilities for [N, 28, 28] (or [N, 784]) grey levels, and the version that answered."""
-        body, headers = self._send("POST", f"{self.model_url}:predict",
-                                   {"signature_name": features.SERVING_DEFAULT, "inputs": {
-                                       features.IMAGES_INPUT: _as_images(images).tolist()}})
-        probabilities = np.asarray(body["outputs"]["probabilities"], dtype=np.float32)
-        return Prediction(probabilities, version=self._served_version(headers))
+        outputs, version = self._predict(features.SERVING_DEFAULT, images, _PREDICT_OUTPUTS)
+        return Prediction(outputs[features.PROBABILITIES_OUTPUT], version=version)
+
+    def explain(self, images) -> Explanation:
+        """Probabilities and attributions [N, 28, 28] for [N, 28, 28] (or [N, 784]) grey levels."""
+        return _explanation(*self._predict(features.EXPLAIN_SIGNATURE, images, _EXPLAIN_OUTPUTS))
 
     def _served_version(self, headers) -> int:
         if VERSION_HEADER in headers:
@@ -168,21 +197,32 @@ class GrpcClient:
         except grpc.RpcError as err:
             raise ClientError(f"gRPC {err.code().name}: {err.details()}") from None
 
-    def predict(self, images) -> Prediction:
+    def _predict(self, signature: str, images, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], int]:
+        """The float32 outputs `names` of `signature` for `images`, and the version that answered."""
         array = _as_images(images)
         request = self._pb.predict_pb2.PredictRequest()
-        self._spec(request.model_spec, features.SERVING_DEFAULT)
+        self._spec(request.model_spec, signature)
         tensor = request.inputs[features.IMAGES_INPUT]
         tensor.dtype = self._pb.types_pb2.DT_FLOAT
         tensor.tensor_shape.dim.extend([tensor.tensor_shape.Dim(size=s) for s in array.shape])
         tensor.tensor_content = array.astype("<f4").tobytes()
-        request.output_filter.append("probabilities")
+        request.output_filter.extend(names)
         response = self._call(self._prediction.Predict, request)
-        probabilities = response.outputs["probabilities"]
-        shape = [d.size for d in probabilities.tensor_shape.dim]
-        values = (np.frombuffer(probabilities.tensor_content, dtype="<f4") if probabilities.tensor_content
-                  else np.asarray(probabilities.float_val, dtype=np.float32))
-        return Prediction(values.reshape(shape), version=response.model_spec.version.value)
+        outputs = {}
+        for name in names:
+            proto = response.outputs[name]
+            values = (np.frombuffer(proto.tensor_content, dtype="<f4") if proto.tensor_content
+                      else np.asarray(proto.float_val, dtype=np.float32))
+            outputs[name] = values.reshape([d.size for d in proto.tensor_shape.dim])
+        return outputs, response.model_spec.version.value
+
+    def predict(self, images) -> Prediction:
+        outputs, version = self._predict(features.SERVING_DEFAULT, images, _PREDICT_OUTPUTS)
+        return Prediction(outputs[features.PROBABILITIES_OUTPUT], version=version)
+
+    def explain(self, images) -> Explanation:
+        """Probabilities and attributions [N, 28, 28] for [N, 28, 28] (or [N, 784]) grey levels."""
+        return _explanation(*self._predict(features.EXPLAIN_SIGNATURE, images, _EXPLAIN_OUTPUTS))
 
     def classify(self, images) -> list[list[tuple[str, float]]]:
         pixels = np.rint(_as_images(images)).astype(np.int64).reshape(-1, features.NUM_PIXELS)

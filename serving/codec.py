@@ -141,3 +141,11 @@ def arrays_from_protos(protos) -> dict[str, np.ndarray]:
 def protos_from_arrays(arrays: dict[str, np.ndarray], target) -> None:
     for name, array in arrays.items():
         target[name].CopyFrom(tf.make_tensor_proto(array))
+
+
+def classification_results(classes: np.ndarray, scores: np.ndarray, target) -> None:
+    """Fills a ClassificationResult (`target`) from a classifier's classes [N, K] (bytes) and scores."""
+    for labels, row_scores in zip(classes, scores, strict=True):
+        result = target.classifications.add()
+        for label, score in zip(labels, row_scores, strict=True):
+            result.classes.add(label=label.decode(), score=float(score))

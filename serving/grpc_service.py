@@ -104,10 +104,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response = classification_pb2.ClassificationResponse()
             response.model_spec.name = request.model_spec.name
             response.model_spec.version.value = servable.version
-            for labels, scores in zip(outputs["classes"], outputs["scores"], strict=True):
-                result = response.result.classifications.add()
-                for label, score in zip(labels, scores, strict=True):
-                    result.classes.add(label=label.decode(), score=float(score))
+            codec.classification_results(outputs["classes"], outputs["scores"], response.result)
             return response
 
         return self.handler.call(CLASSIFY_API, request, context, body)

@@ -46,6 +46,13 @@ class ServerOptions:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     use_tf_serving: bool | None = None  # None: whenever the binary is on PATH
+    # Request logging (serving/request_log.py), this project's server only: a `log_sampling` share
+    # of answered Predict/Classify calls as PredictionLog TFRecords in this directory (None: off).
+    log_requests_dir: str | None = None
+    log_sampling: float = 1.0
+    log_max_bytes: int = 64 << 20  # a file is closed (and a new one begun) at this size ...
+    log_max_seconds: float = 3600.0  # ... or this age
+    log_queue_size: int = 1024  # records waiting for the writer; beyond, they are dropped and counted
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,7 @@ class RunningServer:
 
     def __init__(self, options: ServerOptions):
         tls = load_tls(options)  # before the imports below load TensorFlow: a bad file fails at once
+        _check_request_log(options)
 
         import grpc
         import uvicorn
@@ -176,6 +184,7 @@ class RunningServer:
         from serving.grpc_service import create_server
         from serving.manager import ModelManager
         from serving.metrics import ServingMetrics
+        from serving.request_log import RequestLogger
         from serving.rest import create_app
         from serving.servables import Servable
         from serving.service import InferenceService
@@ -188,8 +197,12 @@ class RunningServer:
         self.manager.start()
         self.batcher = Batcher(options.max_batch_size, options.batch_timeout_ms,
                                on_batch=self.metrics.batch_size.observe)
+        self.request_log = None if options.log_requests_dir is None else RequestLogger(
+            options.log_requests_dir, options.log_sampling, options.log_max_bytes, options.log_max_seconds,
+            options.log_queue_size, registry=self.metrics.registry)
         service = InferenceService(self.manager, self.batcher, self.metrics,
-                                   max_request_instances=options.max_request_instances)
+                                   max_request_instances=options.max_request_instances,
+                                   request_log=self.request_log)
         credentials = grpc.ssl_server_credentials([(tls.private_key, tls.cert_chain)]) if tls else None
         self.grpc_server, self.grpc_port = create_server(service, options.grpc_port, options.host,
                                                          max_message_bytes=options.max_request_bytes,
@@ -241,8 +254,17 @@ class RunningServer:
 
     def _shutdown(self) -> None:
         self.grpc_server.stop(grace=5).wait()
-        self.batcher.close()
+        self.batcher.close()  # after it, no call is left to log: the request log can be flushed
+        if self.request_log is not None:
+            self.request_log.close()
         self.manager.stop()
+
+
+def _check_request_log(options: ServerOptions) -> None:
+    from serving.request_log import check_options
+
+    check_options(options.log_requests_dir, options.log_sampling, options.log_max_bytes,
+                  options.log_max_seconds, options.log_queue_size)
 
 
 def tf_serving_command(options: ServerOptions, workdir: str) -> list[str]:
@@ -288,6 +310,7 @@ def serve(options: ServerOptions) -> None:
     """`fmnist serve`: never returns while serving. With tensorflow_model_server on PATH (or
     use_tf_serving=True) the process is replaced by it (os.execvp); otherwise this package's
     server runs in the foreground until SIGTERM/SIGINT, then returns after a graceful stop."""
+    _check_request_log(options)
     use_tf_serving = options.use_tf_serving
     if use_tf_serving is None:
         use_tf_serving = shutil.which(TF_SERVING_BINARY) is not None
@@ -302,6 +325,8 @@ def serve(options: ServerOptions) -> None:
         limits += [f"it has no traffic share: --canary-traffic {options.canary_traffic:g} is ignored and requests "
                    "without version or label get the highest version (split traffic in front of it, "
                    "deploy/README.md)"] if options.canary_traffic else []
+        limits += ["it writes no request log: --log-requests is ignored (its LoggingConfig needs a log "
+                   "collector the open-source build lacks, deploy/README.md)"] if options.log_requests_dir else []
         if limits:
             log.warning("%s: %s", TF_SERVING_BINARY, "; ".join(limits))
         log.info("running %s", " ".join(command))

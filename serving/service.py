@@ -4,6 +4,7 @@ run them through the batcher. REST and gRPC differ only in how they decode and e
 from __future__ import annotations
 
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2
@@ -14,6 +15,9 @@ from serving.errors import bad_request
 from serving.manager import ModelManager
 from serving.metrics import ServingMetrics
 from serving.servables import Servable
+
+if TYPE_CHECKING:
+    from serving.request_log import RequestLogger
 
 PREDICT_API, CLASSIFY_API, METADATA_API, STATUS_API = "predict", "classify", "metadata", "status"
 
@@ -27,13 +31,15 @@ class InferenceService:
     """
 
     def __init__(self, manager: ModelManager, batcher: Batcher, metrics: ServingMetrics,
-                 max_request_instances: int | None = None):
+                 max_request_instances: int | None = None, request_log: RequestLogger | None = None):
         """max_request_instances: the most instances (rows) one Predict or Classify may carry; None
-        for no limit (warmup replays, which are the model's own files)."""
+        for no limit (warmup replays, which are the model's own files). request_log: where a
+        sample of answered Predict/Classify calls is logged, both transports alike (None: not)."""
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
         self.max_request_instances = max_request_instances
+        self.request_log = request_log
 
     def submit_predict(self, servable: Servable, signature_name: str | None, raw_inputs: dict) -> tuple[str, Future]:
         """(the signature used, a Future of {output: array}) for {input: JSON/proto values};
@@ -44,7 +50,10 @@ class InferenceService:
         inputs = servable.prepare(signature, raw_inputs)
         # prepare() has checked that every input has the same number of rows: any one counts.
         self._check_instances(next((a.shape[0] for a in inputs.values() if a.ndim), 1))
-        return signature, self.batcher.submit(servable, signature, inputs)
+        future = self.batcher.submit(servable, signature, inputs)
+        if self.request_log is not None:
+            self.request_log.watch_predict(servable, signature, inputs, future)
+        return signature, future
 
     def submit_classify(self, servable: Servable, signature_name: str | None,
                         serialized_examples: np.ndarray) -> Future:
@@ -58,7 +67,10 @@ class InferenceService:
                               f"(method {servable.method_name(signature)!r})")
         (input_name,) = servable.inputs[signature]
         inputs = servable.prepare(signature, {input_name: serialized_examples})
-        return self.batcher.submit(servable, signature, inputs)
+        future = self.batcher.submit(servable, signature, inputs)
+        if self.request_log is not None:
+            self.request_log.watch_classify(servable, signature, serialized_examples, future)
+        return future
 
     def _check_instances(self, count: int) -> None:
         # Both transports pass here, so REST and gRPC refuse the same requests with the same words.

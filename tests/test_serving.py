@@ -81,7 +81,8 @@ def test_rest_metadata_lists_the_signatures(rest):
     # No version or label asked for: the `stable` one answers (the fixture's models.config labels it).
     assert body["model_spec"] == {"name": MODEL, "signature_name": "", "version": "1"}
     signatures = body["metadata"]["signature_def"]["signature_def"]
-    assert set(signatures) == {features.SERVING_DEFAULT, features.TF_EXAMPLE_SIGNATURE, features.CLASSIFY_SIGNATURE}
+    assert set(signatures) == {features.SERVING_DEFAULT, features.TF_EXAMPLE_SIGNATURE, features.CLASSIFY_SIGNATURE,
+                               features.EXPLAIN_SIGNATURE}
     images = signatures[features.SERVING_DEFAULT]["inputs"][features.IMAGES_INPUT]
     assert images["dtype"] == "DT_FLOAT"
     assert [int(d["size"]) for d in images["tensor_shape"]["dim"]] == [-1, 28, 28]
