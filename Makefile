@@ -36,8 +36,9 @@ RELEASE_CONFIG = $(OUTPUT_DIR)/fashion-mnist/models.config
 serve: env
 	$(VENV)/bin/fmnist serve $(if $(wildcard $(RELEASE_CONFIG)),--model-config-file $(RELEASE_CONFIG),--model-base-path $(OUTPUT_DIR)/fashion-mnist/serving_model) $(SERVE_ARGS)
 
-## The test suite (CI runs exactly this).
+## The test suite (CI runs exactly this). Headless Chromium, when it can be installed, checks the pages.
 test: env
+	@bash scripts/setup_browser.sh
 	$(PY) -m pytest $(COVERAGE_ARGS) $(PYTEST_ARGS)
 
 ## ruff, then the package layers (import-linter contracts in .importlinter).

@@ -135,7 +135,8 @@ def preflight(config: PipelineConfig) -> dict[str, int]:
     """Checks the raw inputs in seconds, before TFX and Beam start: files present, gzip/IDX/CSV
     well-formed, labels and grey levels in range, hold-out smaller than the span. Returns the
     examples of the span to ingest (`train`; the data dir's train files when nothing is landed
-    yet) and of the official `test` split; raises DatasetError naming the file (and line)."""
+    yet) and of the official `test` split (and the `unlabelled` images of --bulk-inference-input);
+    raises DatasetError naming the file (and line)."""
     span = span_to_ingest(config)
     if span is None:
         train = dataset.read_split(config.data_root, dataset.TRAIN, config.input_format)
@@ -148,7 +149,10 @@ def preflight(config: PipelineConfig) -> dict[str, int]:
     if not 0 < holdout < len(train):
         raise dataset.DatasetError(f"{train.source}: the eval hold-out of {holdout} examples must be between 1 and "
                                    f"{len(train) - 1} (the span has {len(train)})")
-    return {dataset.TRAIN: len(train), dataset.TEST: len(test)}
+    counts = {dataset.TRAIN: len(train), dataset.TEST: len(test)}
+    if config.settings.bulk_inference_input:
+        counts[dataset.UNLABELLED] = len(dataset.read_unlabelled(config.settings.bulk_inference_input))
+    return counts
 
 
 def land_first_span(config: PipelineConfig) -> int | None:
@@ -252,7 +256,22 @@ def print_summary(config: PipelineConfig, elapsed: float) -> None:
         print(f"pushed model: {pushed}\ntest-split accuracy of the pushed model: {accuracy:.4f}")
     else:
         print("no model was pushed (not blessed, or not infra-blessed); see the evaluation report")
+    if config.settings.bulk_inference_input:
+        print(f"batch inference: {batch_inference_note(config)}")
     print_evaluation(config)
+
+
+def batch_inference_note(config: PipelineConfig) -> str:
+    """What the BulkInferrer left: how many images it labelled and where, or why there is nothing."""
+    from reports import predictions
+
+    try:
+        directory = predictions.latest_inference_result(config.metadata_path, config.pipeline_name)
+        count = len(predictions.read_predictions(directory))
+    except (predictions.PredictionsNotFoundError, predictions.PredictionsError) as err:
+        return f"no predictions: {err}"
+    return (f"{count:,} images of {config.settings.bulk_inference_input} labelled by the blessed model in "
+            f"{directory} (`fmnist predictions export --format csv|jsonl --out FILE`)")
 
 
 def print_evaluation(config: PipelineConfig) -> None:
@@ -343,9 +362,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             span = span_to_ingest(config)
             source = (f"span {span} of {config.landing_root}" if span is not None else
                       f"the train files of {config.data_root}, landed as span 1 of {config.landing_root}")
+            unlabelled = (f"{counts[dataset.UNLABELLED]:,} unlabelled images for batch inference; "
+                          if dataset.UNLABELLED in counts else "")
             print(f"pipeline {config.pipeline_name}: {counts[dataset.TRAIN]:,} images of {source}; "
                   f"{counts[dataset.TEST]:,} test images in {config.data_root} ({config.input_format}); "
-                  f"log {log_file}", flush=True)
+                  f"{unlabelled}log {log_file}", flush=True)
             started = time.perf_counter()
             failure = run_quietly(config, local.verbose,
                                   then=lambda: print_summary(config, time.perf_counter() - started))

@@ -13,9 +13,11 @@ setup(
     description="TFX pipeline for Fashion-MNIST: ingestion, validation, training, evaluation, serving",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["cli", "cli.*", "modules", "modules.*", "tfx_pipeline", "tfx_pipeline.*",
-                                    "fmnist", "fmnist.*", "reports", "reports.*", "serving", "serving.*"]),
+                                    "fmnist", "fmnist.*", "reports", "reports.*", "serving", "serving.*", "monitoring",
+                                    "monitoring.*"]),
     py_modules=["local_runner", "kubeflow_runner"],
-    package_data={"fmnist": ["*.json"], "reports": ["templates/*.j2"], "modules": ["*.json"]},
+    package_data={"fmnist": ["*.json"], "reports": ["templates/*.j2"], "monitoring": ["templates/*.j2"],
+                  "modules": ["*.json"]},
     entry_points={"console_scripts": ["fmnist=cli.main:main"]},
     license="MIT",
 )

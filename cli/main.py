@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cli import bq_load, release, watch
+from cli import bq_load, monitor, predictions, release, watch
 from fmnist import dataset, features, landing, tf_env
 from serving.release import DEFAULT_CONFIG_FILE
 
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     bq_load.add_parser(commands)
     watch.add_parser(commands)
     release.add_parser(commands)
+    monitor.add_parser(commands)
+    predictions.add_parser(commands)
 
     report = commands.add_parser(
         "report", help="write an HTML page of the latest evaluation (found through ML Metadata)")

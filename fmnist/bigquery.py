@@ -140,3 +140,40 @@ def load(split: dataset.RawSplit, table: str, span: int, client: Any) -> int:
         job.result()  # waits; raises the job's error
     # A load job that ends without error loaded every row (no bad records are allowed).
     return len(split) if job.output_rows is None else int(job.output_rows)
+
+
+# -- Vertex AI endpoint request-response logging ------------------------------------------------
+# The columns Vertex writes (deploy/README.md#request-logging-fmnist-serve---log-requests);
+# serving.request_log.rows_to_prediction_logs turns such rows into PredictionLogs.
+REQUEST_LOG_COLUMNS = ("endpoint", "deployed_model_id", "logging_time", "request_id", "request_payload",
+                       "response_payload")
+
+
+def request_log_query(table: str, endpoint: str | None = None) -> str:
+    """The query for one window of a Vertex endpoint's request-response logging table: rows with
+    @start <= logging_time < @end (TIMESTAMP query parameters), oldest first, optionally of one
+    endpoint (@endpoint). Parameters, never pasted values: only the checked table id is in the text."""
+    check_table_id(table)
+    where = "logging_time >= @start AND logging_time < @end"
+    if endpoint:
+        where += " AND endpoint = @endpoint"
+    return f"SELECT {', '.join(REQUEST_LOG_COLUMNS)} FROM `{table}` WHERE {where} ORDER BY logging_time"
+
+
+def read_request_log_rows(table: str, start: datetime.datetime, end: datetime.datetime, client: Any,
+                          endpoint: str | None = None) -> list[dict[str, Any]]:
+    """The logged calls of [start, end) as dicts keyed by REQUEST_LOG_COLUMNS (aware datetimes, UTC).
+    Raises DatasetError for a bad table id or an empty/negative window; google.api_core errors
+    (NotFound, Forbidden, ...) as BigQuery reports them."""
+    from google.cloud import bigquery as bq
+
+    if start.tzinfo is None or end.tzinfo is None:
+        raise dataset.DatasetError(f"request log window {start} .. {end}: give times with a time zone (UTC)")
+    if end <= start:
+        raise dataset.DatasetError(f"request log window {start.isoformat()} .. {end.isoformat()} is empty")
+    parameters = [bq.ScalarQueryParameter("start", "TIMESTAMP", start),
+                  bq.ScalarQueryParameter("end", "TIMESTAMP", end)]
+    if endpoint:
+        parameters.append(bq.ScalarQueryParameter("endpoint", "STRING", endpoint))
+    job = client.query(request_log_query(table, endpoint), job_config=bq.QueryJobConfig(query_parameters=parameters))
+    return [dict(zip(REQUEST_LOG_COLUMNS, row, strict=True)) for row in job.result()]

@@ -9,6 +9,7 @@ Every problem is a DatasetError that names the file and what was wrong with it.
 from __future__ import annotations
 
 import csv
+import glob
 import gzip
 import io
 import os
@@ -28,6 +29,9 @@ TRAIN: str = "train"
 EVAL: str = "eval"
 TEST: str = "test"
 OFFICIAL_SPLITS = (TRAIN, TEST)
+# Images to label (batch inference): IDX images files without labels files, any name ending so.
+UNLABELLED: str = "unlabelled"
+UNLABELLED_PATTERN = "*-images-idx3-ubyte.gz"
 
 IDX = "idx"  # the official IDX-gz files
 CSV = "csv"  # the Kaggle layout
@@ -110,15 +114,21 @@ def read_idx_gz(stream: BinaryIO, source: str, expected_magic: int) -> np.ndarra
     return parse_idx(_decompress(stream, source), source, expected_magic)
 
 
-def read_idx_split(images: BinaryIO, labels: BinaryIO, images_source: str, labels_source: str) -> RawSplit:
-    """Reads a pair of IDX-gz files (images, labels) into a RawSplit."""
-    image_array = read_idx_gz(images, images_source, IDX_IMAGES_MAGIC)
-    label_array = read_idx_gz(labels, labels_source, IDX_LABELS_MAGIC)
+def read_idx_images(stream: BinaryIO, source: str) -> np.ndarray:
+    """Reads an IDX-gz images file: uint8 [N, 28, 28], or a DatasetError for another shape."""
+    image_array = read_idx_gz(stream, source, IDX_IMAGES_MAGIC)
     if image_array.shape[1:] != features.IMAGE_SHAPE:
         raise DatasetError(
-            f"{images_source}: images are {image_array.shape[1]}x{image_array.shape[2]}, "
+            f"{source}: images are {image_array.shape[1]}x{image_array.shape[2]}, "
             f"expected {features.IMAGE_HEIGHT}x{features.IMAGE_WIDTH}"
         )
+    return image_array
+
+
+def read_idx_split(images: BinaryIO, labels: BinaryIO, images_source: str, labels_source: str) -> RawSplit:
+    """Reads a pair of IDX-gz files (images, labels) into a RawSplit."""
+    image_array = read_idx_images(images, images_source)
+    label_array = read_idx_gz(labels, labels_source, IDX_LABELS_MAGIC)
     if len(image_array) != len(label_array):
         raise DatasetError(
             f"{images_source} holds {len(image_array)} images but {labels_source} holds "
@@ -199,7 +209,12 @@ def _parse_csv_fast(data: bytes, source: str) -> RawSplit | None:
 
 def split_pattern(split: str, input_format: str) -> str:
     """The file pattern of an official split, as ExampleGen's input_config (and its cache
-    fingerprint) needs it: both IDX files of the split, or the CSV file."""
+    fingerprint) needs it: both IDX files of the split, or the CSV file; for UNLABELLED, every
+    IDX images file (IDX only)."""
+    if split == UNLABELLED:
+        if input_format != IDX:
+            raise DatasetError(f"unlabelled images are read as {IDX} images files, not {input_format!r}")
+        return UNLABELLED_PATTERN
     if input_format == IDX:
         return f"{_IDX_PREFIX[split]}-*-ubyte.gz"
     if input_format == CSV:
@@ -241,6 +256,49 @@ def read_split(
     (csv_path,) = paths
     with open_fn(csv_path) as stream:
         return read_csv_split(stream, csv_path)
+
+
+@dataclass(frozen=True)
+class UnlabelledImages:
+    """Images to label, int64 [N, 784] like RawSplit's, each with an id "<file name>:<row>" that
+    joins a prediction back to its image."""
+
+    images: np.ndarray
+    ids: tuple[str, ...]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def example_id(file_name: str, row: int) -> str:
+    return f"{os.path.basename(file_name)}:{row}"
+
+
+def id_sort_key(image_id: str) -> tuple[str, int]:
+    """Orders ids by file, then row number (not as text, where ":10" comes before ":2")."""
+    name, _, row = image_id.rpartition(":")
+    return (name, int(row)) if row.isdigit() else (image_id, -1)
+
+
+def read_unlabelled(
+    directory: str | os.PathLike,
+    open_fn: Callable[[str], BinaryIO] = _open_local,
+    glob_fn: Callable[[str], list[str]] = glob.glob,
+) -> UnlabelledImages:
+    """Reads every IDX images file (UNLABELLED_PATTERN, no labels file needed) in `directory`, in
+    name order. Raises DatasetError when there is none, or naming the file that is not one."""
+    paths = sorted(glob_fn(os.path.join(directory, UNLABELLED_PATTERN)))
+    if not paths:
+        raise DatasetError(f"{directory}: no unlabelled images (expected IDX images files named "
+                           f"{UNLABELLED_PATTERN}, e.g. {IDX_FILES[TEST][0]})")
+    arrays, ids = [], []
+    for path in paths:
+        with open_fn(path) as stream:
+            images = read_idx_images(stream, path)
+        arrays.append(images.reshape(-1, features.NUM_PIXELS).astype(np.int64))
+        ids.extend(example_id(path, row) for row in range(len(images)))
+    return UnlabelledImages(images=np.concatenate(arrays), ids=tuple(ids), source=", ".join(paths))
 
 
 def check_split(split: RawSplit) -> None:

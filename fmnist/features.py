@@ -8,6 +8,7 @@ from typing import Final
 
 IMAGE_KEY: Final = "image"
 LABEL_KEY: Final = "label"
+ID_KEY: Final = "id"  # unlabelled examples only (batch inference): "<file name>:<row>", to join predictions back
 
 IMAGE_HEIGHT: Final = 28
 IMAGE_WIDTH: Final = 28

@@ -53,18 +53,20 @@ def most_confused(confusion: np.ndarray, limit: int = 10) -> list[ConfusedPair]:
     return pairs
 
 
-def _png(figure) -> str:
+def png_data_uri(figure) -> str:
+    """A figure as an embeddable `data:` URI (the page stays one self-contained file)."""
     return "data:image/png;base64," + base64.b64encode(charts.to_png(figure)).decode("ascii")
 
 
 def _split_view(split: SplitEvaluation) -> dict:
     return {
         "evaluation": split,
-        "per_class_chart": _png(charts.per_class_bars(
+        "per_class_chart": png_data_uri(charts.per_class_bars(
             split.per_class, f"per-class metrics, {split.split} split", split.recall_floor)),
-        "confusion_chart": _png(charts.confusion_heatmap(split.confusion, f"confusion matrix, {split.split} split")),
+        "confusion_chart": png_data_uri(charts.confusion_heatmap(
+            split.confusion, f"confusion matrix, {split.split} split")),
         "confused_pairs": most_confused(split.confusion),
-        "baseline_chart": _png(charts.baseline_recall_bars(
+        "baseline_chart": png_data_uri(charts.baseline_recall_bars(
             split.per_class, f"per-class recall vs the last blessed model, {split.split} split"))
         if split.has_baseline else None,
     }
@@ -75,8 +77,8 @@ def _mistakes_view(predictions: Predictions, limit: int, attributions: np.ndarra
     worst = predictions.worst_mistakes(limit)
     errors = int((predictions.predicted != predictions.labels).sum())
     return {
-        "grid": _png(charts.mistakes_grid(predictions, worst)) if worst else None,
-        "attribution_grid": _png(charts.attribution_grid(predictions, worst, attributions))
+        "grid": png_data_uri(charts.mistakes_grid(predictions, worst)) if worst else None,
+        "attribution_grid": png_data_uri(charts.attribution_grid(predictions, worst, attributions))
         if worst and attributions is not None else None,
         "shown": len(worst),
         "errors": errors,
@@ -116,12 +118,16 @@ def write_report(evaluation: Evaluation, out_path: str | os.PathLike, mistakes: 
     # Only the mistakes shown are explained: each costs explain_steps + 1 passes through the model.
     attributions = (explain_examples(evaluation.model_uri, predictions, predictions.worst_mistakes(mistakes))
                     if predictions is not None else None)
-    html = render(evaluation, predictions, mistakes_split, mistakes, attributions)
+    return write_page(render(evaluation, predictions, mistakes_split, mistakes, attributions), out_path)
+
+
+def write_page(text: str, out_path: str | os.PathLike) -> Path:
+    """Writes `text` to `out_path` atomically (a temp file renamed), readable as any new file."""
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", delete=False,
                                      encoding="utf-8") as stream:
-        stream.write(html)
+        stream.write(text)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(stream.name, 0o666 & ~umask)  # a temp file is private; the report is for sharing

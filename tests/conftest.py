@@ -25,6 +25,34 @@ def full_data_dir() -> Path:
     pytest.skip("full Fashion-MNIST files not found (run `fmnist fetch`)")
 
 
+@pytest.fixture(scope="session")
+def screenshot():
+    """Renders an HTML file in headless Chromium and returns the screenshot as a grey-level array
+    [height, width]; skips the test where Chromium is not installed (scripts/setup_browser.sh)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    import numpy as np
+    from PIL import Image
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("headless Chromium not installed (scripts/setup_browser.sh installs it)")
+
+    def take(page: Path, width: int = 1200, height: int = 3000) -> np.ndarray:
+        with tempfile.TemporaryDirectory() as scratch:
+            shot = Path(scratch) / "shot.png"
+            # The network flags keep Chromium from calling Google's hosts from a closed network.
+            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                            f"--user-data-dir={scratch}/profile", f"--window-size={width},{height}",
+                            f"--screenshot={shot}", Path(page).resolve().as_uri()],
+                           check=True, capture_output=True, timeout=120)
+            return np.asarray(Image.open(shot).convert("L"))
+    return take
+
+
 @pytest.fixture(scope="module")
 def rest(server):
     """An HTTP client on the module's `server` fixture (a RunningServer): its REST port."""

@@ -314,3 +314,63 @@ def test_example_gen_refuses_an_eval_share_that_leaves_a_split_empty(eval_percen
 
     with pytest.raises(ValueError, match="eval_percent"):
         bigquery_example_gen(TABLE, eval_percent=eval_percent)
+
+
+# -- a Vertex endpoint's request-response logging table, read for the monitoring job ------------
+LOG_TABLE = "my-project.fmnist_logs.request_response_logging"
+
+
+class FakeLogClient:
+    """query() records the SQL and its parameters and answers the rows BigQuery would, in column order."""
+
+    def __init__(self, rows):
+        self.rows, self.calls = rows, []
+
+    def query(self, sql, job_config=None):
+        self.calls.append((sql, {p.name: p.value for p in job_config.query_parameters}))
+        return FakeJob(rows=[tuple(row[c] for c in bigquery.REQUEST_LOG_COLUMNS) for row in self.rows])
+
+
+def _logged_row(image: np.ndarray, moment) -> dict:
+    prediction = {"probabilities": [0.1] * 10, "class_id": 3, "class_name": "Dress"}
+    return {"endpoint": "projects/1/locations/europe-west4/endpoints/42", "deployed_model_id": "1795711938",
+            "logging_time": moment, "request_id": 7,
+            "request_payload": [json.dumps(image.reshape(28, 28).tolist())],
+            "response_payload": [json.dumps(prediction)]}
+
+
+def test_request_log_window_is_a_parameterised_query_whose_rows_become_prediction_logs(sample):
+    import datetime as dt
+
+    from serving import request_log
+
+    start = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
+    end = start + dt.timedelta(hours=1)
+    client = FakeLogClient([_logged_row(sample.images[i], start + dt.timedelta(minutes=i)) for i in range(3)])
+    rows = bigquery.read_request_log_rows(LOG_TABLE, start, end, client, endpoint="endpoints/42")
+    sql, parameters = client.calls[0]
+    assert sql == ("SELECT endpoint, deployed_model_id, logging_time, request_id, request_payload, response_payload "
+                   f"FROM `{LOG_TABLE}` WHERE logging_time >= @start AND logging_time < @end "
+                   "AND endpoint = @endpoint ORDER BY logging_time")
+    assert parameters == {"start": start, "end": end, "endpoint": "endpoints/42"}
+    logs = list(request_log.rows_to_prediction_logs(rows))
+    assert [log.log_metadata.model_spec.version.value for log in logs] == [1795711938] * 3
+    images = logs[1].predict_log.request.inputs[features.IMAGES_INPUT]
+    assert [d.size for d in images.tensor_shape.dim] == [1, 28, 28]
+    import tensorflow as tf
+
+    np.testing.assert_array_equal(tf.make_ndarray(images)[0], sample.images[1].reshape(28, 28))
+
+
+@pytest.mark.parametrize(("start", "end", "message"), [
+    ("2026-11-26T12:00:00+00:00", "2026-11-26T12:00:00+00:00", "is empty"),
+    ("2026-11-26T12:00:00", "2026-11-26T13:00:00", "time zone"),
+])
+def test_a_bad_request_log_window_is_refused_before_any_query(start, end, message):
+    import datetime as dt
+
+    client = FakeLogClient([])
+    with pytest.raises(dataset.DatasetError, match=message):
+        bigquery.read_request_log_rows(LOG_TABLE, dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end),
+                                       client)
+    assert not client.calls

@@ -203,3 +203,43 @@ def test_cloud_run_is_never_deployed_open_to_unauthenticated_calls(path):
     # One named account may call it, with roles/run.invoker on the service.
     assert re.search(r"gcloud run services add-iam-policy-binding fashion-mnist-serving .*"
                      r"--member \"?serviceAccount:\S+ --role roles/run.invoker", text.replace("\\\n", " "))
+
+
+# -- the monitoring job on Cloud Run (deploy/monitoring/) ----------------------------------------
+MONITORING = DEPLOY / "monitoring"
+
+
+def test_the_monitoring_job_runs_fmnist_monitor_on_the_logging_table_with_state_on_its_bucket():
+    from cli import monitor
+    from cli.main import build_parser
+    from fmnist import bigquery, settings
+
+    job = yaml.safe_load((MONITORING / "job.yaml").read_text())
+    assert (job["apiVersion"], job["kind"]) == ("run.googleapis.com/v1", "Job")
+    task = job["spec"]["template"]["spec"]["template"]["spec"]
+    assert task["maxRetries"] == 0  # an alert is an answer: a retry would only page twice
+    assert task["serviceAccountName"].startswith("fmnist-monitor@")
+    (container,) = task["containers"]
+    assert container["image"].endswith("/fashion-mnist/fmnist:TAG")  # the project image's `serving` target
+    parsed = build_parser().parse_args(container["args"])  # the flags exist and parse
+    assert parsed.handler is monitor.main
+    args = settings.resolve(monitor.MonitorSettings, parsed, environ={}).build(monitor.MonitorSettings)
+    assert args.requests is None and bigquery.check_table_id(args.bigquery_table.replace("PROJECT", "my-project"))
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    (volume,) = task["volumes"]
+    assert volume["csi"]["driver"] == "gcsfuse.run.googleapis.com" and volume["name"] in mounts
+    for path in (args.out, args.training_statistics):  # state and statistics live on the bucket
+        assert str(path).startswith(mounts[volume["name"]] + "/"), path
+
+
+def test_the_alert_policy_pages_on_a_failed_execution_of_that_job():
+    from cli import monitor
+
+    job = yaml.safe_load((MONITORING / "job.yaml").read_text())
+    policy = json.loads((MONITORING / "alert-policy.json").read_text())
+    (condition,) = policy["conditions"]
+    text = condition["conditionThreshold"]["filter"]
+    assert f'resource.labels.job_name = "{job["metadata"]["name"]}"' in text
+    assert 'metric.type = "run.googleapis.com/job/completed_execution_count"' in text
+    assert 'metric.labels.result = "failed"' in text
+    assert f"exits {monitor.ALERT_EXIT} when" in policy["documentation"]["content"]

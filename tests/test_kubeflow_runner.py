@@ -91,6 +91,20 @@ def test_beam_components_run_on_dataflow_with_the_project_image(compiled):
         assert flags["service_account_email"] == "pipelines@demo-proj.iam.gserviceaccount.com"
 
 
+def test_batch_inference_runs_on_dataflow_when_asked(compiled, tmp_path_factory):
+    assert not {"UnlabelledExampleGen", "BulkInferrer"} & set(_tasks(compiled))
+    with_inference = _compile(tmp_path_factory, "--dataflow-max-workers", "7",
+                              "--bulk-inference-input", "gs://demo-bucket/unlabelled")
+    tasks = _tasks(with_inference)
+    assert set(tasks["BulkInferrer"]["dependentTasks"]) == {"UnlabelledExampleGen", "Trainer", "Evaluator"}
+    assert _parameter(with_inference, "UnlabelledExampleGen", "input_base") == "gs://demo-bucket/unlabelled"
+    for task in ("UnlabelledExampleGen", "BulkInferrer"):
+        args = _container(with_inference, task)["args"]
+        flags = dict(a.removeprefix("--").split("=", 1) for a in args if a.startswith("--") and "=" in a)
+        assert flags["runner"] == "DataflowRunner" and flags["sdk_container_image"] == IMAGE, task
+        assert flags["max_num_workers"] == "7" and flags["temp_location"].startswith("gs://demo-bucket/"), task
+
+
 def test_trainer_runs_on_vertex_training_with_a_multi_worker_gpu_spec(compiled):
     config = json.loads(_parameter(compiled, "Trainer", "custom_config"))
     assert config["ai_platform_enable_vertex"] is True and config["ai_platform_vertex_region"] == "europe-west4"

@@ -30,6 +30,8 @@ DRIFT_GATE_ID = "DriftGate"
 TRAINER_ID = "Trainer"
 SERVING_VALIDATOR_ID = "ServingValidator"
 PUSHER_ID = "Pusher"
+UNLABELLED_EXAMPLE_GEN_ID = "UnlabelledExampleGen"  # with bulk_inference_input: the images to label
+BULK_INFERRER_ID = "BulkInferrer"  # labels them with the blessed candidate (PredictionLogs)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class PipelineSettings:
     bigquery_table: str | None = setting(None, "read the span from this BigQuery table (PROJECT.DATASET.TABLE, "
                                                "see `fmnist bq-load`) instead of the landing directory")
     bigquery_eval_percent: int = setting(10, "with --bigquery-table: the hash-bucket share of a span held out as eval")
+    bulk_inference_input: str | None = setting(
+        None, "batch inference: a directory of IDX images files without labels (*-images-idx3-ubyte.gz); the "
+              "blessed model labels them (BulkInferrer), see `fmnist predictions export`")
     no_cache: bool = setting(False, "re-run every component (default: unchanged inputs come from the cache)")
     training: TrainingConfig = field(default_factory=TrainingConfig)
     thresholds: EvaluationThresholds = field(default_factory=EvaluationThresholds)

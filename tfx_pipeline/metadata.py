@@ -143,3 +143,10 @@ def only_pipeline_name(metadata_path: str) -> str:
         raise LookupError(f"{metadata_path} records {len(names)} pipelines ({', '.join(names) or 'none'}); "
                           "name the one you mean")
     return names[0]
+
+
+def producing_run(store: metadata_store.MetadataStore, artifact) -> str:
+    """The pipeline run whose execution wrote `artifact` ("" if none is recorded)."""
+    producers = [e.execution_id for e in store.get_events_by_artifact_ids([artifact.id])
+                 if e.type in _OUTPUT_EVENTS]
+    return _run_of(store, producers[0]) if producers else ""

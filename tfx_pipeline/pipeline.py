@@ -6,7 +6,8 @@ Transform -> Trainer (warm-started from the latest blessed model) -> Evaluator (
 hold-out, vs the latest blessed model) -> ServingValidator (the candidate in a real model server,
 writing InfraBlessing and the warmup requests; TFX's InfraValidator where Docker answers) ->
 Pusher, plus TestEvaluator: the same metrics on the official `test` split (TestExampleGen, fixed
-across spans), reported, never gating a push.
+across spans), reported, never gating a push. With `bulk_inference_input`, also UnlabelledExampleGen
+-> BulkInferrer: the candidate, once blessed, labels those images (PredictionLogs).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tfx_pipeline.components.raw_example_gen import span_example_gen
 from tfx_pipeline.components.serving_validator import ServingValidator
 from tfx_pipeline.config import (
     BLESSING_SPLIT,
+    BULK_INFERRER_ID,
     DRIFT_GATE_ID,
     EVALUATOR_ID,
     EXAMPLE_GEN_ID,
@@ -42,6 +44,7 @@ from tfx_pipeline.config import (
     TRAINER_ID,
     TRAINER_RUN_FN,
     TUNER_FN,
+    UNLABELLED_EXAMPLE_GEN_ID,
     PipelineConfig,
 )
 from tfx_pipeline.span_window import AcceptedSpanWindow, LatestIfAny
@@ -158,13 +161,36 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
                                            examples=test_example_gen.outputs["examples"]).with_id(SERVING_VALIDATOR_ID)
     pusher = _pusher(config, model_blessing=evaluator.outputs["blessing"],
                      infra_blessing=serving_validator.outputs["blessing"]).with_id(PUSHER_ID)
+    unlabelled_example_gen, bulk_inferrer = _batch_inference(config, model=trainer.outputs["model"],
+                                                             model_blessing=evaluator.outputs["blessing"])
     if config.vertex is not None:  # the Beam-heavy components run on Dataflow
-        for component in (example_gen, test_example_gen, statistics_gen, transform, evaluator, test_evaluator):
-            component.with_beam_pipeline_args(config.vertex.dataflow_args())
+        for component in (example_gen, test_example_gen, statistics_gen, transform, evaluator, test_evaluator,
+                          unlabelled_example_gen, bulk_inferrer):
+            if component is not None:
+                component.with_beam_pipeline_args(config.vertex.dataflow_args())
     components = [example_gen, test_example_gen, schema_gen, statistics_gen, example_validator, anomalies_gate,
                   previous_span, drift_gate, window, transform, model_resolver, tuner, trainer, evaluator,
-                  test_evaluator, serving_validator, pusher]
+                  test_evaluator, serving_validator, pusher, unlabelled_example_gen, bulk_inferrer]
     return [c for c in components if c is not None]
+
+
+def _batch_inference(config: PipelineConfig, model, model_blessing) -> tuple[BaseNode | None, BaseNode | None]:
+    """UnlabelledExampleGen and BulkInferrer when `bulk_inference_input` names images to label, else
+    (None, None). The BulkInferrer writes nothing for a model the Evaluator did not bless (its own rule)."""
+    if not config.settings.bulk_inference_input:
+        return None, None
+    examples = raw_example_gen_lib.unlabelled_example_gen(config.settings.bulk_inference_input).with_id(
+        UNLABELLED_EXAMPLE_GEN_ID)
+    return examples, bulk_inferrer(examples.outputs["examples"], model, model_blessing).with_id(BULK_INFERRER_ID)
+
+
+def bulk_inferrer(examples, model, model_blessing) -> BaseNode:
+    """TFX's BulkInferrer on the `unlabelled` split through the Classify signature: PredictionLogs
+    that carry the request's example (so its `id`) beside the ten class scores."""
+    return tfx.components.BulkInferrer(
+        examples=examples, model=model, model_blessing=model_blessing,
+        data_spec=tfx.proto.DataSpec(example_splits=[dataset.UNLABELLED]),
+        model_spec=tfx.proto.ModelSpec(model_signature_name=[features.CLASSIFY_SIGNATURE]))
 
 
 def _example_gen(config: PipelineConfig) -> BaseNode:

@@ -167,6 +167,38 @@ def test_ml_metadata_records_the_spans_and_the_warm_start(loop):
     assert summaries[3].trained_spans is None and summaries[3].pushed_version is None
 
 
+def test_served_traffic_is_logged_and_checked_against_the_answering_versions_training_statistics(
+        loop, sample_dir, tmp_path, capsys):
+    """What production does: the server logs what it answers, `fmnist monitor` finds the training
+    statistics of the version that answered through ML Metadata (Pusher -> that run's StatisticsGen)."""
+    from cli.main import main
+    from serving.client import RestClient
+
+    config = loop["config"]
+    version = max(_pushed(config))
+    images = dataset.read_split(sample_dir, dataset.TEST).images.reshape(-1, *features.IMAGE_SHAPE)
+    server = RunningServer(ServerOptions(base_path=config.serving_model_dir, rest_port=0, grpc_port=0,
+                                         host="127.0.0.1", log_requests_dir=str(tmp_path / "logs"))).start()
+    try:
+        clients = (GrpcClient(f"127.0.0.1:{server.grpc_port}", features.MODEL_NAME),
+                   RestClient(f"127.0.0.1:{server.rest_port}", features.MODEL_NAME))
+        for start in range(0, len(images), 10):  # both transports, as clients would
+            assert clients[start // 10 % 2].predict(images[start:start + 10].astype(np.float32)).version == version
+    finally:
+        server.stop()  # closes the open log file
+
+    code = main(["monitor", "--requests", str(tmp_path / "logs"), "--pipeline-root", config.pipeline_root,
+                 "--out", str(tmp_path / "monitoring"), "--min-requests", "100"])
+    out = capsys.readouterr().out
+    assert f"{len(images) // 10} calls, {len(images)} images" in out
+    statistics = re.search(rf"training statistics of {version}: (\S+)", out)[1]
+    assert statistics.startswith(config.pipeline_root) and "/StatisticsGen/statistics/" in statistics
+    # The official test images against the train split they resemble: no image skew. (The sample's
+    # briefly trained model may answer with a skewed class prior, so the exit code is not pinned.)
+    assert re.search(r"^skew +image .* <= 0\.01  ok$", out, re.M), out
+    assert code in (0, 3) and ("verdict  ALERT" in out) == (code == 3)
+
+
 def test_a_rejected_span_never_enters_the_rolling_window(loop):
     line = _land_and_watch(loop, 4)
     # Compared with span 2, the last span accepted; trained on the window 1, 2, 4 (3 was rejected).

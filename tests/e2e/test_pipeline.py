@@ -27,6 +27,7 @@ EXPECTED_COMPONENTS = {
     "ExampleGen", "TestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
     "previous_span_resolver", "DriftGate", "span_window_resolver", "Transform", "Trainer",
     "latest_blessed_model_resolver", "Evaluator", "TestEvaluator", "ServingValidator", "Pusher",
+    "UnlabelledExampleGen", "BulkInferrer",  # the good run also labels images (--bulk-inference-input)
 }
 
 
@@ -37,7 +38,9 @@ def _config(data_dir, output_dir, *extra):
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory, sample_dir):
-    config = _config(sample_dir, tmp_path_factory.mktemp("good"))
+    unlabelled = tmp_path_factory.mktemp("unlabelled")  # the test images alone: no labels file
+    shutil.copy(sample_dir / dataset.IDX_FILES[dataset.TEST][0], unlabelled)
+    config = _config(sample_dir, tmp_path_factory.mktemp("good"), "--bulk-inference-input", str(unlabelled))
     local_runner.run(config)
     return config
 
@@ -125,6 +128,26 @@ def _release(config) -> tuple[int | None, int | None]:
 
     state = FileRelease(str(local_runner.release_config_file(config))).status()
     return state.stable, state.canary
+
+
+def test_batch_inference_labels_the_unlabelled_images_with_the_blessed_model(good_run, sample_dir, tmp_path):
+    from cli.main import main
+
+    out = tmp_path / "predictions.csv"
+    assert main(["predictions", "export", "--pipeline-root", good_run.pipeline_root, "--format", "csv",
+                 "--out", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[0] == "id,class_id,class,probability"
+    test = read_split(sample_dir, dataset.TEST)
+    assert len(rows) == 1 + len(test.labels)
+    ids = [row.split(",")[0] for row in rows[1:]]
+    assert ids == [f"{dataset.IDX_FILES[dataset.TEST][0]}:{i}" for i in range(len(test.labels))]
+    # The same answers as the pushed model, run in-process on the same images.
+    model = tf.saved_model.load(inference.latest_version_dir(good_run.serving_model_dir))
+    expected = model.signatures[features.SERVING_DEFAULT](
+        **{features.IMAGES_INPUT: tf.constant(test.images.reshape(-1, *features.IMAGE_SHAPE), tf.float32)})
+    np.testing.assert_array_equal([int(row.split(",")[1]) for row in rows[1:]],
+                                  expected[features.CLASS_ID_OUTPUT].numpy())
 
 
 def test_the_first_push_is_released_as_stable(good_run):

@@ -6,7 +6,9 @@ train files become `train` + `eval`), which the stock hash-bucket splitting cann
 
 Two of them in the pipeline: `span_example_gen` ingests one landed span (`span-{SPAN}/`, TFX's
 span spec: the newest span, or the one a RangeConfig names; the span is recorded on the Examples
-artifact), `test_example_gen` the official test files, the same for every span.
+artifact), `test_example_gen` the official test files, the same for every span. A third,
+`unlabelled_example_gen`, feeds the optional BulkInferrer: images without labels, each with an
+`id` ("<file name>:<row>") so that a prediction can be joined back to its image.
 
 Image encoding: `image` is an int64 list of 784 pixel values, `label` one int64. Integers, not a
 PNG/bytes blob, so StatisticsGen sees every pixel: the schema can then check the 0..255 domain
@@ -42,17 +44,25 @@ def _int64_feature(values: np.ndarray) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
-def to_tf_example(image: np.ndarray, label: int) -> tf.train.Example:
-    return tf.train.Example(features=tf.train.Features(feature={
-        features.IMAGE_KEY: _int64_feature(image),
-        features.LABEL_KEY: _int64_feature([label]),
-    }))
+def to_tf_example(image: np.ndarray, label: int | None = None, example_id: str | None = None) -> tf.train.Example:
+    """`image` (784 grey levels) and, when given, `label` and the string `id`."""
+    feature = {features.IMAGE_KEY: _int64_feature(image)}
+    if label is not None:
+        feature[features.LABEL_KEY] = _int64_feature([label])
+    if example_id is not None:
+        feature[features.ID_KEY] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[example_id.encode()]))
+    return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
 def read_split(input_base: str, split: str, input_format: str) -> dataset.RawSplit:
     """Reads one official split through TFX's filesystem layer (local paths or gs://)."""
     return dataset.read_split(input_base, split, input_format,
                               open_fn=lambda path: fileio.open(path, "rb"), exists_fn=fileio.exists)
+
+
+def read_unlabelled(directory: str) -> dataset.UnlabelledImages:
+    """Reads the IDX images files of `directory` through TFX's filesystem layer (local or gs://)."""
+    return dataset.read_unlabelled(directory, open_fn=lambda path: fileio.open(path, "rb"), glob_fn=fileio.glob)
 
 
 def select_rows(split: dataset.RawSplit, role: str, holdout_size: int, seed: int) -> np.ndarray:
@@ -70,6 +80,11 @@ def select_rows(split: dataset.RawSplit, role: str, holdout_size: int, seed: int
 def _serialized_examples(
     _: Any, directory: str, source: str, input_format: str, role: str, holdout_size: int, seed: int
 ) -> Iterator[bytes]:
+    if source == dataset.UNLABELLED:
+        unlabelled = read_unlabelled(directory)
+        for image, image_id in zip(unlabelled.images, unlabelled.ids, strict=True):
+            yield to_tf_example(image, example_id=image_id).SerializeToString()
+        return
     split = read_split(directory, source, input_format)
     for row in select_rows(split, role, holdout_size, seed):
         yield to_tf_example(split.images[row], int(split.labels[row])).SerializeToString()
@@ -182,6 +197,12 @@ def span_example_gen(
 def test_example_gen(data_root: str, input_format: str) -> FileBasedExampleGen:
     """The official test split, fixed across spans so test accuracies stay comparable."""
     return raw_example_gen(data_root, [SplitSpec(dataset.TEST, source=dataset.TEST)], input_format)
+
+
+def unlabelled_example_gen(input_dir: str) -> FileBasedExampleGen:
+    """One split, `unlabelled`: every IDX images file in `input_dir` (no labels files), for the
+    BulkInferrer. Examples carry `image` and `id`, no `label`."""
+    return raw_example_gen(input_dir, [SplitSpec(dataset.UNLABELLED, source=dataset.UNLABELLED)], dataset.IDX)
 
 
 def span_range_config(span: int) -> range_config_pb2.RangeConfig | None:

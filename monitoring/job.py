@@ -1,0 +1,163 @@
+"""One run of the monitor: a window of logged calls checked and recorded.
+
+State lives in one directory (the `--out` of `fmnist monitor`):
+
+    windows/<start>--<end>/        one folder per window checked (UTC stamps, so names sort by time)
+        serving_statistics.pb      TFDV statistics of the window (image; predicted class as `label`)
+        anomalies.pbtxt            TFDV's Anomalies (skew, drift and schema), text proto
+        page.html                  the page (monitoring/page.py)
+        metrics.prom               the Prometheus gauges of the window
+        summary.json               window, versions, scores, verdict: what the next run reads
+    latest.prom                    the gauges of the newest window
+
+A window folder is built under a temporary name and renamed when complete, so the next run's
+"previous window" (the one that ends last) is never half written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import schema_pb2
+
+from monitoring import metrics, page
+from monitoring.checks import CheckResult, check_window
+from monitoring.examples import served_examples
+from monitoring.statistics import Statistics, window_statistics
+
+WINDOWS = "windows"
+STATISTICS_FILE = "serving_statistics.pb"
+ANOMALIES_FILE = "anomalies.pbtxt"
+PAGE_FILE = "page.html"
+METRICS_FILE = "metrics.prom"
+SUMMARY_FILE = "summary.json"
+LATEST_METRICS = "latest.prom"
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+TrainingLookup = Callable[[int], tuple[Statistics, str]]  # version -> (statistics, where from)
+
+
+class MonitorError(ValueError):
+    """A window that cannot be checked (no traffic, too little, no training statistics...)."""
+
+
+@dataclass(frozen=True)
+class WindowSummary:
+    """What a window was and what its checks said (summary.json)."""
+
+    name: str
+    start: float  # epoch seconds, inclusive
+    end: float  # epoch seconds, exclusive
+    requests: int  # logged calls
+    images: int
+    versions: dict[str, int]  # version -> images it answered
+    version: int  # the version compared with its training statistics (the one that answered most)
+    training_statistics: str
+    previous: str | None
+    alert: bool
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    directory: str = ""
+
+    @property
+    def start_iso(self) -> str:
+        return _iso(self.start)
+
+    @property
+    def end_iso(self) -> str:
+        return _iso(self.end)
+
+    @property
+    def page(self) -> str:
+        return os.path.join(self.directory, PAGE_FILE)
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
+
+
+def _stamp(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime(_STAMP)
+
+
+def previous_window(state_dir: str | os.PathLike) -> WindowSummary | None:
+    """The complete window that ends last in `state_dir` (None before the first)."""
+    root = Path(state_dir) / WINDOWS
+    found = []
+    for summary in root.glob(f"*/{SUMMARY_FILE}") if root.is_dir() else ():
+        if summary.parent.name.startswith("."):
+            continue  # a window being written
+        row = json.loads(summary.read_text())
+        found.append(WindowSummary(**{**row, "directory": str(summary.parent)}))
+    return max(found, key=lambda w: (w.end, w.start), default=None)
+
+
+def run_window(logs: Iterable[Any], start: float | None, end: float, state_dir: str | os.PathLike,
+               schema: schema_pb2.Schema, training_for: TrainingLookup, min_images: int = 1,
+               textfiles: tuple[str | os.PathLike, ...] = (), pushgateway: str | None = None) -> WindowSummary:
+    """Checks the window [start, end) of `logs` (PredictionLogs of that window, e.g. serving.
+    request_log.read_request_logs; start None: from the first call logged) against the training
+    statistics of the version that answered most of it (`training_for(version)`) and against the
+    previous window in `state_dir`, and records it there (see the module doc). Also writes the
+    gauges to each of `textfiles` and pushes them to `pushgateway` when given.
+
+    Raises MonitorError for a window with fewer than `min_images` images (no window is
+    recorded: the next run's window starts where the previous recorded one ended, so it covers
+    this one too), RequestLogError for a record that is not Fashion-MNIST images, and
+    TrainingStatisticsError when the version's training statistics cannot be found."""
+    requests, calls = 0, []
+    for logged in logs:
+        calls.append(logged)
+        requests += 1
+    served = served_examples(calls)
+    if len(served) < max(1, min_images):
+        span = f"{_iso(start) if start is not None else 'the first call logged'} .. {_iso(end)}"
+        raise MonitorError(f"{len(served)} images logged in the window {span}, fewer than the {max(1, min_images)} "
+                           "needed (--min-requests); nothing recorded, the next run's window covers this one")
+    start = float(served.timestamps.min()) if start is None else start
+    counts = served.version_counts()
+    version = next(iter(counts))
+    training, training_source = training_for(version)
+    serving = window_statistics(served, schema)
+    previous = previous_window(state_dir)
+    previous_stats = (tfdv.load_stats_binary(os.path.join(previous.directory, STATISTICS_FILE))
+                      if previous is not None else None)
+    result: CheckResult = check_window(serving, training, schema, previous_stats)
+
+    name = f"{_stamp(start)}--{_stamp(end)}"
+    root = Path(state_dir) / WINDOWS
+    root.mkdir(parents=True, exist_ok=True)
+    summary = WindowSummary(
+        name=name, start=start, end=end, requests=requests, images=len(served),
+        versions={str(v): n for v, n in counts.items()}, version=version, training_statistics=training_source,
+        previous=previous.name if previous is not None else None, alert=result.alert,
+        scores=[{"check": s.check, **asdict(s.distance), "alert": s.alert} for s in result.scores],
+        problems=result.problems, directory=str(root / name))
+    gauges = metrics.registry(result, requests, len(served), version)
+    building = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    try:
+        (building / STATISTICS_FILE).write_bytes(serving.SerializeToString())
+        (building / ANOMALIES_FILE).write_text(result.anomalies_text())
+        page.write(building / PAGE_FILE, asdict(summary) | {"start_iso": summary.start_iso,
+                                                            "end_iso": summary.end_iso}, result, training, serving)
+        metrics.publish(gauges, [building / METRICS_FILE])
+        (building / SUMMARY_FILE).write_text(json.dumps({k: v for k, v in asdict(summary).items()
+                                                         if k != "directory"}, indent=2))
+        os.chmod(building, 0o755)  # mkdtemp's folder is private; the pages are for sharing
+        if (root / name).exists():  # the same window checked again: the new result replaces it
+            shutil.rmtree(root / name)
+        os.replace(building, root / name)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    metrics.publish(gauges, [Path(state_dir) / LATEST_METRICS, *textfiles], pushgateway)
+    return summary
