@@ -25,6 +25,7 @@ from fmnist.settings import setting
 
 ALERT_EXIT = 3
 MONITORING_DIR = "monitoring"  # the default --out, beside the pipeline root
+LOG_FILE = "monitor.log"  # in --out: what the libraries print, and tracebacks
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,11 @@ def parse_moment(text: str | None, name: str) -> float | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def state_dir(options: MonitorSettings) -> Path:
+    """Where windows are recorded: --out, else monitoring/ beside the pipeline root."""
+    return options.out or options.pipeline_root.resolve().parent / MONITORING_DIR
+
+
 def monitor(options: MonitorSettings, say=print) -> int:
     """Checks one window; returns 0, or ALERT_EXIT when it alerted. Raises on bad input."""
     from serving.errors import ServingError
@@ -99,13 +105,12 @@ def monitor(options: MonitorSettings, say=print) -> int:
         raise FileNotFoundError(f"no request log directory at {requests}")
     elif not request_log_files(str(requests)):
         raise FileNotFoundError(f"no closed request log files (requests-*.tfrecord) in {requests}")
-    output_dir = options.pipeline_root.resolve().parent
-    metadata = options.metadata or output_dir / "metadata.sqlite"
+    metadata = options.metadata or options.pipeline_root.resolve().parent / "metadata.sqlite"
     if options.training_statistics is None and not metadata.is_file():
         raise FileNotFoundError(f"no ML Metadata store at {metadata} (pass --metadata, or --training-statistics)")
     if options.training_statistics is not None and not options.training_statistics.exists():
         raise FileNotFoundError(f"no training statistics at {options.training_statistics}")
-    out = options.out or output_dir / MONITORING_DIR
+    out = state_dir(options)
     end = parse_moment(options.window_end, "window_end") or time.time()
     start = parse_moment(options.window_start, "window_start")
 
@@ -183,8 +188,12 @@ def main(args: argparse.Namespace) -> int:
     except settings.SettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    from tfx_pipeline.progress import stderr_to
+
+    log = state_dir(options) / LOG_FILE
     try:
-        return monitor(options)
+        with stderr_to(log):  # TensorFlow's C++ lines and library warnings: the log, not the console
+            return monitor(options)
     except (OSError, ValueError, LookupError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1

@@ -234,3 +234,21 @@ def test_the_monitoring_page_renders_in_a_headless_browser(model, test_images, t
     assert pixels.shape == (2000, 1200)
     # Not blank: the verdict, the two charts and the anomaly list put ink on a good part of it.
     assert (pixels < 200).mean() > 0.02
+
+
+def test_the_console_shows_only_the_commands_own_lines(model, test_images, test_labels, training, tmp_path):
+    """In its own process, as cron runs it: TensorFlow's C++ lines and library warnings go to the log."""
+    import subprocess
+    import sys
+
+    from cli import monitor
+
+    requests, out = tmp_path / "logs", tmp_path / "state"
+    write_logs(requests, logs_of(model, test_images, labels=test_labels))
+    done = subprocess.run([sys.executable, "-m", "cli.main", "monitor", "--requests", str(requests),
+                           "--training-statistics", str(training), "--out", str(out), "--min-requests", "100"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    own = ("window ", "version ", "class prior ", "skew ", "drift ", "anomaly ", "verdict ", "page ")
+    assert [line for line in done.stdout.splitlines() if not line.startswith(own)] == []
+    assert (out / monitor.LOG_FILE).stat().st_size > 0  # where the libraries' lines went

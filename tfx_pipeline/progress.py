@@ -156,6 +156,33 @@ def quiet_console(log_file: str | os.PathLike, enabled: bool = True) -> Iterator
         log_stream.close()
 
 
+@contextlib.contextmanager
+def stderr_to(log_file: str | os.PathLike) -> Iterator[None]:
+    """Sends file descriptor 2 (TensorFlow's C++ lines) and Python warnings to `log_file`, for a
+    command whose own lines go to stdout (fmnist monitor). Unlike quiet_console, fd 1 and
+    sys.stdout are left alone, so output captured in-process (tests, callers) keeps working."""
+    os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+    sys.stderr.flush()
+    saved_fd, saved_stream = os.dup(2), sys.stderr
+    log_fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    if sys.stderr is sys.__stderr__:  # the process's own stream writes to fd 2, now the log
+        sys.stderr = os.fdopen(os.dup(2), "a", buffering=1)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        if sys.stderr is not saved_stream:
+            sys.stderr.flush()
+            _repoint_handlers({id(sys.stderr): sys.__stderr__})
+            sys.stderr.close()
+            sys.stderr = saved_stream
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+
+
 def _repoint_handlers(replacements: dict[int, object]) -> None:
     loggers = [logging.getLogger()] + [logger for logger in logging.Logger.manager.loggerDict.values()
                                        if isinstance(logger, logging.Logger)]
