@@ -28,7 +28,7 @@ from pathlib import Path
 
 from fmnist import dataset, landing, settings, tf_env
 from fmnist.settings import setting
-from tfx_pipeline.config import PIPELINE_NAME, PUSHER_ID, PipelineConfig, PipelineSettings
+from tfx_pipeline.config import METADATA_FILE, PIPELINE_NAME, PUSHER_ID, PipelineConfig, PipelineSettings
 
 REPO = Path(__file__).resolve().parent
 SAMPLE_DIR = REPO / "data" / "sample"
@@ -99,7 +99,7 @@ def build_config(values: settings.Values) -> tuple[PipelineConfig, LocalSettings
     config = PipelineConfig(
         landing_root=str(Path(landing_dir).resolve()),
         pipeline_root=str(output / "pipeline_root"),
-        metadata_path=str(output / "metadata.sqlite"),
+        metadata_path=str(output / METADATA_FILE),
         serving_model_dir=str(output / "serving_model"),
         data_root=str(Path(data_dir).resolve()),
         settings=shared,

@@ -103,10 +103,10 @@ def main() -> None:
     from monitoring.statistics import window_statistics
     from monitoring.training_stats import training_statistics
     from serving.request_log import read_request_logs
-    from tfx_pipeline.pipeline import SCHEMA_DIR
+    from tfx_pipeline.config import SCHEMA_DIR, SCHEMA_FILE
 
     version = int(args.model.name) if args.model.name.isdigit() else 1
-    schema = tfdv.load_schema_text(f"{SCHEMA_DIR}/schema.pbtxt")
+    schema = tfdv.load_schema_text(f"{SCHEMA_DIR}/{SCHEMA_FILE}")
     training, source = training_statistics(version, str(args.metadata), None, args.training_statistics)
     test = dataset.read_split(str(args.data_dir), dataset.TEST)
     images = test.images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)

@@ -42,7 +42,9 @@ def _land(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     output_dir = args.pipeline_root.resolve().parent
-    metadata = args.metadata or output_dir / "metadata.sqlite"
+    from tfx_pipeline.config import METADATA_FILE
+
+    metadata = args.metadata or output_dir / METADATA_FILE
     if not metadata.is_file():  # say so before paying for the TF/TFMA import
         raise FileNotFoundError(f"no ML Metadata store at {metadata} (run the pipeline, or pass --metadata)")
     tf_env.configure()

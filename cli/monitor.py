@@ -11,7 +11,6 @@ unreadable or malformed record, no training statistics for the version); 2 a bad
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from typing import Any
 
 from fmnist import bigquery, settings, tf_env
 from fmnist.settings import setting
+from tfx_pipeline.config import METADATA_FILE, SCHEMA_DIR, SCHEMA_FILE
 
 ALERT_EXIT = 3
 MONITORING_DIR = "monitoring"  # the default --out, beside the pipeline root
@@ -105,7 +105,7 @@ def monitor(options: MonitorSettings, say=print) -> int:
         raise FileNotFoundError(f"no request log directory at {requests}")
     elif not request_log_files(str(requests)):
         raise FileNotFoundError(f"no closed request log files (requests-*.tfrecord) in {requests}")
-    metadata = options.metadata or options.pipeline_root.resolve().parent / "metadata.sqlite"
+    metadata = options.metadata or options.pipeline_root.resolve().parent / METADATA_FILE
     if options.training_statistics is None and not metadata.is_file():
         raise FileNotFoundError(f"no ML Metadata store at {metadata} (pass --metadata, or --training-statistics)")
     if options.training_statistics is not None and not options.training_statistics.exists():
@@ -127,14 +127,8 @@ def monitor(options: MonitorSettings, say=print) -> int:
     if start is None and options.bigquery_table is not None:  # a table has no "first call" to start from
         start = end - options.first_window_hours * 3600
     if start is not None and start >= end:
-        raise ValueError(f"empty window: start {job._iso(start)} is not before end {job._iso(end)}")
-    if options.schema is not None:
-        schema_file = str(options.schema)
-    else:
-        from tfx_pipeline.pipeline import SCHEMA_DIR
-
-        schema_file = os.path.join(SCHEMA_DIR, "schema.pbtxt")
-    schema = tfdv.load_schema_text(schema_file)
+        raise ValueError(f"empty window: start {job.iso(start)} is not before end {job.iso(end)}")
+    schema = tfdv.load_schema_text(str(options.schema or Path(SCHEMA_DIR) / SCHEMA_FILE))
     try:
         summary = job.run_window(
             read_request_logs(str(requests), start, end) if requests is not None else

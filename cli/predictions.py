@@ -36,10 +36,11 @@ def run(args: argparse.Namespace) -> int:
     that cannot be read: one line on stderr, 1, nothing written."""
     tf_env.configure()
     from reports import predictions
+    from tfx_pipeline.config import METADATA_FILE
 
     try:
         directory = args.inference_result or predictions.latest_inference_result(
-            str(args.metadata or args.pipeline_root.resolve().parent / "metadata.sqlite"), args.pipeline_name)
+            str(args.metadata or args.pipeline_root.resolve().parent / METADATA_FILE), args.pipeline_name)
         count = predictions.write_predictions(predictions.read_predictions(directory), args.out, args.format)
     except (predictions.PredictionsNotFoundError, predictions.PredictionsError) as err:
         print(f"error: {err}", file=sys.stderr)

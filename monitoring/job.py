@@ -70,18 +70,18 @@ class WindowSummary:
 
     @property
     def start_iso(self) -> str:
-        return _iso(self.start)
+        return iso(self.start)
 
     @property
     def end_iso(self) -> str:
-        return _iso(self.end)
+        return iso(self.end)
 
     @property
     def page(self) -> str:
         return os.path.join(self.directory, PAGE_FILE)
 
 
-def _iso(moment: float) -> str:
+def iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
 
 
@@ -120,7 +120,7 @@ def run_window(logs: Iterable[Any], start: float | None, end: float, state_dir: 
         requests += 1
     served = served_examples(calls)
     if len(served) < max(1, min_images):
-        span = f"{_iso(start) if start is not None else 'the first call logged'} .. {_iso(end)}"
+        span = f"{iso(start) if start is not None else 'the first call logged'} .. {iso(end)}"
         raise MonitorError(f"{len(served)} images logged in the window {span}, fewer than the {max(1, min_images)} "
                            "needed (--min-requests); nothing recorded, the next run's window covers this one")
     start = float(served.timestamps.min()) if start is None else start

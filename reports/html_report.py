@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import datetime
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from fmnist import features
 from reports import charts
 from reports.evaluation import OVERALL_METRICS, Evaluation, SplitEvaluation
+from reports.files import replaced_atomically
 from reports.misclassified import Predictions, explain_examples, predict_split
 from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT
 
@@ -122,14 +122,7 @@ def write_report(evaluation: Evaluation, out_path: str | os.PathLike, mistakes: 
 
 
 def write_page(text: str, out_path: str | os.PathLike) -> Path:
-    """Writes `text` to `out_path` atomically (a temp file renamed), readable as any new file."""
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, prefix=f".{out.name}.", delete=False,
-                                     encoding="utf-8") as stream:
+    """Writes `text` to `out_path` atomically (reports.files.replaced_atomically)."""
+    with replaced_atomically(out_path) as stream:
         stream.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stream.name, 0o666 & ~umask)  # a temp file is private; the report is for sharing
-    os.replace(stream.name, out)
-    return out
+    return Path(out_path)

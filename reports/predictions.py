@@ -11,11 +11,11 @@ from __future__ import annotations
 import csv
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from fmnist import dataset, features
+from reports.files import replaced_atomically
 from tfx_pipeline import metadata
 from tfx_pipeline.config import BULK_INFERRER_ID
 
@@ -114,26 +114,16 @@ def write_predictions(predictions: Iterable[Prediction], out: str | os.PathLike,
     temporary file renamed into place, so `out` is never half-written. Returns the rows written."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    out = os.fspath(out)
-    directory = os.path.dirname(os.path.abspath(out))
-    os.makedirs(directory, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(out)}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.DictWriter(stream, fieldnames=COLUMNS, lineterminator="\n") if fmt == "csv" else None
+    with replaced_atomically(out, newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=COLUMNS, lineterminator="\n") if fmt == "csv" else None
+        if writer:
+            writer.writeheader()
+        for prediction in predictions:
+            row = prediction.row()
             if writer:
-                writer.writeheader()
-            for prediction in predictions:
-                row = prediction.row()
-                if writer:
-                    writer.writerow(row)
-                else:
-                    stream.write(json.dumps(row) + "\n")
-                count += 1
-        os.chmod(temp, 0o644)  # mkstemp's 0600 would make the export private to its writer
-        os.replace(temp, out)
-    except BaseException:
-        os.unlink(temp)
-        raise
+                writer.writerow(row)
+            else:
+                stream.write(json.dumps(row) + "\n")
+            count += 1
     return count

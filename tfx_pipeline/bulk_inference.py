@@ -13,11 +13,10 @@ from tfx import v1 as tfx
 from tfx.components.bulk_inferrer import executor as bulk_inferrer_executor
 from tfx.dsl.components.base.base_beam_executor import BaseBeamExecutor
 from tfx.types import standard_artifacts
+from tfx.utils import path_utils
 
 from tfx_pipeline.components import raw_example_gen
 from tfx_pipeline.pipeline import bulk_inferrer
-
-SERVING_MODEL_DIR = "Format-Serving"  # where a Model artifact holds its SavedModel (TFX's layout)
 
 
 def _serialized(exec_properties: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +47,7 @@ def unlabelled_examples(input_dir: str, work_dir: str, beam_pipeline_args: list[
 def model_artifact(saved_model_dir: str, work_dir: str) -> standard_artifacts.Model:
     """A Model artifact whose serving model is `saved_model_dir` (linked, not copied)."""
     model = _artifact(standard_artifacts.Model, os.path.join(work_dir, "model"))
-    link = os.path.join(model.uri, SERVING_MODEL_DIR)
+    link = path_utils.serving_model_dir(model.uri)  # where a Model artifact holds its SavedModel
     if not os.path.exists(link):
         os.symlink(os.path.abspath(saved_model_dir), link)
     return model

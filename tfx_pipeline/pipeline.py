@@ -38,6 +38,8 @@ from tfx_pipeline.config import (
     PREPROCESSING_FN,
     PUSHER_ID,
     REPORTED_SPLIT,
+    SCHEMA_DIR,
+    SCHEMA_FILE,
     SERVING_VALIDATOR_ID,
     TEST_EVALUATOR_ID,
     TEST_EXAMPLE_GEN_ID,
@@ -49,7 +51,6 @@ from tfx_pipeline.config import (
 )
 from tfx_pipeline.span_window import AcceptedSpanWindow, LatestIfAny
 
-SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema")
 # The TF Serving release the TFX InfraValidator pulls: the one deploy/serving/Dockerfile serves with.
 TF_SERVING_IMAGE_TAG = "2.16.1"
 RANGE_CONFIG_PARAMETER = "range_config"  # Vertex runtime parameter: "" = the newest span
@@ -78,7 +79,7 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     example_gen = _example_gen(config).with_id(EXAMPLE_GEN_ID)
     test_example_gen = raw_example_gen_lib.test_example_gen(config.data_root, config.input_format).with_id(
         TEST_EXAMPLE_GEN_ID)
-    schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.join(schema_dir, "schema.pbtxt"))
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.join(schema_dir, SCHEMA_FILE))
     # With the schema, StatisticsGen treats the label as categorical: the drift gate's L-infinity
     # comparator needs its class frequencies.
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"],
