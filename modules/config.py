@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fmnist.settings import setting
+from modules.precision import CHOICES as PRECISIONS
 
 DEFAULT_SEED = 42
 DEFAULT_EXPLAIN_STEPS = 32  # modules.signatures states it for exports that are not given a config
@@ -40,6 +41,9 @@ class TrainingConfig:
     warm_start_augment: bool = setting(False, "warm start: augment the training images like a cold run")
     explain_steps: int = setting(DEFAULT_EXPLAIN_STEPS, "explain signature: trapezoid intervals of the "
                                  "integrated-gradients path (steps + 1 model passes per image)")
+    precision: str = setting("auto", "training precision: auto (bfloat16 where the CPU has amx_bf16 or "
+                             "avx512_bf16, else float32), float32 or bfloat16; exports are float32",
+                             choices=PRECISIONS)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     # Not a user setting: hyperparameter overrides a profile applies (e.g. the sample's no-augment).
     hparams: dict[str, Any] = field(default_factory=dict)

@@ -76,32 +76,39 @@ def resolve_hparams(training_config: TrainingConfig, tuner_output: Mapping[str, 
     return HParams.tuned({**tuner_values, **training_config.hparam_overrides()})
 
 
-def build_model(hparams: HParams, steps_per_epoch: int = 1):
+def build_model(hparams: HParams, steps_per_epoch: int = 1, policy: str = "float32", compile: bool = True):
     """CNN for 28x28 greyscale: [conv-BN-ReLU] x n + max-pool per block, then a dense head.
 
     Takes the hyperparameters and the steps of one epoch (the cosine learning-rate decay spans
-    steps_per_epoch * hparams.epochs). Returns a compiled tf_keras Model mapping transformed
-    images [N, 784] (input named like the transformed image feature) to class probabilities
-    [N, 10]. Call it inside a tf.distribute strategy's scope to distribute the variables."""
+    steps_per_epoch * hparams.epochs). Returns a tf_keras Model mapping transformed images
+    [N, 784] (input named like the transformed image feature) to float32 class probabilities
+    [N, 10], compiled unless `compile` is False. `policy` is the Keras dtype policy of every layer
+    but the head ("float32" or "mixed_bfloat16", see modules.precision), set per layer: a global
+    policy would leak into the other models of the process (Tuner trials, tests). The
+    `probabilities` head always computes in float32, so the softmax and the loss do too. Call it
+    inside a tf.distribute strategy's scope to distribute the variables."""
     import tf_keras as keras
 
+    hidden = keras.mixed_precision.Policy(policy)
     regularizer = keras.regularizers.L2(hparams.weight_decay) if hparams.weight_decay else None
     inputs = keras.Input(shape=(features.NUM_PIXELS,), name=features.transformed_name(features.IMAGE_KEY))
-    x = keras.layers.Reshape((*features.IMAGE_SHAPE, 1))(inputs)
+    x = keras.layers.Reshape((*features.IMAGE_SHAPE, 1), dtype=hidden)(inputs)
     for filters in hparams.conv_filters:
         for _ in range(hparams.convs_per_block):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False,
-                                    kernel_regularizer=regularizer)(x)
-            x = keras.layers.BatchNormalization(momentum=hparams.bn_momentum)(x)
-            x = keras.layers.ReLU()(x)
-        x = keras.layers.MaxPool2D()(x)
-        x = keras.layers.Dropout(hparams.conv_dropout)(x)
-    x = keras.layers.Flatten()(x)
-    x = keras.layers.Dense(hparams.dense_units, activation="relu", kernel_regularizer=regularizer)(x)
-    x = keras.layers.Dropout(hparams.dense_dropout)(x)
-    outputs = keras.layers.Dense(features.NUM_CLASSES, activation="softmax", name="probabilities")(x)
+                                    kernel_regularizer=regularizer, dtype=hidden)(x)
+            x = keras.layers.BatchNormalization(momentum=hparams.bn_momentum, dtype=hidden)(x)
+            x = keras.layers.ReLU(dtype=hidden)(x)
+        x = keras.layers.MaxPool2D(dtype=hidden)(x)
+        x = keras.layers.Dropout(hparams.conv_dropout, dtype=hidden)(x)
+    x = keras.layers.Flatten(dtype=hidden)(x)
+    x = keras.layers.Dense(hparams.dense_units, activation="relu", kernel_regularizer=regularizer, dtype=hidden)(x)
+    x = keras.layers.Dropout(hparams.dense_dropout, dtype=hidden)(x)
+    outputs = keras.layers.Dense(features.NUM_CLASSES, activation="softmax", name="probabilities",
+                                 dtype="float32")(x)
     model = keras.Model(inputs, outputs, name="fmnist_cnn")
-    compile_model(model, hparams, steps_per_epoch)
+    if compile:
+        compile_model(model, hparams, steps_per_epoch)
     return model
 
 

@@ -37,6 +37,7 @@ from fmnist.features import (
     SERVING_DEFAULT,
     TF_EXAMPLE_SIGNATURE,
 )
+from modules import precision
 from modules.config import DEFAULT_EXPLAIN_STEPS
 
 # Interpolated images in one gradient pass of `explain`: bounds a request's memory (1024 instances
@@ -214,6 +215,13 @@ def export_saved_model(model, tf_transform_output: tft.TFTransformOutput, export
     """Writes `model` as a SavedModel to export_dir, with the signatures of this module's
     docstring (the Transform graph from tf_transform_output inside them, its assets copied
     alongside; `explain` integrating over explain_steps intervals) and a fingerprint.pb that
-    matches the saved_model.pb on disk. Tracks the Transform layer on `model` as `tft_layer`."""
+    matches the saved_model.pb on disk. Tracks the Transform layer on the exported model as
+    `tft_layer`.
+
+    A model trained in bfloat16 (modules.precision) is exported as its float32 copy: every
+    signature computes and returns float32, on any server and any CPU, and the ServingValidator's
+    agreement checks hold. The copy carries no optimizer; modules.warm_start reads it all the same."""
+    if precision.computes_in_bf16(model):
+        model = precision.float32_copy(model)
     tf.saved_model.save(model, export_dir, signatures=make_signatures(model, tf_transform_output, explain_steps))
     mark_classify_signature(export_dir)

@@ -16,6 +16,7 @@ import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from modules import model as model_lib
+from modules import precision as precision_lib
 from modules import signatures, warm_start
 from modules.callbacks import EpochLogger
 from modules.config import TrainingConfig
@@ -40,11 +41,12 @@ class FitResult(NamedTuple):
     epoch_logger: EpochLogger
     hparams: model_lib.HParams  # what it trained with (the warm schedule when it warm-started)
     warm: bool  # the weights came from base_model
+    precision: precision_lib.Resolved  # the dtype policy it computed in, and why
 
 
 def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
         log_dir: str | None = None, max_steps: int | None = None, base_model: str | None = None,
-        warm_hparams: model_lib.HParams | None = None) -> FitResult:
+        warm_hparams: model_lib.HParams | None = None, precision: str = precision_lib.FLOAT32) -> FitResult:
     """Builds and trains the CNN under the distribution strategy that fits this process.
 
     Takes the hyperparameters, the in-memory train and validation splits and the seed of every
@@ -52,7 +54,9 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
     `log_dir`, when given, receives TensorBoard logs. `base_model`, a SavedModel this module
     exported, gives the starting weights when they fit the architecture (modules.warm_start);
     training then follows `warm_hparams`' schedule (epochs, learning rate) instead. Early
-    stopping on the validation loss restores the best epoch's weights."""
+    stopping on the validation loss restores the best epoch's weights. `precision` (auto, float32
+    or bfloat16) is resolved here, in the process that trains (modules.precision)."""
+    resolved = precision_lib.resolve_here(precision)
     seed_everything(seed)
     steps_per_epoch = math.ceil(len(train.labels) / hparams.batch_size)
     short = max_steps is not None and max_steps > 0  # a deliberately short run (smoke, weak-model tests)
@@ -61,13 +65,13 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
         hparams = hparams.replace(epochs=1)
     strategy = distribution_strategy()
     with strategy.scope():  # batch_size stays the global batch, split across replicas
-        model = model_lib.build_model(hparams, steps_per_epoch)
+        model = model_lib.build_model(hparams, steps_per_epoch, policy=resolved.policy)
         warm = bool(base_model) and warm_start.restore_weights(model, hparams, base_model)
         if warm and warm_hparams is not None:
             hparams = warm_hparams.replace(epochs=1) if short else warm_hparams
             model_lib.compile_model(model, hparams, steps_per_epoch)  # the warm schedule
-    log.info("training on %d images, validating on %d, %s; %s", len(train.labels), len(evaluation.labels),
-             f"warm from {base_model}" if warm else "cold", hparams)
+    log.info("training on %d images, validating on %d, %s, %s; %s", len(train.labels), len(evaluation.labels),
+             f"warm from {base_model}" if warm else "cold", resolved, hparams)
     if strategy.num_replicas_in_sync > 1:
         log.info("training with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
     epoch_logger = EpochLogger(min(len(train.labels), steps_per_epoch * hparams.batch_size))
@@ -91,12 +95,14 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
         callbacks=callbacks,
         verbose=0,
     )
-    return FitResult(model, history, epoch_logger, hparams, warm)
+    return FitResult(model, history, epoch_logger, hparams, warm, resolved)
 
 
 def write_training_summary(path: str, model, hparams: model_lib.HParams, history, epoch_logger: EpochLogger,
-                           seconds: float, warm_start_from: str | None = None) -> None:
-    """What benchmarks and reviewers want to know about a training run, next to its logs."""
+                           seconds: float, warm_start_from: str | None = None,
+                           precision: precision_lib.Resolved | None = None) -> None:
+    """What benchmarks and reviewers want to know about a training run, next to its logs;
+    `precision` is recorded as {"requested", "policy", "reason"}."""
     summary = {
         "parameters": int(model.count_params()),
         "epochs_run": len(history.history["loss"]),
@@ -104,6 +110,7 @@ def write_training_summary(path: str, model, hparams: model_lib.HParams, history
         "train_seconds": seconds,
         "best_val_accuracy": float(max(history.history["val_accuracy"])),
         "warm_start_from": warm_start_from,
+        "precision": precision.to_dict() if precision is not None else None,
         "hparams": hparams.to_dict(),
     }
     with tf.io.gfile.GFile(path, "w") as stream:
@@ -133,6 +140,7 @@ def run_fn(fn_args: FnArgs) -> None:
         max_steps=training_config.max_train_steps,
         base_model=base_model,
         warm_hparams=warm_start.warm_hparams(hparams, training_config) if base_model else None,
+        precision=training_config.precision,
     )
     seconds = time.perf_counter() - started
     chief = is_chief(os.environ.get("TF_CONFIG"))
@@ -143,4 +151,4 @@ def run_fn(fn_args: FnArgs) -> None:
         return
     write_training_summary(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY_FILE),
                            result.model, result.hparams, result.history, result.epoch_logger, seconds,
-                           base_model if result.warm else None)
+                           base_model if result.warm else None, result.precision)

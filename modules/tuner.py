@@ -44,13 +44,14 @@ class HParamsSearch(kt.Tuner):
     """Each trial trains the project's CNN with the trial's values over `base`."""
 
     def __init__(self, base: model_lib.HParams, train: Split, evaluation: Split,
-                 seed: int, **kwargs: Any):
+                 seed: int, precision: str = "float32", **kwargs: Any):
         super().__init__(**kwargs)
         self.base, self.train, self.evaluation, self.seed = base, train, evaluation, seed
+        self.precision = precision  # what the Trainer will train in (--precision), so trials compare like with like
 
     def run_trial(self, trial, *args, **kwargs) -> dict[str, float]:
         hparams = model_lib.HParams.from_dict({**self.base.to_dict(), **trial.hyperparameters.values})
-        history = fit(hparams, self.train, self.evaluation, self.seed).history
+        history = fit(hparams, self.train, self.evaluation, self.seed, precision=self.precision).history
         return {OBJECTIVE: float(max(history.history[OBJECTIVE]))}
 
 
@@ -67,7 +68,8 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
     Takes FnArgs whose custom_config is a TrainingConfig.to_custom_config() dict (other keys are
     ignored). Searches on a stratified subset of fn_args.train_files
     (tuning.tuning_train_examples; 0: all of it) and validates on fn_args.eval_files, each trial
-    training tuning.tuning_epochs epochs over the resolved hyperparameters. Returns the tuner
+    training tuning.tuning_epochs epochs over the resolved hyperparameters, in the Trainer's
+    precision (training_config.precision, resolved on this machine). Returns the tuner
     (tuning.tuning_trials trials, state under fn_args.working_dir) for the Tuner component to run;
     its best values become the Trainer's fn_args.hyperparameters."""
     training_config = TrainingConfig.from_custom_config(fn_args.custom_config)
@@ -82,6 +84,7 @@ def tuner_fn(fn_args: FnArgs) -> TunerFnResult:
              len(train.labels))
     tuner = HParamsSearch(
         base, train, evaluation, seed,
+        precision=training_config.precision,
         oracle=kt.oracles.RandomSearchOracle(
             objective=kt.Objective(OBJECTIVE, "max"),
             max_trials=tuning.tuning_trials,

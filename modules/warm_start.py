@@ -40,8 +40,12 @@ def warm_hparams(hparams: model_lib.HParams, config: TrainingConfig) -> model_li
 def restore_weights(model, hparams: model_lib.HParams, base_model_dir: str) -> bool:
     """Copies the layer weights of the SavedModel in `base_model_dir` into `model` (built from
     `hparams`). Returns False, leaving `model` untouched, when the base model has another
-    architecture (e.g. the Tuner changed it): the run then trains cold."""
-    scratch = model_lib.build_model(hparams)
+    architecture (e.g. the Tuner changed it): the run then trains cold.
+
+    The scratch copy is float32 and uncompiled: only the layers are read, and a base model that
+    trained in bfloat16 was exported as its float32 copy, without an optimizer (modules.signatures).
+    The weights' values do not depend on the policy (variables are float32 either way)."""
+    scratch = model_lib.build_model(hparams, compile=False)
     try:
         # expect_partial: the checkpoint also holds the signatures' Transform layer and metrics.
         status = tf.train.Checkpoint(root=scratch).read(os.path.join(base_model_dir, "variables", "variables"))

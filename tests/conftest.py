@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -78,10 +79,15 @@ def predict_cli(sample_dir):
     return run
 
 
+class TransformedSample(NamedTuple):
+    transform_dir: Path  # what TFX's Transform writes: the transform graph and the raw metadata
+    split: Any  # modules.data.Split: the sample's train images, transformed
+
+
 @pytest.fixture(scope="session")
-def exported_model(tmp_path_factory, sample_dir) -> Path:
-    """A SavedModel exported by the project's own code (Transform analyzers, Trainer fit,
-    signatures), trained for a few steps on the sample: what the Pusher would push."""
+def transformed_sample(tmp_path_factory, sample_dir) -> TransformedSample:
+    """The sample's train split through the project's Transform (preprocessing_fn's analyzers run
+    on it), as the Trainer receives it."""
     import apache_beam as beam
     import numpy as np
     import tensorflow as tf
@@ -91,11 +97,10 @@ def exported_model(tmp_path_factory, sample_dir) -> Path:
 
     from fmnist import features
     from fmnist.dataset import read_split
-    from modules import data, signatures, trainer
-    from modules.model import HParams
+    from modules import data
     from modules.preprocessing import preprocessing_fn
 
-    work = tmp_path_factory.mktemp("exported")
+    work = tmp_path_factory.mktemp("transformed")
     raw = read_split(sample_dir, "train")
     instances = [{features.IMAGE_KEY: image, features.LABEL_KEY: int(label)}
                  for image, label in zip(raw.images, raw.labels, strict=True)]
@@ -115,7 +120,23 @@ def exported_model(tmp_path_factory, sample_dir) -> Path:
         images=transformed[features.transformed_name(features.IMAGE_KEY)].numpy().astype(np.float32),
         labels=transformed[features.transformed_name(features.LABEL_KEY)].numpy().astype(np.int64),
     )
-    model = trainer.fit(HParams.tuned({"epochs": 1, "batch_size": 64}), split, split, seed=0, max_steps=15).model
-    export_dir = work / "model"
-    signatures.export_saved_model(model, tf_transform_output, str(export_dir))
+    return TransformedSample(work / "transform", split)
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory, transformed_sample) -> Path:
+    """A SavedModel exported by the project's own code (Transform analyzers, Trainer fit,
+    signatures), trained for a few steps on the sample: what the Pusher would push. It trains in
+    float32 whatever the CPU, so the tests that use it see the same numbers everywhere."""
+    import tensorflow_transform as tft
+
+    from modules import signatures, trainer
+    from modules.model import HParams
+
+    split = transformed_sample.split
+    model = trainer.fit(HParams.tuned({"epochs": 1, "batch_size": 64}), split, split, seed=0, max_steps=15,
+                        precision="float32").model
+    export_dir = tmp_path_factory.mktemp("exported") / "model"
+    signatures.export_saved_model(model, tft.TFTransformOutput(str(transformed_sample.transform_dir)),
+                                  str(export_dir))
     return export_dir
