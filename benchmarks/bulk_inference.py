@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from common import cpu_model  # noqa: E402
 
+import local_runner  # noqa: E402
 from fmnist import dataset, tf_env  # noqa: E402
 
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "fashion-mnist"
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfx_pipeline import bulk_inference
 
     model_dir = args.model or newest_pushed_model()
-    beam_args = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]  # the local runner's default
+    beam_args = list(local_runner.beam_args(1))  # the local runner's default
     with tempfile.TemporaryDirectory(prefix="bulk-inference-") as work:
         # Only the images file: the unlabelled role, as a pipeline's --bulk-inference-input would hold it.
         images = Path(work) / "input" / dataset.IDX_FILES[dataset.TEST][0]

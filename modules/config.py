@@ -44,6 +44,8 @@ class TrainingConfig:
     precision: str = setting("auto", "training precision: auto (bfloat16 where the CPU has amx_bf16 or "
                              "avx512_bf16, else float32), float32 or bfloat16; exports are float32",
                              choices=PRECISIONS)
+    memory_budget_mb: int = setting(1024, "Trainer: the largest train split read into memory (MiB); larger ones "
+                                    "stream from Transform's files every epoch (0: always stream)")
     tuning: TuningConfig = field(default_factory=TuningConfig)
     # Not a user setting: hyperparameter overrides a profile applies (e.g. the sample's no-augment).
     hparams: dict[str, Any] = field(default_factory=dict)

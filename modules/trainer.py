@@ -20,7 +20,7 @@ from modules import precision as precision_lib
 from modules import signatures, warm_start
 from modules.callbacks import EpochLogger
 from modules.config import TrainingConfig
-from modules.data import Split, load_transformed, make_dataset
+from modules.data import Split, Streamed, load_transformed, make_dataset
 from modules.distribution import distribution_strategy, export_dir_for, is_chief
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,12 @@ class FitResult(NamedTuple):
     precision: precision_lib.Resolved  # the dtype policy it computed in, and why
 
 
-def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
+def fit(hparams: model_lib.HParams, train: Split | Streamed, evaluation: Split | Streamed, seed: int,
         log_dir: str | None = None, max_steps: int | None = None, base_model: str | None = None,
         warm_hparams: model_lib.HParams | None = None, precision: str = precision_lib.FLOAT32) -> FitResult:
     """Builds and trains the CNN under the distribution strategy that fits this process.
 
-    Takes the hyperparameters, the in-memory train and validation splits and the seed of every
+    Takes the hyperparameters, the train and validation splits (in memory or streamed) and the seed of every
     random choice; `max_steps` caps the run at one epoch of at most that many steps (smoke runs);
     `log_dir`, when given, receives TensorBoard logs. `base_model`, a SavedModel this module
     exported, gives the starting weights when they fit the architecture (modules.warm_start);
@@ -58,7 +58,7 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
     or bfloat16) is resolved here, in the process that trains (modules.precision)."""
     resolved = precision_lib.resolve_here(precision)
     seed_everything(seed)
-    steps_per_epoch = math.ceil(len(train.labels) / hparams.batch_size)
+    steps_per_epoch = math.ceil(train.count / hparams.batch_size)
     short = max_steps is not None and max_steps > 0  # a deliberately short run (smoke, weak-model tests)
     if short:
         steps_per_epoch = min(steps_per_epoch, max_steps)
@@ -70,11 +70,11 @@ def fit(hparams: model_lib.HParams, train: Split, evaluation: Split, seed: int,
         if warm and warm_hparams is not None:
             hparams = warm_hparams.replace(epochs=1) if short else warm_hparams
             model_lib.compile_model(model, hparams, steps_per_epoch)  # the warm schedule
-    log.info("training on %d images, validating on %d, %s, %s; %s", len(train.labels), len(evaluation.labels),
+    log.info("training on %d images, validating on %d, %s, %s; %s", train.count, evaluation.count,
              f"warm from {base_model}" if warm else "cold", resolved, hparams)
     if strategy.num_replicas_in_sync > 1:
         log.info("training with %s over %d replicas", type(strategy).__name__, strategy.num_replicas_in_sync)
-    epoch_logger = EpochLogger(min(len(train.labels), steps_per_epoch * hparams.batch_size))
+    epoch_logger = EpochLogger(min(train.count, steps_per_epoch * hparams.batch_size))
     callbacks = [
         epoch_logger,
         # Watch the validation loss, not accuracy: on 5,000 images accuracy moves in noisy 0.02-point
@@ -130,8 +130,12 @@ def run_fn(fn_args: FnArgs) -> None:
     hparams = model_lib.resolve_hparams(training_config, fn_args.hyperparameters)
     base_model = fn_args.base_model if training_config.warm_start else None
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_graph_path)
-    train = load_transformed(fn_args.train_files, tf_transform_output)
-    evaluation = load_transformed(fn_args.eval_files, tf_transform_output)
+    train = load_transformed(fn_args.train_files, tf_transform_output,
+                             budget_bytes=training_config.memory_budget_mb * 2**20)
+    if isinstance(train, Streamed):
+        log.info("streaming %d training examples from %d files: over the %d MiB memory budget", train.count,
+                 len(train.files), training_config.memory_budget_mb)
+    evaluation = load_transformed(fn_args.eval_files, tf_transform_output)  # small: a hold-out
     started = time.perf_counter()
     result = fit(
         hparams, train, evaluation,

@@ -89,7 +89,7 @@ def span_run(metadata_path: str, pipeline_name: str, run_id: str | None = None) 
     if trainer:
         trainer_inputs = inputs(trainer)
         values["trained_spans"] = _spans_trained_on(store, trainer_inputs["examples"])
-        summary = _training_summary(trainer["model_run"][0].uri)
+        summary = training_summary(trainer["model_run"][0].uri)
         values["warm_start_from"] = summary.get("warm_start_from")
         values["train_seconds"] = summary.get("train_seconds")
     try:
@@ -121,7 +121,8 @@ def _spans_trained_on(store, transformed: list) -> list[int]:
     return sorted({artifact.custom_properties[SPAN].int_value for artifact in examples})
 
 
-def _training_summary(model_run_uri: str) -> dict:
+def training_summary(model_run_uri: str) -> dict:
+    """The Trainer's TRAINING_SUMMARY_FILE in its ModelRun directory; {} when there is none."""
     path = os.path.join(model_run_uri, TRAINING_SUMMARY_FILE)
     if not os.path.exists(path):
         return {}

@@ -50,21 +50,63 @@ def test_both_configs_compute_the_same_metrics_on_the_same_slices():
 
     assert metric_names(judged) == metric_names(reported)
     assert list(judged.slicing_specs) == list(reported.slicing_specs)
-    per_class = next(spec for spec in judged.metrics_specs if spec.HasField("binarize"))
-    assert list(per_class.binarize.class_ids.values) == list(range(features.NUM_CLASSES))
-    assert {m.class_name for m in per_class.metrics} == {"Precision", "Recall", "AUC"}
+    # ClassificationSummary makes the per-class keys itself: nothing is binarized by TFMA.
+    assert not any(spec.HasField("binarize") for spec in judged.metrics_specs)
 
 
-def test_macro_average_metric_loads_from_its_config():
+def _computations(config, has_baseline: bool):
+    """What TFMA's evaluator computes for `config`, as the TFX Evaluator prepares it."""
+    from tensorflow_model_analysis.metrics import metric_specs
+
+    config = tfma.utils.update_eval_config_with_defaults(config, has_baseline=has_baseline, rubber_stamp=True)
+    return metric_specs.to_computations(config.metrics_specs, eval_config=config)
+
+
+@pytest.mark.parametrize("has_baseline", [False, True])
+def test_config_computes_the_keys_reports_read(has_baseline):
+    """Reports look metrics up by name and sub-key (reports/evaluation.py): each key must be made."""
+    computations = _computations(eval_config.create_eval_config(THRESHOLDS), has_baseline)
+    keys = {key for computation in computations for key in computation.keys}
+    models = ["candidate", "baseline"] if has_baseline else [""]
+    for model in models:
+        def key(name, class_id=None, top_k=None, model=model):
+            sub_key = tfma.metrics.SubKey(class_id=class_id, top_k=top_k) if class_id is not None else None
+            return tfma.metrics.MetricKey(name=name, model_name=model, sub_key=sub_key)
+
+        for name in (eval_config.EXAMPLE_COUNT, eval_config.ACCURACY, eval_config.CROSS_ENTROPY,
+                     eval_config.MACRO_PRECISION, eval_config.MACRO_RECALL):
+            assert key(name) in keys, name
+        for c in range(features.NUM_CLASSES):
+            assert key(eval_config.PRECISION, c, eval_config.TOP_K) in keys
+            assert key(eval_config.RECALL, c, eval_config.TOP_K) in keys
+            assert key(eval_config.AUC, c) in keys
+        assert any(isinstance(k, tfma.metrics.PlotKey) and k.model_name == model for k in keys)  # the matrix
+    # The speed-up: accuracy, cross-entropy, the plot and the summary share one pass per model over
+    # the examples (TFMA keeps one of identical computations), none per class.
+    per_example = {c for c in computations if isinstance(c, tfma.metrics.MetricComputation)}
+    rows = [c for c in per_example if c.keys[0].name.startswith("_classification_rows")]
+    assert len(rows) == len(models)
+    assert len(per_example) == 2 * len(models)  # the rows and TFMA's example count
+
+
+def test_project_metrics_load_from_their_config():
     """TFMA instantiates custom metrics from (module, class_name, config): that path must work."""
     from tensorflow_model_analysis.metrics import metric_specs
 
-    macro_spec = eval_config.create_eval_config(None).metrics_specs[-1]
-    names = set()
-    for config in macro_spec.metrics:
-        metric = metric_specs.metric_instance(config)  # what TFMA calls for each MetricConfig
-        names.add(metric.name)
-    assert names == {eval_config.MACRO_PRECISION, eval_config.MACRO_RECALL}
+    (spec,) = eval_config.create_eval_config(None).metrics_specs
+    names = {metric_specs.metric_instance(config).name for config in spec.metrics if config.module}
+    assert names == {eval_config.ACCURACY, eval_config.CROSS_ENTROPY, "classification_summary",
+                     "multi_class_confusion_matrix_plot"}
+
+
+def test_evaluations_saved_with_the_previous_config_still_load():
+    """Evaluations written before ClassificationSummary name MacroAverage in their saved config;
+    reports list a saved config's thresholds, which instantiates every metric in it."""
+    from tensorflow_model_analysis.metrics import metric_specs
+
+    macro = tfma.MetricConfig(class_name="MacroAverage", module="tfx_pipeline.tfma_metrics",
+                              config='{"metric_name": "recall", "class_ids": [0, 1, 2], "top_k": 1}')
+    assert metric_specs.metric_instance(macro).name == eval_config.MACRO_RECALL
 
 
 def test_rules_read_as_a_reviewer_would_write_them():
