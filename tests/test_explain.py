@@ -64,7 +64,9 @@ def test_attributions_are_complete(explained):
     np.testing.assert_allclose(sums, gaps, rtol=RELATIVE_TOLERANCE, atol=ABSOLUTE_TOLERANCE)
     # The baseline explains nothing, and black pixels never get credit (attribution = pixel * gradient).
     assert not explained[features.ATTRIBUTIONS_OUTPUT][-1].any()
-    assert np.abs(gaps[:-1]).min() > 0.1, "gaps this small would make the check vacuous"
+    # Most gaps well above the tolerance, or the check would say little (one image may sit close
+    # to the black image's logit: 0.027 with the fixture's model since #14's per-image shifts).
+    assert (np.abs(gaps[:-1]) > 5 * ABSOLUTE_TOLERANCE).sum() >= 3, f"gaps {gaps[:-1]} too small for the check"
 
 
 def test_integration_error_shrinks_with_steps():
