@@ -8,6 +8,7 @@ Every problem is a DatasetError that names the file and what was wrong with it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import gzip
@@ -15,7 +16,7 @@ import io
 import os
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -75,18 +76,25 @@ class RawSplit:
         return len(self.labels)
 
 
-def _decompress(stream: BinaryIO, source: str) -> bytes:
+@contextlib.contextmanager
+def gzip_errors(source: str) -> Iterator[None]:
+    """Turns a broken gzip stream read inside the block into a one-line DatasetError naming `source`."""
     try:
-        with gzip.GzipFile(fileobj=stream) as gz:
-            return gz.read()
+        yield
     except EOFError as err:
         raise DatasetError(f"{source}: truncated gzip stream ({err})") from err
     except (OSError, zlib.error) as err:
         raise DatasetError(f"{source}: not a valid gzip file ({err})") from err
 
 
-def parse_idx(data: bytes, source: str, expected_magic: int) -> np.ndarray:
-    """Parses decompressed IDX bytes into a uint8 array, checking magic number and size."""
+def _decompress(stream: BinaryIO, source: str) -> bytes:
+    with gzip_errors(source), gzip.GzipFile(fileobj=stream) as gz:
+        return gz.read()
+
+
+def parse_idx_header(data: bytes, source: str, expected_magic: int) -> tuple[tuple[int, ...], int]:
+    """The shape an IDX file's header declares and the header's size in bytes, from the file's
+    first bytes (at least the header); a DatasetError for a short header or another magic number."""
     if len(data) < 4:
         raise DatasetError(f"{source}: {len(data)} bytes is too short for an IDX header")
     (magic,) = struct.unpack(">I", data[:4])
@@ -99,14 +107,27 @@ def parse_idx(data: bytes, source: str, expected_magic: int) -> np.ndarray:
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise DatasetError(f"{source}: header truncated ({len(data)} of {header_size} bytes)")
-    shape = struct.unpack(f">{ndim}I", data[4:header_size])
-    expected = int(np.prod(shape))
-    actual = len(data) - header_size
-    if actual != expected:
-        raise DatasetError(
-            f"{source}: header declares shape {tuple(shape)} = {expected} bytes of data, "
-            f"but the file holds {actual}"
-        )
+    return struct.unpack(f">{ndim}I", data[4:header_size]), header_size
+
+
+def idx_size_error(source: str, shape: tuple[int, ...], actual: int) -> DatasetError:
+    """The error for a file whose data is not the size its header declares."""
+    return DatasetError(f"{source}: header declares shape {tuple(shape)} = {int(np.prod(shape))} bytes of data, "
+                        f"but the file holds {actual}")
+
+
+def check_image_shape(shape: tuple[int, ...], source: str) -> None:
+    """A DatasetError unless the images are IMAGE_HEIGHT x IMAGE_WIDTH."""
+    if tuple(shape[1:]) != features.IMAGE_SHAPE:
+        raise DatasetError(f"{source}: images are {shape[1]}x{shape[2]}, "
+                           f"expected {features.IMAGE_HEIGHT}x{features.IMAGE_WIDTH}")
+
+
+def parse_idx(data: bytes, source: str, expected_magic: int) -> np.ndarray:
+    """Parses decompressed IDX bytes into a uint8 array, checking magic number and size."""
+    shape, header_size = parse_idx_header(data, source, expected_magic)
+    if len(data) - header_size != int(np.prod(shape)):
+        raise idx_size_error(source, shape, len(data) - header_size)
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
 
 
@@ -117,11 +138,7 @@ def read_idx_gz(stream: BinaryIO, source: str, expected_magic: int) -> np.ndarra
 def read_idx_images(stream: BinaryIO, source: str) -> np.ndarray:
     """Reads an IDX-gz images file: uint8 [N, 28, 28], or a DatasetError for another shape."""
     image_array = read_idx_gz(stream, source, IDX_IMAGES_MAGIC)
-    if image_array.shape[1:] != features.IMAGE_SHAPE:
-        raise DatasetError(
-            f"{source}: images are {image_array.shape[1]}x{image_array.shape[2]}, "
-            f"expected {features.IMAGE_HEIGHT}x{features.IMAGE_WIDTH}"
-        )
+    check_image_shape(image_array.shape, source)
     return image_array
 
 

@@ -411,10 +411,12 @@ class ClassificationSummary(metric_types.Metric):
 def _single_metric(value_fn, name: str, eval_config: Any = None, model_names: list[str] | None = None,
                    output_names: list[str] | None = None, sub_keys: list | None = None,
                    aggregation_type: Any = None, example_weighted: bool = False,
-                   query_key: str | None = None) -> metric_types.MetricComputations:
+                   query_key: str | None = None, key_type: type = metric_types.MetricKey
+                   ) -> metric_types.MetricComputations:
+    """One value (a metric, or with key_type=PlotKey a plot) computed from a slice's rows."""
     def keys_fn(model_name, output_name):
-        return {name: metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
-                                             example_weighted=example_weighted)}
+        return {name: key_type(name=name, model_name=model_name, output_name=output_name,
+                               example_weighted=example_weighted)}
 
     def result(rows, keys):
         return {keys[name]: value_fn(rows)}
@@ -457,15 +459,8 @@ def _confusion_matrix_plot(name: str, eval_config: Any = None, model_names: list
                            output_names: list[str] | None = None, sub_keys: list | None = None,
                            aggregation_type: Any = None, example_weighted: bool = False,
                            query_key: str | None = None) -> metric_types.MetricComputations:
-    def keys_fn(model_name, output_name):
-        return {name: metric_types.PlotKey(name=name, model_name=model_name, output_name=output_name,
-                                           example_weighted=example_weighted)}
-
-    def result(rows, keys):
-        return {keys[name]: confusion_matrix_plot(rows)}
-
-    return _derived_computations(result, name, eval_config, model_names, output_names, sub_keys,
-                                 aggregation_type, example_weighted, query_key, keys_fn)
+    return _single_metric(confusion_matrix_plot, name, eval_config, model_names, output_names, sub_keys,
+                          aggregation_type, example_weighted, query_key, key_type=metric_types.PlotKey)
 
 
 class ArgmaxConfusionMatrixPlot(metric_types.Metric):

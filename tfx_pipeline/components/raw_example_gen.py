@@ -22,11 +22,8 @@ on-disk size close to the raw files.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
-import struct
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -104,17 +101,6 @@ _IDX_HEADER_BYTES = 16  # magic + 3 dimensions, 4 bytes each
 _SKIP_BLOCK_ROWS = 1_000  # rows inflated and dropped at a time when a chunk starts further on
 
 
-@contextlib.contextmanager
-def _gzip_errors(source: str) -> Iterator[None]:
-    """The messages fmnist.dataset gives for a broken gzip stream, for the streaming reads here."""
-    try:
-        yield
-    except EOFError as err:
-        raise dataset.DatasetError(f"{source}: truncated gzip stream ({err})") from err
-    except (OSError, zlib.error) as err:
-        raise dataset.DatasetError(f"{source}: not a valid gzip file ({err})") from err
-
-
 def _labelled_paths(directory: str, source: str) -> tuple[str, str]:
     """The (images, labels) IDX paths of official split `source`, each checked to exist."""
     paths = [os.path.join(directory, name) for name in dataset.split_files(source, dataset.IDX)]
@@ -148,23 +134,11 @@ class _ImageRows:
             raise
         self.row = 0  # the next row the stream gives
 
-    def _read_header(self) -> tuple[int, int, int]:
-        path = self.path
-        with _gzip_errors(path):
+    def _read_header(self) -> tuple[int, ...]:
+        with dataset.gzip_errors(self.path):
             header = self._stream.read(_IDX_HEADER_BYTES)
-        if len(header) < 4:
-            raise dataset.DatasetError(f"{path}: {len(header)} bytes is too short for an IDX header")
-        (magic,) = struct.unpack(">I", header[:4])
-        if magic != dataset.IDX_IMAGES_MAGIC:
-            raise dataset.DatasetError(
-                f"{path}: wrong magic number 0x{magic:08x}, expected 0x{dataset.IDX_IMAGES_MAGIC:08x} "
-                f"(unsigned-byte IDX with {dataset.IDX_IMAGES_MAGIC & 0xFF} dimension(s))")
-        if len(header) < _IDX_HEADER_BYTES:
-            raise dataset.DatasetError(f"{path}: header truncated ({len(header)} of {_IDX_HEADER_BYTES} bytes)")
-        shape = struct.unpack(">3I", header[4:])
-        if shape[1:] != features.IMAGE_SHAPE:
-            raise dataset.DatasetError(f"{path}: images are {shape[1]}x{shape[2]}, "
-                                       f"expected {features.IMAGE_HEIGHT}x{features.IMAGE_WIDTH}")
+        shape, _ = dataset.parse_idx_header(header, self.path, dataset.IDX_IMAGES_MAGIC)
+        dataset.check_image_shape(shape, self.path)
         return shape
 
     def __len__(self) -> int:
@@ -173,7 +147,7 @@ class _ImageRows:
     def read(self, count: int) -> np.ndarray:
         """The next `count` rows, uint8 [count, 784]; a DatasetError if the file ends before."""
         wanted = count * features.NUM_PIXELS
-        with _gzip_errors(self.path):
+        with dataset.gzip_errors(self.path):
             data = self._stream.read(wanted)
         if len(data) < wanted:
             raise self._size_error(self.row * features.NUM_PIXELS + len(data))
@@ -187,16 +161,14 @@ class _ImageRows:
     def check_end(self) -> None:
         """After the last row: nothing may follow (the header's size is the file's)."""
         extra = 0
-        with _gzip_errors(self.path):
+        with dataset.gzip_errors(self.path):
             while block := self._stream.read(1 << 20):
                 extra += len(block)
         if extra:
             raise self._size_error(len(self) * features.NUM_PIXELS + extra)
 
     def _size_error(self, actual: int) -> dataset.DatasetError:
-        expected = int(np.prod(self.shape))
-        return dataset.DatasetError(f"{self.path}: header declares shape {tuple(self.shape)} = {expected} bytes of "
-                                    f"data, but the file holds {actual}")
+        return dataset.idx_size_error(self.path, self.shape, actual)
 
     def close(self) -> None:
         self._stream.close()
