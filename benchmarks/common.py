@@ -4,8 +4,13 @@ Benchmarks run as scripts (their directory is on sys.path), so they import it as
 
 from __future__ import annotations
 
+import logging
 import socket
 import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 
 
 def cpu_model() -> str:
@@ -26,3 +31,51 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+TRANSFORM_ID = "Transform"  # the component id the pipeline gives Transform
+
+
+def run_splits(output_dir: Path, data_dir: Path) -> tuple[dict, str]:
+    """A finished local run's training data, as the Trainer sees it: {train, eval, test} Splits of
+    transformed images (train and eval from the run's latest Transform output, test the official
+    test split through the same Transform graph; the pipeline evaluates it raw) and where they
+    came from."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from fmnist import dataset, features
+    from modules import data
+    from tfx_pipeline import metadata
+
+    metadata_path = str(output_dir / "metadata.sqlite")
+    pipeline = metadata.only_pipeline_name(metadata_path)
+    (graph,) = metadata.latest_outputs(metadata_path, pipeline, TRANSFORM_ID, "transform_graph")
+    (examples,) = metadata.latest_outputs(metadata_path, pipeline, TRANSFORM_ID, "transformed_examples")
+    transform = tft.TFTransformOutput(graph.uri)
+    splits = {name: data.load_transformed([f"{examples.uri}/Split-{name}/*"], transform)
+              for name in (dataset.TRAIN, dataset.EVAL)}
+    raw = dataset.read_split(str(data_dir), dataset.TEST)
+    layer = transform.transform_features_layer()
+    images = layer({features.IMAGE_KEY: tf.constant(raw.images, tf.int64),
+                    features.LABEL_KEY: tf.constant(raw.labels, tf.int64)})[data.IMAGE_XF]
+    splits[dataset.TEST] = data.Split(images.numpy(), raw.labels)
+    return splits, examples.uri
+
+
+def accuracy(model, split) -> tuple[float, np.ndarray]:
+    """Top-1 accuracy of a Keras model on a Split, and its probabilities."""
+    probabilities = model.predict(split.images, batch_size=1024, verbose=0)
+    return float(np.mean(probabilities.argmax(axis=1) == split.labels)), probabilities
+
+
+def show_progress() -> None:
+    """The Trainer's epoch lines (modules.callbacks) on the console, library noise not."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    logging.getLogger("modules").addHandler(handler)
+    logging.getLogger("modules").setLevel(logging.INFO)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    return "\n".join(f"| {' | '.join(line)} |" for line in (header, ["---"] * len(header), *rows))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import logging
 import os
 import subprocess
 import sys
@@ -32,15 +31,13 @@ from fmnist import tf_env
 tf_env.configure()  # before TensorFlow loads
 
 import numpy as np  # noqa: E402
-from common import cpu_model  # noqa: E402
+from common import accuracy, cpu_model, markdown_table, run_splits, show_progress  # noqa: E402
 
-from fmnist import dataset, features  # noqa: E402
+from fmnist import dataset  # noqa: E402
 from modules import data, trainer  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 from modules import precision as precision_lib  # noqa: E402
-from tfx_pipeline import metadata  # noqa: E402
 
-TRANSFORM_ID = "Transform"  # the component id the pipeline gives Transform
 REPO = Path(__file__).resolve().parent.parent
 PROBE_STEPS = 3
 
@@ -71,22 +68,6 @@ def convolution_kernel(requested: str) -> str:
     return kernels.most_common(1)[0][0] if kernels else "(no oneDNN convolution logged)"
 
 
-def transformed_test(transform, data_dir: Path) -> data.Split:
-    """The official test split through the run's Transform graph (the pipeline evaluates it raw)."""
-    import tensorflow as tf
-
-    raw = dataset.read_split(str(data_dir), dataset.TEST)
-    layer = transform.transform_features_layer()
-    images = layer({features.IMAGE_KEY: tf.constant(raw.images, tf.int64),
-                    features.LABEL_KEY: tf.constant(raw.labels, tf.int64)})[data.IMAGE_XF]
-    return data.Split(images.numpy(), raw.labels)
-
-
-def accuracy(model, split: data.Split) -> tuple[float, np.ndarray]:
-    probabilities = model.predict(split.images, batch_size=1024, verbose=0)
-    return float(np.mean(probabilities.argmax(axis=1) == split.labels)), probabilities
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "fashion-mnist",
@@ -102,24 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         probe(args.probe)
         return 0
 
-    import tensorflow_transform as tft
-
-    # Progress: the Trainer's epoch lines (modules.callbacks) on the console, library noise not.
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("  %(message)s"))
-    logging.getLogger("modules").addHandler(handler)
-    logging.getLogger("modules").setLevel(logging.INFO)
-    metadata_path = str(args.output_dir / "metadata.sqlite")
-    pipeline = metadata.only_pipeline_name(metadata_path)
-    (graph,) = metadata.latest_outputs(metadata_path, pipeline, TRANSFORM_ID, "transform_graph")
-    (examples,) = metadata.latest_outputs(metadata_path, pipeline, TRANSFORM_ID, "transformed_examples")
-    transform = tft.TFTransformOutput(graph.uri)
-    splits = {name: data.load_transformed([f"{examples.uri}/Split-{name}/*"], transform)
-              for name in (dataset.TRAIN, dataset.EVAL)}
-    splits[dataset.TEST] = transformed_test(transform, args.data_dir)
+    show_progress()
+    splits, source = run_splits(args.output_dir, args.data_dir)
     hparams = model_lib.HParams.tuned({"epochs": args.epochs} if args.epochs else {})
     print(f"CPU: {cpu_model()}")
-    print(f"{len(splits[dataset.TRAIN].labels):,} training images from {examples.uri}; {hparams}")
+    print(f"{len(splits[dataset.TRAIN].labels):,} training images from {source}; {hparams}")
     kernels = {p: convolution_kernel(p) for p in args.precision}
 
     rows, float32_runs = [], {}
@@ -147,8 +115,7 @@ def main(argv: list[str] | None = None) -> int:
               "eval acc", "test acc (float32 export)", "test acc (as trained)", "Δ test vs float32 (pt)",
               "max |Δprob| export vs trained"]
     print()
-    for line in (header, ["---"] * len(header), *rows):
-        print(f"| {' | '.join(line)} |")
+    print(markdown_table(header, rows))
     return 0
 
 

@@ -12,7 +12,8 @@ Trainer with `--epochs 1 --no-warm-start`; the stages before it come from the ca
 (e.g. `--beam-workers 2`) go to the local runner's config.
 
 Per stage: the component's own execution time from ML Metadata, the process's peak resident memory
-(os.wait4's ru_maxrss: every stage process pays the ~0.8 GB of TensorFlow, TFX and Beam, printed
+(os.wait4's ru_maxrss; the span is written by a process of its own, so the measuring process stays
+small: see run_scale. Every stage process pays the ~0.8 GB of TensorFlow, TFX and Beam, printed
 as the floor) and, for the Trainer, images/s from its training_summary.json. Then the table per
 scale and each figure's growth against the first scale. A scale's data (~0.35 GB a 1x, mostly
 TFRecords) is deleted after its stages unless --keep.
@@ -155,7 +156,14 @@ def run_scale(scale: int, data_dir: Path, work: Path, stages: Sequence[str], run
               floor: bool) -> list[StageResult]:
     """Lands the scale's span under `work` and measures each of `stages` (then the floor, if asked)."""
     started = time.perf_counter()
-    images = land_scaled_span(data_dir, work / "landing", scale)
+    # In a process of its own: Python starts the stage processes with vfork, and a child's ru_maxrss
+    # then starts from this process's own peak (Linux keeps the old mm's high-water mark at exec),
+    # so this process must never hold the 10x images itself (it did: every 10x stage read 2,279 MiB).
+    landed = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--land", str(scale),
+                             "--data-dir", str(data_dir), "--work-dir", str(work)], capture_output=True, text=True)
+    if landed.returncode != 0:
+        raise RuntimeError(f"landing the {scale}x span failed: {(landed.stderr.strip().splitlines() or ['?'])[-1]}")
+    images = int(landed.stdout.split()[-1])
     span_mib = sum(p.stat().st_size for p in (work / "landing").rglob("*.gz")) / 2**20
     print(f"\nscale {scale}x: {images:,} train images in span 1 ({span_mib:.0f} MiB of IDX-gz, "
           f"{time.perf_counter() - started:.0f} s to write) under {work}", flush=True)
@@ -218,11 +226,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="the stages to measure (the ones before each still run, cached or not)")
     parser.add_argument("--keep", action="store_true", help="keep each scale's data and pipeline outputs")
     parser.add_argument("--stage", help=argparse.SUPPRESS)  # inside a stage process
+    parser.add_argument("--land", type=int, help=argparse.SUPPRESS)  # inside the landing process: the scale
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args, runner_flags = parser.parse_known_args(argv)
     runner_flags = [flag for flag in runner_flags if flag != "--"]
     if args.stage:
         run_stage(args.stage, args.result, runner_flags)
+        return 0
+    if args.land:
+        print(land_scaled_span(args.data_dir, args.work_dir / "landing", args.land))
         return 0
     if any(scale < 1 for scale in args.scales):
         parser.error("scales are whole multiples of the official train split, 1 or more")

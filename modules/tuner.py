@@ -28,7 +28,12 @@ OBJECTIVE = "val_accuracy"
 
 
 def search_space() -> kt.HyperParameters:
+    """The searched HParams fields and their values (architecture, regularisation, schedule, augmentation)."""
     hp = kt.HyperParameters()
+    # Architecture: a third block (128 filters at 7x7) adds ~60 % to the convolution cost of the
+    # tuned 2 x 2; one convolution per block roughly halves it (benchmarks/model_search.py).
+    hp.Choice("num_blocks", [2, 3])
+    hp.Choice("convs_per_block", [1, 2])
     hp.Choice("base_filters", [24, 32, 48])
     hp.Choice("dense_units", [128, 256])
     hp.Choice("conv_dropout", [0.0, 0.1, 0.2])

@@ -1,3 +1,5 @@
+import importlib
+import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -24,6 +26,18 @@ def full_data_dir() -> Path:
         if (candidate / "train-images-idx3-ubyte.gz").is_file():
             return candidate
     pytest.skip("full Fashion-MNIST files not found (run `fmnist fetch`)")
+
+
+@pytest.fixture(scope="session")
+def import_benchmark():
+    """Imports a benchmark script as a module: benchmarks run as scripts, so their directory goes on
+    sys.path (`common` is a top-level module there)."""
+    benchmarks = str(Path(__file__).resolve().parent.parent / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        yield importlib.import_module
+    finally:
+        sys.path.remove(benchmarks)
 
 
 @pytest.fixture(scope="session")

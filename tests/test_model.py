@@ -26,6 +26,23 @@ def test_architecture_follows_hyperparameters():
     assert [layer.filters for layer in conv_layers] == [32, 32, 64, 64]
 
 
+def test_tuner_search_space_covers_the_architecture_and_every_choice_builds():
+    from modules.tuner import search_space
+
+    space = {hp.name: hp for hp in search_space().space}
+    assert set(space) <= set(HParams().to_dict()), "the Tuner may only search HParams fields"
+    assert {"num_blocks", "convs_per_block", "base_filters"} <= set(space)
+    batch = np.random.default_rng(0).normal(size=(3, features.NUM_PIXELS)).astype(np.float32)
+    for blocks in space["num_blocks"].values:
+        for convs in space["convs_per_block"].values:
+            hparams = HParams(num_blocks=blocks, convs_per_block=convs, base_filters=min(space["base_filters"].values))
+            model = build_model(hparams)
+            conv_layers = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+            assert len(conv_layers) == blocks * convs
+            assert conv_layers[-1].filters == hparams.conv_filters[-1]
+            assert model(batch, training=False).shape == (3, features.NUM_CLASSES)
+
+
 def test_tuned_values_are_checked_in_and_overridable():
     tuned = HParams.tuned()
     assert tuned != HParams(), "tuned_hyperparameters.json should change something"

@@ -2,9 +2,6 @@
 and the augmented copies that make the larger spans."""
 
 import dataclasses
-import importlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,13 +67,8 @@ def test_the_cut_pipeline_compiles(config):
 
 # -- the larger spans --
 @pytest.fixture(scope="module")
-def scale():
-    benchmarks = str(Path(__file__).resolve().parent.parent / "benchmarks")
-    sys.path.insert(0, benchmarks)  # benchmarks run as scripts: `common` is a top-level module there
-    try:
-        yield importlib.import_module("scale")
-    finally:
-        sys.path.remove(benchmarks)
+def scale(import_benchmark):
+    return import_benchmark("scale")
 
 
 def test_augmented_copies_are_new_bytes_from_a_fixed_seed(scale, sample_dir):
