@@ -4,10 +4,12 @@ Benchmarks run as scripts (their directory is on sys.path), so they import it as
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +71,25 @@ def accuracy(model, split) -> tuple[float, np.ndarray]:
     return float(np.mean(probabilities.argmax(axis=1) == split.labels)), probabilities
 
 
-def show_progress() -> None:
-    """The Trainer's epoch lines (modules.callbacks) on the console, library noise not."""
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("  %(message)s"))
-    logging.getLogger("modules").addHandler(handler)
-    logging.getLogger("modules").setLevel(logging.INFO)
+@contextlib.contextmanager
+def project_lines_only(log_file: Path) -> Iterator[None]:
+    """While measuring in this process: library output (TensorFlow's C++ lines, warnings, other
+    loggers) goes to `log_file`; the console keeps the benchmark's prints and the project's own log
+    lines (the Trainer's epoch lines, modules.callbacks)."""
+    from tfx_pipeline import progress
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    print(f"library output: {log_file}", flush=True)
+    with progress.quiet_console(log_file):
+        handler = logging.StreamHandler(sys.stdout)  # the console, inside quiet_console
+        handler.setFormatter(logging.Formatter("  %(message)s"))
+        own = logging.getLogger("modules")
+        own.addHandler(handler)
+        own.setLevel(logging.INFO)
+        try:
+            yield
+        finally:
+            own.removeHandler(handler)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

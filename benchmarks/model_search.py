@@ -35,14 +35,13 @@ from fmnist import tf_env
 tf_env.configure()  # before TensorFlow loads
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from common import accuracy, cpu_model, markdown_table, run_splits, show_progress  # noqa: E402
+from common import accuracy, cpu_model, markdown_table, project_lines_only, run_splits  # noqa: E402
 
 from fmnist import dataset  # noqa: E402
 from modules import model as model_lib  # noqa: E402
 from modules import precision as precision_lib  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-TRAINER_ID = "Trainer"
 
 # name -> HParams overrides over the tuned values. Convolution cost per image, in multiply-adds:
 # tuned (2 blocks of 2 convs, 32-64 filters) ~18 M; a third block (128 filters at 7x7) adds ~11 M;
@@ -53,6 +52,7 @@ CANDIDATES: dict[str, dict] = {
     "tuned-32ep": {"epochs": 32},
     "3blocks": {"num_blocks": 3},
     "3blocks-16ep": {"num_blocks": 3, "epochs": 16},
+    "3blocks-20ep": {"num_blocks": 3, "epochs": 20},
     "3blocks-1conv-32ep": {"num_blocks": 3, "convs_per_block": 1, "epochs": 32},
     "base48": {"base_filters": 48},
     "3blocks-base48-32ep": {"num_blocks": 3, "base_filters": 48, "epochs": 32},
@@ -88,6 +88,7 @@ def reference_seconds(output_dir: Path) -> dict:
     Trainer's own training loop (its training_summary.json), i.e. what a candidate does not change."""
     from modules.trainer import TRAINING_SUMMARY_FILE
     from tfx_pipeline import metadata
+    from tfx_pipeline.config import TRAINER_ID
 
     metadata_path = str(output_dir / "metadata.sqlite")
     pipeline = metadata.only_pipeline_name(metadata_path)
@@ -145,6 +146,31 @@ def pareto_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, table
 
 
+def measure(args: argparse.Namespace, cpu: str) -> None:
+    """Each candidate's epoch cost, then (unless --cost-only) its trainings, appended to --results."""
+    splits, source = run_splits(args.output_dir, args.data_dir)
+    reference = reference_seconds(args.output_dir)
+    policy = precision_lib.resolve_here(args.precision).policy
+    print(f"{len(splits[dataset.TRAIN].labels):,} training images from {source}; reference run: "
+          f"{reference['pipeline_seconds']:,.0f} s of components, "
+          f"{reference['outside_training_seconds']:,.0f} s outside training; precision {policy}")
+    costs: dict[model_lib.HParams, float] = {}  # an epoch costs the same whatever the schedule's length
+    for name in args.candidates:
+        hparams = model_lib.HParams.tuned(CANDIDATES[name])
+        common = {"cpu": cpu, "candidate": name, "hparams": hparams.to_dict(), "policy": policy}
+        architecture = hparams.replace(epochs=0)
+        if architecture not in costs:
+            costs[architecture] = epoch_seconds(hparams, splits, args.precision)
+        append(args.results, {**common, "kind": "cost", "epoch_seconds": costs[architecture], **reference})
+        print(f"{name}: {costs[architecture]:.1f} s per epoch, {hparams.epochs} epochs", flush=True)
+        for seed in [] if args.cost_only else args.seeds:
+            trained = train(hparams, splits, seed, args.precision)
+            append(args.results, {**common, "kind": "accuracy", **trained})
+            print(f"{name} seed {seed}: test {trained['test_accuracy']:.4f}, "
+                  f"eval {trained['eval_accuracy']:.4f}, {trained['epochs_run']} epochs "
+                  f"in {trained['train_seconds']:.0f} s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "fashion-mnist",
@@ -158,33 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true", help="print the table of --results, measure nothing")
     parser.add_argument("--results", type=Path, default=REPO / "outputs" / "model_search.jsonl",
                         help="JSON lines, appended to")
+    parser.add_argument("--log", type=Path, default=REPO / "outputs" / "benchmarks" / "model_search.log",
+                        help="where library output goes (the console keeps the project's lines)")
     args = parser.parse_args(argv)
 
     cpu = cpu_model()
     print(f"CPU: {cpu}")
     if not args.table_only:
-        show_progress()
-        splits, source = run_splits(args.output_dir, args.data_dir)
-        reference = reference_seconds(args.output_dir)
-        policy = precision_lib.resolve_here(args.precision).policy
-        print(f"{len(splits[dataset.TRAIN].labels):,} training images from {source}; reference run: "
-              f"{reference['pipeline_seconds']:,.0f} s of components, {reference['outside_training_seconds']:,.0f} s "
-              f"outside training; precision {policy}")
-        costs: dict[model_lib.HParams, float] = {}  # an epoch costs the same whatever the schedule's length
-        for name in args.candidates:
-            hparams = model_lib.HParams.tuned(CANDIDATES[name])
-            common = {"cpu": cpu, "candidate": name, "hparams": hparams.to_dict(), "policy": policy}
-            architecture = hparams.replace(epochs=0)
-            if architecture not in costs:
-                costs[architecture] = epoch_seconds(hparams, splits, args.precision)
-            seconds = costs[architecture]
-            append(args.results, {**common, "kind": "cost", "epoch_seconds": seconds, **reference})
-            print(f"{name}: {seconds:.1f} s per epoch, {hparams.epochs} epochs", flush=True)
-            for seed in [] if args.cost_only else args.seeds:
-                trained = train(hparams, splits, seed, args.precision)
-                append(args.results, {**common, "kind": "accuracy", **trained})
-                print(f"{name} seed {seed}: test {trained['test_accuracy']:.4f}, eval {trained['eval_accuracy']:.4f}, "
-                      f"{trained['epochs_run']} epochs in {trained['train_seconds']:.0f} s", flush=True)
+        with project_lines_only(args.log):
+            measure(args, cpu)
     records = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     print()
     print(markdown_table(*pareto_table(records)))

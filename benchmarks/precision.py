@@ -31,7 +31,7 @@ from fmnist import tf_env
 tf_env.configure()  # before TensorFlow loads
 
 import numpy as np  # noqa: E402
-from common import accuracy, cpu_model, markdown_table, run_splits, show_progress  # noqa: E402
+from common import accuracy, cpu_model, markdown_table, project_lines_only, run_splits  # noqa: E402
 
 from fmnist import dataset  # noqa: E402
 from modules import data, trainer  # noqa: E402
@@ -68,22 +68,8 @@ def convolution_kernel(requested: str) -> str:
     return kernels.most_common(1)[0][0] if kernels else "(no oneDNN convolution logged)"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "fashion-mnist",
-                        help="a finished local run's output directory (metadata.sqlite inside)")
-    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "raw", help="the official test split")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
-    parser.add_argument("--epochs", type=int, default=None, help="default: the tuned schedule")
-    parser.add_argument("--precision", nargs="+", default=[precision_lib.FLOAT32, precision_lib.BFLOAT16],
-                        choices=[precision_lib.FLOAT32, precision_lib.BFLOAT16])
-    parser.add_argument("--probe", choices=precision_lib.CHOICES, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.probe:
-        probe(args.probe)
-        return 0
-
-    show_progress()
+def measure(args: argparse.Namespace) -> list[list[str]]:
+    """One table row per seed and precision (float32 first: the speed-up and Δ refer to it)."""
     splits, source = run_splits(args.output_dir, args.data_dir)
     hparams = model_lib.HParams.tuned({"epochs": args.epochs} if args.epochs else {})
     print(f"CPU: {cpu_model()}")
@@ -94,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         for requested in args.precision:
             started = time.perf_counter()
-            result = trainer.fit(hparams, splits[dataset.TRAIN], splits[dataset.EVAL], seed=seed, precision=requested)
+            result = trainer.fit(hparams, splits[dataset.TRAIN], splits[dataset.EVAL], seed=seed,
+                                 precision=requested)
             seconds = time.perf_counter() - started
             exported = precision_lib.float32_copy(result.model) if result.precision.bf16 else result.model
             test_exported, probabilities = accuracy(exported, splits[dataset.TEST])
@@ -111,6 +98,28 @@ def main(argv: list[str] | None = None) -> int:
                 f"{np.abs(probabilities - trained_probabilities).max():.1e}",
             ])
             print(" | ".join(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "fashion-mnist",
+                        help="a finished local run's output directory (metadata.sqlite inside)")
+    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "raw", help="the official test split")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42])
+    parser.add_argument("--epochs", type=int, default=None, help="default: the tuned schedule")
+    parser.add_argument("--precision", nargs="+", default=[precision_lib.FLOAT32, precision_lib.BFLOAT16],
+                        choices=[precision_lib.FLOAT32, precision_lib.BFLOAT16])
+    parser.add_argument("--probe", choices=precision_lib.CHOICES, help=argparse.SUPPRESS)
+    parser.add_argument("--log", type=Path, default=REPO / "outputs" / "benchmarks" / "precision.log",
+                        help="where library output goes (the console keeps the project's lines)")
+    args = parser.parse_args(argv)
+    if args.probe:
+        probe(args.probe)
+        return 0
+
+    with project_lines_only(args.log):
+        rows = measure(args)
     header = ["precision", "seed", "oneDNN convolution", "epochs", "img/s", "train s", "speed-up",
               "eval acc", "test acc (float32 export)", "test acc (as trained)", "Δ test vs float32 (pt)",
               "max |Δprob| export vs trained"]
