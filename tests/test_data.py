@@ -142,6 +142,29 @@ def test_a_split_within_the_budget_is_read_into_memory_in_a_fixed_order(transfor
     assert [by_image[image.tobytes()] for image in loaded.images] == loaded.labels.tolist()
 
 
+def test_an_in_memory_split_becomes_a_tensor_without_a_copy(transformed_files):
+    pattern, transform, _ = transformed_files
+    loaded = data.load_transformed([pattern], transform)
+    assert loaded.images.ctypes.data % data.TENSOR_ALIGNMENT == 0
+    shared = data.as_tensor(loaded.images)
+    np.testing.assert_array_equal(shared.numpy(), loaded.images)
+    # What TensorFlow cannot share (here: misaligned by 4 bytes) is copied, never refused.
+    raw = data.aligned_empty((loaded.images.size + 1,), np.float32)
+    misaligned = raw[1:].reshape(loaded.images.shape)
+    misaligned[:] = loaded.images
+    copied = data.as_tensor(misaligned)
+    np.testing.assert_array_equal(copied.numpy(), loaded.images)
+    # Shared means one buffer: a write to the array shows in its tensor, not in the copy's.
+    loaded.images[0, 0] = misaligned[0, 0] = 123.0
+    assert float(shared[0, 0]) == 123.0 and float(copied[0, 0]) != 123.0
+    loaded.images[0, 0] = copied[0, 0].numpy()
+    # Training batches gather from the shared tensor: the loaded examples, nothing else.
+    batch, labels = next(iter(data.make_dataset(loaded, HParams(batch_size=64, augment=False), seed=3,
+                                                training=True)))
+    rows = {image.tobytes(): label for image, label in zip(loaded.images, loaded.labels, strict=True)}
+    assert [rows[image.tobytes()] for image in batch.numpy()] == labels.numpy().tolist()
+
+
 @pytest.mark.parametrize("budget", [0, 1000 * data.BYTES_PER_EXAMPLE - 1])
 def test_a_split_over_the_budget_streams_every_example_once_per_epoch(transformed_files, budget):
     pattern, transform, split = transformed_files
