@@ -54,10 +54,12 @@ def aligned_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
 
 def as_tensor(array: np.ndarray) -> tf.Tensor:
-    """The array as a tensor, sharing its memory where TensorFlow allows it (C-contiguous and
-    aligned: load_transformed's arrays are), else a copy. tf.constant of a 523 MiB array added
-    1,084 MiB of RSS (two copies), which made an in-memory split cost 3x its size."""
-    if array.flags.c_contiguous and array.ctypes.data % TENSOR_ALIGNMENT == 0:
+    """The array as a tensor, sharing its memory where TensorFlow allows it (C-contiguous, aligned
+    and writeable, as load_transformed's arrays are: the tensor then sees later writes to the
+    array), else a copy. tf.constant of a 523 MiB array added 1,084 MiB of RSS (two copies),
+    which made an in-memory split cost 3x its size."""
+    flags = array.flags
+    if flags.c_contiguous and flags.writeable and array.ctypes.data % TENSOR_ALIGNMENT == 0:
         return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
     return tf.constant(array)
 

@@ -30,8 +30,9 @@ OBJECTIVE = "val_accuracy"
 def search_space() -> kt.HyperParameters:
     """The searched HParams fields and their values (architecture, regularisation, schedule, augmentation)."""
     hp = kt.HyperParameters()
-    # Architecture: a third block (128 filters at 7x7) adds ~60 % to the convolution cost of the
-    # tuned 2 x 2; one convolution per block roughly halves it (benchmarks/model_search.py).
+    # Architecture: a third block (128 filters at 7x7) adds 59 % to the convolution multiply-adds
+    # of the tuned 2 x 2 (1.39x the epoch time on the EPYC); one convolution per block cuts them
+    # to a quarter (benchmarks/model_search.py).
     hp.Choice("num_blocks", [2, 3])
     hp.Choice("convs_per_block", [1, 2])
     hp.Choice("base_filters", [24, 32, 48])

@@ -154,6 +154,10 @@ def test_an_in_memory_split_becomes_a_tensor_without_a_copy(transformed_files):
     misaligned[:] = loaded.images
     copied = data.as_tensor(misaligned)
     np.testing.assert_array_equal(copied.numpy(), loaded.images)
+    read_only = data.aligned_empty(loaded.images.shape, np.float32)  # aligned, but DLPack refuses read-only
+    read_only[:] = loaded.images
+    read_only.flags.writeable = False
+    np.testing.assert_array_equal(data.as_tensor(read_only).numpy(), loaded.images)
     # Shared means one buffer: a write to the array shows in its tensor, not in the copy's.
     loaded.images[0, 0] = misaligned[0, 0] = 123.0
     assert float(shared[0, 0]) == 123.0 and float(copied[0, 0]) != 123.0
