@@ -46,9 +46,10 @@ def test_rows_of_another_cpu_never_dominate(model_search):
     assert [row[-1] for row in rows] == ["yes", "yes"]
 
 
-def test_the_latest_cost_and_each_seeds_latest_accuracy_count(model_search):
+def test_the_smallest_cost_of_an_architecture_and_each_seeds_latest_accuracy_count(model_search):
     hparams = HParams(epochs=10)
-    records = (_records(CPU, "c", hparams, 50.0, [0.90, 0.91]) + _records(CPU, "c", hparams, 10.0, [0.93]))
-    (row,) = _rows(model_search, records).values()
-    assert row["Trainer s (projected)"] == "100"
-    assert row["test acc per seed"] == "0.9300 / 0.9100"
+    records = (_records(CPU, "c", hparams, 50.0, [0.90, 0.91]) + _records(CPU, "c", hparams, 10.0, [0.93])
+               + _records(CPU, "c-longer", hparams.replace(epochs=20), 30.0, []))  # same architecture, busier run
+    rows = _rows(model_search, records)
+    assert rows["c"]["Trainer s (projected)"] == "100" and rows["c-longer"]["Trainer s (projected)"] == "200"
+    assert rows["c"]["test acc per seed"] == "0.9300 / 0.9100"
