@@ -206,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.table_only:
         with project_lines_only(args.log):
             measure(args, cpu)
+    if not args.results.is_file():
+        print(f"error: no results at {args.results}: measure first (without --table-only)", file=sys.stderr)
+        return 1
     records = [json.loads(line) for line in args.results.read_text().splitlines() if line.strip()]
     print()
     print(markdown_table(*pareto_table(records)))

@@ -53,3 +53,9 @@ def test_the_smallest_cost_of_an_architecture_and_each_seeds_latest_accuracy_cou
     rows = _rows(model_search, records)
     assert rows["c"]["Trainer s (projected)"] == "100" and rows["c-longer"]["Trainer s (projected)"] == "200"
     assert rows["c"]["test acc per seed"] == "0.9300 / 0.9100"
+
+
+def test_a_table_without_results_is_a_one_line_error(model_search, tmp_path, capsys):
+    missing = tmp_path / "none.jsonl"
+    assert model_search.main(["--table-only", "--results", str(missing)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: no results at {missing}: measure first (without --table-only)"
