@@ -17,16 +17,19 @@ line per training to OUT/results.jsonl; with DEADLINE (epoch seconds) set, a wor
 job it expects to end after it.
 """
 import argparse
-import gzip
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as functional
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fmnist import dataset
 
 TUNED = dict(base_filters=32, num_blocks=2, convs_per_block=2, dense_units=128, conv_dropout=0.1,
              dense_dropout=0.2, weight_decay=5e-4, bn_momentum=0.9, learning_rate=2e-3, batch_size=128,
@@ -66,27 +69,20 @@ CONFIGS2 = [
 SEEDS2 = [3, 4, 5, 6]
 
 
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def load(device, d):
-    xtr = read_idx(f"{d}/train-images-idx3-ubyte.gz").astype(np.float32) / 255.0
-    ytr = read_idx(f"{d}/train-labels-idx1-ubyte.gz").astype(np.int64)
-    xte = read_idx(f"{d}/t10k-images-idx3-ubyte.gz").astype(np.float32) / 255.0
-    yte = read_idx(f"{d}/t10k-labels-idx1-ubyte.gz").astype(np.int64)
-    rng = np.random.default_rng(42)  # stratified 5,000 hold-out, 500 per class
-    hold = np.concatenate([rng.choice(np.flatnonzero(ytr == c), 500, replace=False) for c in range(10)])
+def load(device, data_dir):
+    """The official splits as the pipeline sees them: fmnist.dataset's reader and its stratified
+    5,000-image hold-out (seed 42, as ExampleGen draws it), z-scores over the remaining pixels."""
+    train, test = dataset.read_split(data_dir, dataset.TRAIN), dataset.read_split(data_dir, dataset.TEST)
+    xtr, ytr = train.images.reshape(-1, 28, 28) / 255.0, train.labels.astype(np.int64)
+    xte, yte = test.images.reshape(-1, 28, 28) / 255.0, test.labels.astype(np.int64)
+    hold = dataset.stratified_holdout(ytr, 5000, 42)
     mask = np.ones(len(ytr), bool)
     mask[hold] = False
     mean, std = xtr[mask].mean(), xtr[mask].std()  # tft.scale_to_z_score over the train split's pixels
 
     def t(x, y):
-        return (torch.tensor((x - mean) / std).unsqueeze(1).to(device), torch.tensor(y).to(device))
+        return (torch.tensor(((x - mean) / std).astype(np.float32)).unsqueeze(1).to(device),
+                torch.tensor(y).to(device))
 
     return t(xtr[mask], ytr[mask]), t(xtr[hold], ytr[hold]), t(xte, yte)
 
