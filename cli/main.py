@@ -65,6 +65,12 @@ def _label(text: str) -> tuple[str, int]:
     return name, int(version)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def _serve(args: argparse.Namespace) -> int:
     tf_env.configure()
     logging.getLogger("serving").setLevel(logging.INFO)
@@ -98,29 +104,49 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from serving.client import connect
+    import numpy as np
+
+    from serving.client import Prediction, connect
     from serving.inputs import load_inputs
 
     inputs = load_inputs(args.inputs, args.data_dir)
     client = connect(args.transport, args.server, args.model_name, args.version, args.version_label,
                      ca_file=str(args.tls_ca) if args.tls_ca else None)
     images = [i.image for i in inputs]
+    # Requests of at most --batch images, so that the whole test split fits the server's
+    # --max-request-instances and --max-request-bytes.
+    chunks = [images[start:start + args.batch] for start in range(0, len(images), args.batch)]
     try:
-        explanation = client.explain(images) if args.explain else None
-        prediction = explanation.prediction if explanation else client.predict(images)
+        if args.explain:
+            parts = [client.explain(chunk) for chunk in chunks]
+            predictions = [part.prediction for part in parts]
+            attributions = np.concatenate([part.attributions for part in parts])
+        else:
+            predictions = [client.predict(chunk) for chunk in chunks]
     finally:
         client.close()
-    width = max(len(i.name) for i in inputs)
-    for item, top in zip(inputs, prediction.top(args.top), strict=True):
-        ranked = "  ".join(f"{name} {p:.3f}" for name, p in top)
-        truth = "" if item.label is None else f"  (true: {features.CLASS_NAMES[item.label]})"
-        print(f"{item.name:<{width}}  {ranked}{truth}")
-    if explanation:
+    prediction = Prediction(np.concatenate([p.probabilities for p in predictions]), predictions[-1].version)
+    if not args.summary_only:
+        width = max(len(i.name) for i in inputs)
+        for item, top in zip(inputs, prediction.top(args.top), strict=True):
+            ranked = "  ".join(f"{name} {p:.3f}" for name, p in top)
+            truth = "" if item.label is None else f"  (true: {features.CLASS_NAMES[item.label]})"
+            print(f"{item.name:<{width}}  {ranked}{truth}")
+    labels = [i.label for i in inputs]
+    if None not in labels:
+        # Through the served signature: the independent check of a pushed model's test accuracy
+        # (`fmnist predict test:0-9999 --summary-only`).
+        correct = int((prediction.class_ids == np.asarray(labels)).sum())
+        versions = ", ".join(sorted({str(p.version) for p in predictions}))
+        signature = features.EXPLAIN_SIGNATURE if args.explain else features.SERVING_DEFAULT
+        print(f"accuracy {correct / len(labels):.4f}: {correct:,} of {len(labels):,} labelled inputs, "
+              f"model version {versions}, {signature} over {args.transport}")
+    if args.explain:
         from fmnist import explain_render
 
-        for position, (item, attributions) in enumerate(zip(inputs, explanation.attributions, strict=True)):
+        for position, (item, overlay) in enumerate(zip(inputs, attributions, strict=True)):
             explain_render.write_overlay(args.explain / explain_render.file_name(position, item.name), item.image,
-                                         attributions)
+                                         overlay)
         print(f"attribution overlays: {len(inputs)} PNGs in {args.explain}")
     return 0
 
@@ -225,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--version-label", default=None)
     predict.add_argument("--data-dir", type=Path, default=Path("data/raw"), help="where test:N inputs come from")
     predict.add_argument("--top", type=int, default=3)
+    predict.add_argument("--batch", type=_positive, default=256,
+                         help="most images in one request (the server refuses more than its --max-request-instances)")
+    predict.add_argument("--summary-only", action="store_true",
+                         help="print only the accuracy line (every input labelled: test:I-J) and the overlays line")
     predict.add_argument("--explain", type=Path, default=None, metavar="OUT_DIR",
                          help="also ask the model's `explain` signature and write one PNG per image to OUT_DIR: "
                               "the image in grey, the pixels that raised the predicted class in a heat ramp "

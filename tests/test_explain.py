@@ -140,7 +140,7 @@ def test_predict_cli_writes_overlays_without_tensorflow(server, predict_cli, tmp
 
     out = tmp_path / "overlays"
     code, lines, stderr = predict_cli(2, "--transport", "grpc", "--server", f"127.0.0.1:{server.grpc_port}",
-                                      "--explain", str(out))
+                                      "--explain", str(out), "--batch", "1")  # two requests
     assert code == 0, stderr
     assert lines[-1] == "TF runtime loaded: False"
     assert lines[-2] == f"attribution overlays: 2 PNGs in {out}"

@@ -4,6 +4,7 @@ every REST and gRPC call, version labels, bad requests, a hot swap under load, a
 import base64
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -275,9 +276,26 @@ def test_predict_cli_uses_no_tensorflow_runtime(server, predict_cli):
     """`fmnist predict` over gRPC: answers with class names and never loads TF's runtime."""
     code, lines, stderr = predict_cli(3, "--transport", "grpc", "--server", f"127.0.0.1:{server.grpc_port}")
     assert code == 0, stderr
-    assert len(lines) == 4 and all(line.startswith(f"test:{i}") for i, line in enumerate(lines[:3]))
+    assert len(lines) == 5 and all(line.startswith(f"test:{i}") for i, line in enumerate(lines[:3]))
+    assert lines[3].startswith("accuracy ") and lines[3].endswith("serving_default over grpc")
     assert all("(true: " in line for line in lines[:3])
     assert lines[-1] == "TF runtime loaded: False"
+
+
+def test_predict_cli_accuracy_over_several_requests_matches_the_served_model(server, predict_cli, test_images):
+    """`fmnist predict test:I-J --summary-only` sends --batch images per request and prints the accuracy
+    of the served `serving_default` over every labelled input: the same count a direct client call gives."""
+    count = 7
+    code, lines, stderr = predict_cli(count, "--server", f"127.0.0.1:{server.rest_port}", "--batch", "3",
+                                      "--summary-only")
+    assert code == 0, stderr
+    images, labels = test_images[0][:count], test_images[1][:count]
+    correct = int((RestClient(f"127.0.0.1:{server.rest_port}", MODEL).predict(images).class_ids == labels).sum())
+    assert re.fullmatch(rf"accuracy {correct / count:.4f}: {correct} of {count} labelled inputs, "
+                        r"model version [12](, 2)?, serving_default over rest", lines[0]), lines
+    assert lines[1:] == ["TF runtime loaded: False"]
+    code, _, stderr = predict_cli(count, "--batch", "0")
+    assert code == 2 and "--batch: expected a whole number >= 1, got '0'" in stderr
 
 
 # -- load, batching, metrics --------------------------------------------------------------------
