@@ -110,6 +110,10 @@ def _predict(args: argparse.Namespace) -> int:
     from serving.inputs import load_inputs
 
     inputs = load_inputs(args.inputs, args.data_dir)
+    unlabelled = [i.name for i in inputs if i.label is None]
+    if args.summary_only and unlabelled:
+        raise ValueError(f"--summary-only prints the accuracy over labelled inputs (test:I-J), but {unlabelled[0]} "
+                         f"has no label ({len(unlabelled)} of {len(inputs)} inputs)")
     client = connect(args.transport, args.server, args.model_name, args.version, args.version_label,
                      ca_file=str(args.tls_ca) if args.tls_ca else None)
     images = [i.image for i in inputs]
@@ -132,11 +136,11 @@ def _predict(args: argparse.Namespace) -> int:
             ranked = "  ".join(f"{name} {p:.3f}" for name, p in top)
             truth = "" if item.label is None else f"  (true: {features.CLASS_NAMES[item.label]})"
             print(f"{item.name:<{width}}  {ranked}{truth}")
-    labels = [i.label for i in inputs]
-    if None not in labels:
+    if not unlabelled:
         # Through the served signature: the independent check of a pushed model's test accuracy
         # (`fmnist predict test:0-9999 --summary-only`).
-        correct = int((prediction.class_ids == np.asarray(labels)).sum())
+        labels = np.asarray([i.label for i in inputs])
+        correct = int((prediction.class_ids == labels).sum())
         versions = ", ".join(sorted({str(p.version) for p in predictions}))
         signature = features.EXPLAIN_SIGNATURE if args.explain else features.SERVING_DEFAULT
         print(f"accuracy {correct / len(labels):.4f}: {correct:,} of {len(labels):,} labelled inputs, "

@@ -298,6 +298,20 @@ def test_predict_cli_accuracy_over_several_requests_matches_the_served_model(ser
     assert code == 2 and "--batch: expected a whole number >= 1, got '0'" in stderr
 
 
+def test_predict_cli_summary_only_refuses_unlabelled_inputs_before_any_request(tmp_path, sample_dir, capsys):
+    """An image file has no label, so --summary-only would print nothing: a one-line error instead, before
+    any request (no server listens on the port)."""
+    from cli.main import main
+
+    np.save(tmp_path / "two.npy", np.zeros((2, *features.IMAGE_SHAPE), np.float32))
+    code = main(["predict", "test:0", str(tmp_path / "two.npy"), "--data-dir", str(sample_dir), "--summary-only",
+                 "--server", "127.0.0.1:1"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --summary-only prints the accuracy over labelled inputs (test:I-J), but two.npy[0] has no label "
+        "(2 of 3 inputs)"]
+
+
 # -- load, batching, metrics --------------------------------------------------------------------
 def test_load_from_several_threads_has_zero_errors(server, test_images):
     images = test_images[0]
