@@ -107,9 +107,9 @@ def append(results: Path, record: dict) -> None:
         stream.write(json.dumps(record) + "\n")
 
 
-def _architecture(hparams: dict) -> model_lib.HParams:
+def _architecture(hparams: model_lib.HParams) -> model_lib.HParams:
     """What an epoch's cost depends on: everything but the number of epochs."""
-    return model_lib.HParams.from_dict(hparams).replace(epochs=0)
+    return hparams.replace(epochs=0)
 
 
 def pareto_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
@@ -120,7 +120,7 @@ def pareto_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     costs: dict[tuple[str, model_lib.HParams], dict] = {}
     for record in records:
         if record["kind"] == "cost":
-            key = (record["cpu"], _architecture(record["hparams"]))
+            key = (record["cpu"], _architecture(model_lib.HParams.from_dict(record["hparams"])))
             if key not in costs or record["epoch_seconds"] < costs[key]["epoch_seconds"]:
                 costs[key] = record
     groups: dict[tuple[str, str], dict] = {}
@@ -132,7 +132,7 @@ def pareto_table(records: list[dict]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for (cpu, name), group in groups.items():
         hparams = model_lib.HParams.from_dict(group["hparams"])
-        cost = costs.get((cpu, _architecture(group["hparams"])))
+        cost = costs.get((cpu, _architecture(hparams)))
         trainer_s = hparams.epochs * cost["epoch_seconds"] if cost else None
         pipeline_s = cost["outside_training_seconds"] + trainer_s if cost else None
         tests = [seed["test_accuracy"] for seed in group["seeds"].values()]  # in the order seeds were first run
@@ -171,7 +171,7 @@ def measure(args: argparse.Namespace, cpu: str) -> None:
     for name in args.candidates:
         hparams = model_lib.HParams.tuned(CANDIDATES[name])
         common = {"cpu": cpu, "candidate": name, "hparams": hparams.to_dict(), "policy": policy}
-        architecture = _architecture(hparams.to_dict())
+        architecture = _architecture(hparams)
         if architecture not in costs:
             costs[architecture] = epoch_seconds(hparams, splits, args.precision)
         append(args.results, {**common, "kind": "cost", "epoch_seconds": costs[architecture], **reference})

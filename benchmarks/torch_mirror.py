@@ -30,10 +30,11 @@ import torch.nn.functional as functional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fmnist import dataset
+from modules import model as model_lib  # HParams only: no TensorFlow at import
 
-TUNED = dict(base_filters=32, num_blocks=2, convs_per_block=2, dense_units=128, conv_dropout=0.1,
-             dense_dropout=0.2, weight_decay=5e-4, bn_momentum=0.9, learning_rate=2e-3, batch_size=128,
-             epochs=24, patience=3, max_shift=1, flip=False)
+# The project's tuned values (modules/tuned_hyperparameters.json over HParams' defaults), as a dict
+# of HParams field names; the candidates below override some of them.
+TUNED = model_lib.HParams.tuned().to_dict()
 
 CONFIGS = [  # priority order
     ("tuned", {}),
@@ -56,7 +57,7 @@ CONFIGS = [  # priority order
     ("3blocks-base64-40ep", {"num_blocks": 3, "base_filters": 64, "epochs": 40}),
 ]
 SEEDS = [1, 2]
-NO_ES = {"patience": 999}  # no early stopping: the cosine schedule runs to its end
+NO_ES = {"early_stopping_patience": 999}  # no early stopping: the cosine schedule runs to its end
 CONFIGS2 = [
     ("tuned", {}),
     ("3blocks-20ep", {"num_blocks": 3, "epochs": 20}),
@@ -171,7 +172,8 @@ def train(h, data, seed, device):
         order = torch.randperm(len(ytr), device=device, generator=gen)
         for s in range(steps):
             idx = order[s * h["batch_size"]:(s + 1) * h["batch_size"]]
-            x = augment(xtr[idx], h, gen).contiguous(memory_format=torch.channels_last)
+            x = augment(xtr[idx], h, gen) if h["augment"] else xtr[idx]
+            x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 logits = model(x)
             loss = functional.cross_entropy(logits.float(), ytr[idx])
@@ -187,7 +189,7 @@ def train(h, data, seed, device):
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         elif epoch >= h["epochs"] // 2:  # Keras start_from_epoch: no stopping in the first half
             waited += 1
-            if waited >= h["patience"]:
+            if waited >= h["early_stopping_patience"]:
                 break
     model.load_state_dict(best_state)
     _, eval_acc = evaluate(model, xev, yev)
