@@ -39,8 +39,10 @@ LOG_FILE = os.path.join("logs", "pipeline.log")
 
 # The committed sample is 1,000 train + 300 test images: a smaller hold-out, a short training
 # run and floors that a model trained on 800 images clears. Applies to settings nobody gave.
-SAMPLE_PROFILE = dict(pipeline_name=f"{PIPELINE_NAME}-sample", eval_holdout_size=200, epochs=15, batch_size=32,
-                      min_accuracy=0.7, min_class_recall=0.3)
+# The golden set is then 150 images (15 a class): one image moves a class recall 6.7 points, so
+# the golden margins are wider than the full data's.
+SAMPLE_PROFILE = dict(pipeline_name=f"{PIPELINE_NAME}-sample", eval_holdout=200, epochs=15, batch_size=32,
+                      min_accuracy=0.7, min_class_recall=0.3, max_golden_drop=0.03, max_golden_class_drop=0.2)
 SAMPLE_HPARAMS = {"augment": False}
 
 
@@ -148,10 +150,8 @@ def preflight(config: PipelineConfig) -> dict[str, int]:
     test = dataset.read_split(config.data_root, dataset.TEST, config.input_format)
     for split in (train, test):
         dataset.check_split(split)
-    holdout = config.settings.eval_holdout_size
-    if not 0 < holdout < len(train):
-        raise dataset.DatasetError(f"{train.source}: the eval hold-out of {holdout} examples must be between 1 and "
-                                   f"{len(train) - 1} (the span has {len(train)})")
+    config.settings.eval_holdout_spec.size(len(train), train.source)  # raises for a span too small
+    config.settings.golden_share_spec.size(len(test), test.source)
     counts = {dataset.TRAIN: len(train), dataset.TEST: len(test)}
     if config.settings.bulk_inference_input:
         counts[dataset.UNLABELLED] = len(dataset.read_unlabelled(config.settings.bulk_inference_input))
@@ -256,13 +256,24 @@ def print_summary(config: PipelineConfig, elapsed: float) -> None:
     print(f"\nwall time {elapsed:.1f}s; peak memory {peak_memory_mib():.0f} MiB (largest process)")
     print(f"training: {training_note(config)}")
     if pushed:
-        accuracy = inference.model_accuracy(pushed, config.data_root, config.input_format)
-        print(f"pushed model: {pushed}\ntest-split accuracy of the pushed model: {accuracy:.4f}")
+        rows = reported_test_rows(config)
+        accuracy = inference.model_accuracy(pushed, config.data_root, config.input_format, rows=rows)
+        print(f"pushed model: {pushed}\ntest-split accuracy of the pushed model: {accuracy:.4f} (the "
+              f"{len(rows):,} test images the golden gate never sees)")
     else:
         print("no model was pushed (not blessed, or not infra-blessed); see the evaluation report")
     if config.settings.bulk_inference_input:
         print(f"batch inference: {batch_inference_note(config)}")
     print_evaluation(config)
+
+
+def reported_test_rows(config: PipelineConfig):
+    """Rows of the official test split that are the reported `test` split: all but the golden set."""
+    from tfx_pipeline.components.raw_example_gen import select_rows
+    from tfx_pipeline.config import GOLDEN_SEED
+
+    labels = dataset.read_split(config.data_root, dataset.TEST, config.input_format).labels
+    return select_rows(labels, "rest", config.settings.golden_share_spec, GOLDEN_SEED)
 
 
 def training_note(config: PipelineConfig) -> str:
@@ -309,6 +320,17 @@ def print_evaluation(config: PipelineConfig) -> None:
     for check in judged.checks:
         print(f"  {'pass' if check.passed else 'FAIL'}  {check.rule} on {check.slice}: "
               f"{check.value:.4f} (needs {check.bound})")
+    golden = evaluation.golden
+    if golden is not None:
+        stable = golden.baseline_overall.get("accuracy")
+        against = f" vs stable {stable:.4f}" if stable is not None else " (no stable model yet: not judged)"
+        print(f"Golden gate on {golden.overall['example_count']:.0f} golden images: accuracy "
+              f"{golden.overall['accuracy']:.4f}{against}: {evaluation.golden_status.upper()}")
+        for check in golden.checks:
+            print(f"  {'pass' if check.passed else 'FAIL'}  {check.rule} on {check.slice}: "
+                  f"{check.value:+.4f} (needs {check.bound})")
+    if evaluation.blessing_reason and evaluation.blessing_reason != "passed":
+        print(f"Blessing: NOT BLESSED: {evaluation.blessing_reason}")
     served = evaluation.serving_validation
     if served and served["blessed"] and "requests" in served:
         print(f"Serving validation: passed on the {served['server']} (AVAILABLE after {served['load_seconds']:.1f}s, "
@@ -355,13 +377,42 @@ def run_quietly(config: PipelineConfig, verbose: bool, then: Callable[[], None] 
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with progress.quiet_console(log_file, enabled=not verbose):
         try:
-            run(config, verbose=verbose)
+            try:
+                run(config, verbose=verbose)
+            except Exception as err:
+                record_verdict(config, err)
+                raise
+            record_verdict(config, None)
             if then is not None:
                 then()
         except Exception as err:  # the traceback goes to the log; the console gets the message
             log_failure(log_file, err)
             return error_line(err)
     return None
+
+
+def record_verdict(config: PipelineConfig, err: BaseException | None) -> str | None:
+    """Records the verdict of the run that just ended on its span (tfx_pipeline.span_verdicts):
+    drifted/anomalous when a gate stopped it, else accepted or rejected from its blessings.
+    Returns the verdict, or None when the run ingested nothing or failed for another reason."""
+    from tfx_pipeline import metadata, span_verdicts
+    from tfx_pipeline.components.anomalies_gate import DataAnomaliesError
+    from tfx_pipeline.components.drift_gate import DataDriftError
+
+    if not Path(config.metadata_path).exists():
+        return None
+    stopped_by = (span_verdicts.DRIFTED if isinstance(err, DataDriftError) else
+                  span_verdicts.ANOMALOUS if isinstance(err, DataAnomaliesError) else None)
+    if err is not None and stopped_by is None:
+        return None
+    run_id = metadata.latest_run_id(metadata.open_store(config.metadata_path), config.pipeline_name)
+    found = span_verdicts.run_verdict(config.metadata_path, config.pipeline_name, run_id, stopped_by,
+                                      error_line(err) if err is not None else "")
+    if found is None:
+        return None
+    span, verdict, reason = found
+    span_verdicts.record(config.metadata_path, config.pipeline_name, span, verdict, reason, by="pipeline run")
+    return verdict
 
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:

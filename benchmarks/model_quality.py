@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print("the pipeline pushed no model (not blessed); evaluating the Trainer's model instead")
         pushed = os.path.join(outputs("Trainer", "model"), "Format-Serving")
     train_raw = dataset.read_split(config.data_root, dataset.TRAIN, config.input_format)
-    holdout = select_rows(train_raw, "holdout", config.settings.eval_holdout_size, config.training.seed)
+    holdout = select_rows(train_raw, "holdout", config.settings.eval_holdout_spec, config.training.seed)
     evaluation_raw = dataset.RawSplit(train_raw.images[holdout], train_raw.labels[holdout])
     cnn = evaluate_pushed(pushed, summary, evaluation_raw,
                           dataset.read_split(config.data_root, dataset.TEST, config.input_format))

@@ -143,7 +143,7 @@ def run_stage(node: str, result_file: Path, runner_flags: list[str]) -> None:
         metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)))
     runs = metadata.component_runs(config.metadata_path, config.pipeline_name)
     found: dict = {"ran": [(run.component, run.state, run.seconds) for run in runs],
-                   "eval_holdout_size": config.settings.eval_holdout_size}
+                   "eval_holdout_size": int(config.settings.eval_holdout)}
     if ("Trainer", "COMPLETE") in {(run.component, run.state) for run in runs}:  # trained in this run
         model_run = metadata.latest_outputs(config.metadata_path, config.pipeline_name, "Trainer", "model_run")
         with open(os.path.join(model_run[0].uri, TRAINING_SUMMARY_FILE)) as stream:
@@ -168,7 +168,8 @@ def run_scale(scale: int, data_dir: Path, work: Path, stages: Sequence[str], run
     print(f"\nscale {scale}x: {images:,} train images in span 1 ({span_mib:.0f} MiB of IDX-gz, "
           f"{time.perf_counter() - started:.0f} s to write) under {work}", flush=True)
     flags = ["--data-dir", str(data_dir), "--landing-dir", str(work / "landing"), "--output-dir", str(work / "out"),
-             "--epochs", "1", "--no-warm-start", "--serving-validator", "project", *runner_flags]
+             "--epochs", "1", "--no-warm-start", "--serving-validator", "project",
+             "--eval-holdout", "5000", *runner_flags]  # a count: the stages compare at every scale
     results = []
     plan = [(stage, stage) for stage in stages] + ([(FLOOR, stages[-1])] if floor else [])
     for stage, node in plan:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cli import bq_load, monitor, predictions, release, watch
+from cli import bq_load, monitor, predictions, release, spans, watch
 from fmnist import dataset, features, landing, tf_env
 from serving.release import DEFAULT_CONFIG_FILE
 
@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     land.set_defaults(handler=_land)
     bq_load.add_parser(commands)
     watch.add_parser(commands)
+    spans.add_parser(commands)
     release.add_parser(commands)
     monitor.add_parser(commands)
     predictions.add_parser(commands)

@@ -29,6 +29,9 @@ from fmnist import features
 TRAIN: str = "train"
 EVAL: str = "eval"
 TEST: str = "test"
+# A fixed share of the official test split that no span trains on: the golden gate judges every
+# candidate there against the stable model; `test` is then the rest, reported and never decided on.
+GOLDEN: str = "golden"
 OFFICIAL_SPLITS = (TRAIN, TEST)
 # Images to label (batch inference): IDX images files without labels files, any name ending so.
 UNLABELLED: str = "unlabelled"
@@ -389,3 +392,40 @@ def stratified_holdout(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
         for cls, quota in zip(classes, quotas, strict=False)
     ]
     return np.sort(np.concatenate(chosen))
+
+
+@dataclass(frozen=True)
+class HoldoutSpec:
+    """How many examples of a split are held out: `value` < 1 is a fraction of the split, clamped
+    to [floor, cap]; `value` >= 1 is an exact count (whole). The span's eval hold-out and the golden
+    set (a share of the official test split) are both one of these."""
+
+    value: float
+    floor: int = 0
+    cap: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.value > 0 or (self.value >= 1 and self.value != int(self.value)):
+            raise DatasetError(f"a hold-out is a fraction in (0, 1) or a whole count >= 1, got {self.value:g}")
+
+    @property
+    def is_fraction(self) -> bool:
+        return self.value < 1
+
+    def size(self, examples: int, source: str = "the split") -> int:
+        """Examples held out of `examples`; raises DatasetError (one line, naming `source`) when the
+        split is too small for it: the rest must keep at least as many examples as the hold-out."""
+        if not self.is_fraction:
+            size = int(self.value)
+            if not 0 < size < examples:
+                raise DatasetError(f"{source}: the hold-out of {size} examples must be between 1 and "
+                                   f"{examples - 1} (it has {examples})")
+            return size
+        size = max(self.floor, round(self.value * examples))
+        size = min(size, self.cap) if self.cap else size
+        if size < 1 or examples - size < size:
+            least = 2 * max(self.floor, 1)
+            raise DatasetError(f"{source}: {examples} examples is too small to evaluate: a {self.value:g} hold-out "
+                               f"of at least {max(self.floor, 1)} examples and as many to train on need "
+                               f">= {least} examples")
+        return size

@@ -65,3 +65,5 @@ MAX_WARMUP_RECORDS: Final = 1000
 # version or label go to STABLE; a new push is served as CANARY until promoted or rolled back.
 STABLE_LABEL: Final = "stable"
 CANARY_LABEL: Final = "canary"
+# The release (TF Serving ModelServerConfig with the labels above), beside the push directory.
+RELEASE_CONFIG_FILE: Final = "models.config"

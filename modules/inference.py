@@ -74,7 +74,10 @@ def predict_classes(model_dir: str, raw: dataset.RawSplit, batch_size: int = 100
     return predict_probabilities(model_dir, raw.images, batch_size).argmax(axis=1)
 
 
-def model_accuracy(model_dir: str, data_root: str, input_format: str, split: str = dataset.TEST) -> float:
-    """Accuracy of a SavedModel on an official split of the raw input data."""
+def model_accuracy(model_dir: str, data_root: str, input_format: str, split: str = dataset.TEST,
+                   rows: np.ndarray | None = None) -> float:
+    """Accuracy of a SavedModel on an official split of the raw input data (only `rows` of it, if given)."""
     raw = dataset.read_split(data_root, split, input_format)
+    if rows is not None:
+        raw = dataset.RawSplit(raw.images[rows], raw.labels[rows], raw.source)
     return float(np.mean(predict_classes(model_dir, raw) == raw.labels))

@@ -22,10 +22,14 @@ from tensorflow_model_analysis.slicer import slicer_lib
 from fmnist import features
 from tfx_pipeline import eval_config as names
 from tfx_pipeline import metadata
+from tfx_pipeline.components import blessing_gate
 from tfx_pipeline.components.serving_validator import RESULT_FILE
 from tfx_pipeline.config import (
+    BLESSING_GATE_ID,
     BLESSING_SPLIT,
     EVALUATOR_ID,
+    GOLDEN_EVALUATOR_ID,
+    GOLDEN_SPLIT,
     REPORTED_SPLIT,
     SERVING_VALIDATOR_ID,
     TEST_EVALUATOR_ID,
@@ -96,10 +100,18 @@ class Evaluation:
     model_uri: str
     baseline_model_uri: str | None
     examples_uris: dict[str, str]  # split -> the Examples artifact its Evaluator read
-    blessed: bool | None  # None when the blessing Evaluator has not run
+    blessed: bool | None  # the BlessingGate's decision (eval AND golden); None when nothing judged
     splits: dict[str, SplitEvaluation]
     # The serving check's validation.json (components/serving_validator.py) of the same run, if it ran.
     serving_validation: dict | None = None
+    blessing_reason: str = ""  # the BlessingGate's: "passed", or what failed
+    golden_status: str = blessing_gate.GOLDEN_NOT_JUDGED  # passed | failed | not judged (no stable model)
+    golden_baseline_uri: str | None = None  # the stable model the golden gate compared with
+
+    @property
+    def golden(self) -> SplitEvaluation | None:
+        """The golden gate's evaluation (candidate vs the stable model), when it ran."""
+        return self.splits.get(GOLDEN_SPLIT)
 
     @property
     def verdict(self) -> str:
@@ -280,12 +292,15 @@ def load_latest(metadata_path: str, pipeline_name: str | None = None, run_id: st
         raise EvaluationNotFoundError(
             f"pipeline {pipeline_name!r} in {metadata_path} has no completed {EVALUATOR_ID} run"
             f"{f' in run {run_id}' if run_id else ' yet'}")
-    reported = metadata.latest_execution_outputs(metadata_path, pipeline_name, TEST_EVALUATOR_ID,
-                                                    run_id=judged.run_id)
+    def same_run(component: str) -> metadata.ExecutionOutputs | None:
+        return metadata.latest_execution_outputs(metadata_path, pipeline_name, component, run_id=judged.run_id)
+
     store = metadata.open_store(metadata_path)
     splits, examples_uris = {}, {}
+    golden = same_run(GOLDEN_EVALUATOR_ID)
     for split, component, outputs in ((BLESSING_SPLIT, EVALUATOR_ID, judged),
-                                      (REPORTED_SPLIT, TEST_EVALUATOR_ID, reported)):
+                                      (GOLDEN_SPLIT, GOLDEN_EVALUATOR_ID, golden),
+                                      (REPORTED_SPLIT, TEST_EVALUATOR_ID, same_run(TEST_EVALUATOR_ID))):
         if outputs is not None:
             (evaluation,) = outputs.artifacts["evaluation"]
             splits[split] = load_split_evaluation(evaluation.uri, split, component)
@@ -296,15 +311,23 @@ def load_latest(metadata_path: str, pipeline_name: str | None = None, run_id: st
     inputs = metadata.execution_artifacts(store, judged.execution.id, [metadata_store_pb2.Event.INPUT])
     (model,) = inputs["model"]
     baseline = inputs.get("baseline_model", [None])[0]
-    (blessing,) = judged.artifacts["blessing"]
-    blessed = None
-    if "blessed" in blessing.custom_properties:
-        blessed = blessing.custom_properties["blessed"].int_value == 1
+    gate = same_run(BLESSING_GATE_ID)
+    # The gate's blessing decides; a run from before the golden gate has only the Evaluator's.
+    (blessing,) = (gate or judged).artifacts["blessing"]
+    properties = blessing.custom_properties
+    golden_baseline = None
+    if golden is not None:
+        golden_inputs = metadata.execution_artifacts(store, golden.execution.id, [metadata_store_pb2.Event.INPUT])
+        golden_baseline = golden_inputs.get("baseline_model", [None])[0]
     return Evaluation(
         pipeline_name=pipeline_name, run_id=judged.run_id, model_uri=model.uri,
         baseline_model_uri=baseline.uri if baseline else None, examples_uris=examples_uris,
-        blessed=blessed, splits=splits,
+        blessed=blessing_gate.blessing_state(blessing), splits=splits,
         serving_validation=_serving_validation(metadata_path, pipeline_name, judged.run_id),
+        blessing_reason=properties[blessing_gate.REASON_KEY].string_value if gate else "",
+        golden_status=(properties[blessing_gate.GOLDEN_KEY].string_value if gate else
+                       blessing_gate.GOLDEN_NOT_JUDGED),
+        golden_baseline_uri=golden_baseline.uri if golden_baseline else None,
     )
 
 

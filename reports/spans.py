@@ -18,7 +18,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from modules.trainer import TRAINING_SUMMARY_FILE
 from reports.evaluation import EvaluationNotFoundError, load_latest
-from tfx_pipeline import metadata
+from tfx_pipeline import metadata, span_verdicts
 from tfx_pipeline.components.drift_gate import SPAN, STATS_FILE, Distance, read_drift
 from tfx_pipeline.config import BLESSING_SPLIT, DRIFT_GATE_ID, EXAMPLE_GEN_ID, REPORTED_SPLIT, TRAINER_ID
 
@@ -38,8 +38,13 @@ class SpanRun:
     train_seconds: float | None = None
     eval_accuracy: float | None = None
     test_accuracy: float | None = None
+    golden_accuracy: float | None = None
+    golden_stable_accuracy: float | None = None  # the stable model's, when the golden gate judged
+    golden_status: str | None = None  # passed | failed | not judged
     blessed: bool | None = None
     pushed_version: str | None = None
+    verdict: str | None = None  # tfx_pipeline.span_verdicts: the span's verdict now
+    verdict_reason: str = ""
 
     def line(self, stopped: str | None = None) -> str:
         """The loop's one summary line for this span."""
@@ -52,11 +57,22 @@ class SpanRun:
         trained = "+".join(map(str, self.trained_spans or []))
         seconds = f" {self.train_seconds:.0f}s" if self.train_seconds is not None else ""
         accuracy = f"eval {self.eval_accuracy:.4f}" if self.eval_accuracy is not None else "eval -"
+        if self.golden_accuracy is not None:
+            accuracy += f", {self.golden_line()}"
         if self.test_accuracy is not None:
             accuracy += f", test {self.test_accuracy:.4f}"
-        verdict = {True: "blessed", False: "NOT blessed", None: "not judged"}[self.blessed]
+        blessing = {True: "blessed", False: "NOT blessed", None: "not judged"}[self.blessed]
         pushed = f"pushed version {self.pushed_version}" if self.pushed_version else "nothing pushed"
-        return f"{head}; {start} on spans {trained}{seconds}; {accuracy}; {verdict}; {pushed}"
+        verdict = f"; span {self.verdict}" if self.verdict else ""
+        return f"{head}; {start} on spans {trained}{seconds}; {accuracy}; {blessing}; {pushed}{verdict}"
+
+    def golden_line(self) -> str:
+        """The golden gate in a few words: the candidate's golden accuracy against stable's."""
+        if self.golden_accuracy is None:
+            return "golden -"
+        if self.golden_stable_accuracy is None:
+            return f"golden {self.golden_accuracy:.4f} (no stable model yet)"
+        return f"golden {self.golden_accuracy:.4f} vs stable {self.golden_stable_accuracy:.4f} ({self.golden_status})"
 
 
 def span_run(metadata_path: str, pipeline_name: str, run_id: str | None = None) -> SpanRun:
@@ -101,6 +117,15 @@ def span_run(metadata_path: str, pipeline_name: str, run_id: str | None = None) 
         values["eval_accuracy"] = evaluation.splits[BLESSING_SPLIT].overall["accuracy"]
         if REPORTED_SPLIT in evaluation.splits:
             values["test_accuracy"] = evaluation.splits[REPORTED_SPLIT].overall["accuracy"]
+        golden = evaluation.golden
+        if golden is not None:
+            values["golden_accuracy"] = golden.overall["accuracy"]
+            values["golden_stable_accuracy"] = golden.baseline_overall.get("accuracy")
+            values["golden_status"] = evaluation.golden_status
+    if values["span"] is not None:
+        verdict = span_verdicts.span_verdicts(metadata_path, pipeline_name).get(values["span"])
+        if verdict is not None:
+            values["verdict"], values["verdict_reason"] = verdict.verdict, verdict.reason
     pusher = outputs("Pusher")
     if pusher:
         (pushed,) = pusher["pushed_model"]
@@ -128,3 +153,19 @@ def training_summary(model_run_uri: str) -> dict:
         return {}
     with open(path) as stream:
         return json.load(stream)
+
+
+def span_table(metadata_path: str, pipeline_name: str) -> dict[int, SpanRun]:
+    """{span: the SpanRun of the newest run that ingested it}, for every ingested span."""
+    store = metadata.open_store(metadata_path)
+    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
+    if pipeline is None:
+        return {}
+    runs = sorted((c for c in store.get_children_contexts_by_context(pipeline.id) if c.type == "pipeline_run"),
+                  key=lambda c: c.create_time_since_epoch)
+    found: dict[int, SpanRun] = {}
+    for run in runs:
+        summary = span_run(metadata_path, pipeline_name, run.name)
+        if summary.span is not None:
+            found[summary.span] = summary
+    return found

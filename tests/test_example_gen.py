@@ -101,7 +101,7 @@ def test_chunks_in_any_order_give_the_same_examples(sample_dir, small_chunks):
 def _run_executor(landing_root, output_uri):
     from tfx.types import standard_artifacts
 
-    gen = reg.span_example_gen(str(landing_root), eval_holdout_size=200, seed=42)
+    gen = reg.span_example_gen(str(landing_root), eval_holdout=dataset.HoldoutSpec(200), seed=42)
     properties = dict(gen.exec_properties)
     properties["input_config"] = properties["input_config"].replace(reg.SPAN_SPEC, "1")  # the driver's work
     examples = standard_artifacts.Examples()
@@ -198,5 +198,5 @@ def test_the_executor_rejects_bad_input_in_one_line(sample_dir, tmp_path, small_
 
 
 def test_a_hold_out_larger_than_the_span_is_found_before_beam_runs(sample_dir):
-    with pytest.raises(dataset.DatasetError, match="hold-out size 5000 must be between 1 and 999"):
-        reg.plan_chunks(str(sample_dir), "train", "idx", "rest", 5000, 42)
+    with pytest.raises(dataset.DatasetError, match="hold-out of 5000 examples must be between 1 and 999"):
+        reg.plan_chunks(str(sample_dir), "train", "idx", "rest", dataset.HoldoutSpec(5000), 42)

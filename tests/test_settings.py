@@ -63,7 +63,7 @@ def test_the_sample_profile_fills_only_what_nobody_gave():
     config = _local(["--sample", "--epochs", "2"], {"FMNIST_MIN_ACCURACY": "0.8"})
     assert config.training.epochs == 2 and config.training.batch_size == 32
     assert config.thresholds.min_accuracy == 0.8 and config.thresholds.min_class_recall == 0.3
-    assert config.settings.eval_holdout_size == 200 and config.pipeline_name == "fashion-mnist-sample"
+    assert config.settings.eval_holdout == 200 and config.pipeline_name == "fashion-mnist-sample"
     assert config.training.hparam_overrides() == {"augment": False, "epochs": 2, "batch_size": 32}
 
 

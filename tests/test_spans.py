@@ -2,6 +2,7 @@
 ExampleGen reads, the drift comparators of the curated schema, the rolling window, the warm
 start, the loop's bookkeeping and the runner's first span. The whole loop: tests/e2e."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from modules import model as model_lib
 from modules import warm_start
 from modules.config import TrainingConfig
 from reports.spans import SpanRun
+from tfx_pipeline import span_verdicts, span_window
+from tfx_pipeline.components import blessing_gate
 from tfx_pipeline.components import raw_example_gen as reg
-from tfx_pipeline.components.drift_gate import SPAN, Distance, drift_distances
-from tfx_pipeline.span_window import AcceptedSpanWindow, newest_spans
+from tfx_pipeline.components.drift_gate import SPAN, Distance, SpanStatistics, drift_distances
+from tfx_pipeline.span_window import AcceptedSpanWindow, LatestTrainableSpanStatistics, newest_spans
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = tfdv.load_schema_text(str(REPO / "schema" / "schema.pbtxt"))
@@ -34,7 +37,7 @@ def write_span_source(directory: Path, images: np.ndarray, labels: np.ndarray) -
 
 # -- which span ExampleGen reads ----------------------------------------------------------------
 def test_span_example_gen_reads_train_and_its_holdout_from_the_span_directory():
-    gen = reg.span_example_gen("/landing", eval_holdout_size=100, seed=7)
+    gen = reg.span_example_gen("/landing", eval_holdout=dataset.HoldoutSpec(0.1, 200, 5000), seed=7)
     config = json.loads(gen.exec_properties["input_config"])
     assert [(s["name"], s["pattern"]) for s in config["splits"]] == [
         ("train", "span-{SPAN}/train-*-ubyte.gz"), ("eval", "span-{SPAN}/train-*-ubyte.gz")]
@@ -42,15 +45,44 @@ def test_span_example_gen_reads_train_and_its_holdout_from_the_span_directory():
     custom = json.loads(gen.exec_properties["custom_config"])["custom_config"]["value"]
     assert custom["splits"] == {"train": {"source": "train", "role": "rest"},
                                 "eval": {"source": "train", "role": "holdout"}}
+    # A fraction, sized from each span's labels when the span is read: a span of any size fits.
+    assert reg.holdout_from_config(custom) == dataset.HoldoutSpec(0.1, 200, 5000)
 
 
-def test_test_example_gen_has_one_fixed_split():
-    gen = reg.test_example_gen("/official", dataset.CSV)
+def test_test_example_gen_splits_the_official_test_split_into_golden_and_test():
+    gen = reg.test_example_gen("/official", dataset.CSV, dataset.HoldoutSpec(0.5), seed=3)
     assert json.loads(gen.exec_properties["input_config"])["splits"] == [
-        {"name": "test", "pattern": "fashion-mnist_test.csv"}]
-    # Without an explicit output split TFX would hash one input split into train and eval.
-    assert json.loads(gen.exec_properties["output_config"])["split_config"]["splits"] == [
-        {"name": "test", "hash_buckets": 1}]
+        {"name": "golden", "pattern": "fashion-mnist_test.csv"}, {"name": "test", "pattern": "fashion-mnist_test.csv"}]
+    custom = json.loads(gen.exec_properties["custom_config"])["custom_config"]["value"]
+    assert custom["splits"] == {"golden": {"source": "test", "role": "holdout"},
+                                "test": {"source": "test", "role": "rest"}}
+    assert custom["seed"] == 3 and reg.holdout_from_config(custom) == dataset.HoldoutSpec(0.5)
+
+
+def test_the_golden_set_and_the_reported_test_split_partition_the_test_split_by_class(sample_dir):
+    labels = dataset.read_split(sample_dir, dataset.TEST).labels
+    golden = reg.select_rows(labels, "holdout", dataset.HoldoutSpec(0.5), 11)
+    rest = reg.select_rows(labels, "rest", dataset.HoldoutSpec(0.5), 11)
+    assert len(golden) == len(rest) == 150 and not set(golden) & set(rest)
+    assert np.bincount(labels[golden]).tolist() == [15] * 10  # stratified: the classes' shares
+    np.testing.assert_array_equal(golden, reg.select_rows(labels, "holdout", dataset.HoldoutSpec(0.5), 11))
+
+
+@pytest.mark.parametrize(("examples", "size"), [(60_000, 5000), (20_000, 2000), (10_000, 1000), (1_500, 200),
+                                                (1_673, 200), (400, 200)])
+def test_a_fractional_hold_out_fits_the_span_between_its_floor_and_cap(examples, size):
+    assert dataset.HoldoutSpec(0.1, 200, 5000).size(examples) == size
+
+
+def test_a_span_too_small_to_evaluate_is_one_line():
+    with pytest.raises(dataset.DatasetError, match=r"^span-9: 399 examples is too small to evaluate: a 0.1 hold-out "
+                                                   r"of at least 200 examples and as many to train on need >= 400 "
+                                                   r"examples$"):
+        dataset.HoldoutSpec(0.1, 200, 5000).size(399, "span-9")
+    with pytest.raises(dataset.DatasetError, match="a fraction in"):
+        dataset.HoldoutSpec(2.5)
+    with pytest.raises(dataset.DatasetError, match="hold-out of 500 examples must be between 1 and 299"):
+        dataset.HoldoutSpec(500).size(300)
 
 
 def test_span_range_config():
@@ -63,7 +95,7 @@ def test_span_range_config():
 
 def test_unknown_format_is_rejected():
     with pytest.raises(ValueError, match="input_format must be one of"):
-        reg.test_example_gen("/data", "parquet")
+        reg.test_example_gen("/data", "parquet", dataset.HoldoutSpec(0.5), seed=1)
 
 
 # -- the drift comparators of schema/schema.pbtxt -------------------------------------------------
@@ -120,14 +152,48 @@ def _examples(artifact_id: int, span: int, version: int = 0):
     return artifact
 
 
-def test_the_window_holds_the_newest_accepted_spans_once_each():
-    examples = [_examples(1, 1), _examples(2, 2), _examples(3, 3), _examples(4, 4), _examples(5, 2, version=1),
-                _examples(6, 5)]
-    window = newest_spans(examples, accepted={1, 2, 4, 5}, num_spans=3)  # span 3 was rejected
-    assert [(a.get_int_custom_property(SPAN), a.id) for a in window] == [(2, 5), (4, 4), (5, 6)]
-    assert newest_spans(examples, accepted=set(), num_spans=3) == []
+def _judged(artifact, verdict: str | None):
+    if verdict is not None:
+        artifact.set_string_custom_property(span_verdicts.VERDICT, verdict)
+    return artifact
+
+
+def test_the_window_holds_this_span_and_the_newest_trainable_ones_once_each():
+    examples = [_judged(_examples(1, 1), "accepted"), _judged(_examples(2, 2), "released"),
+                _judged(_examples(3, 3), "rejected"), _judged(_examples(4, 4), "accepted"),
+                _judged(_examples(5, 2, version=1), "accepted"), _judged(_examples(6, 5), "quarantined"),
+                _judged(_examples(7, 6), "drifted"), _examples(8, 7), _examples(9, 8)]
+    assert span_window.trainable_spans(examples) == {1, 2, 4}
+    # Span 8 is this run's (no verdict yet); 3, 5 and 6 were judged out, 7's run never finished.
+    window = newest_spans(examples, current=8, num_spans=3)
+    assert [(a.get_int_custom_property(SPAN), a.id) for a in window] == [(2, 5), (4, 4), (8, 9)]
+    assert [a.id for a in newest_spans(examples, current=8, num_spans=1)] == [9]
+    assert newest_spans([_judged(_examples(1, 1), "rejected")], current=None, num_spans=3) == []
     with pytest.raises(ValueError, match="at least one span"):
         AcceptedSpanWindow(num_spans=0)
+
+
+def test_the_drift_baseline_is_the_newest_trainable_spans_statistics():
+    examples = [_judged(_examples(1, 1), "accepted"), _judged(_examples(2, 2), "rejected"), _examples(3, 3)]
+    statistics = []
+    for artifact_id, span in ((11, 1), (12, 2), (13, 3)):
+        stats = SpanStatistics()
+        stats.id = artifact_id
+        stats.set_int_custom_property(SPAN, span)
+        statistics.append(stats)
+    resolved = LatestTrainableSpanStatistics().resolve_artifacts(None, {"examples": examples, "previous": statistics})
+    assert [a.id for a in resolved["previous"]] == [11]
+    assert LatestTrainableSpanStatistics().resolve_artifacts(None, {"examples": [], "previous": statistics})[
+        "previous"] == []
+
+
+@pytest.mark.parametrize(("evaluated", "golden", "blessed", "status"), [
+    (True, True, True, "passed"), (True, None, True, "not judged"), (True, False, False, "failed"),
+    (False, True, False, "passed"), (None, None, False, "not judged")])
+def test_the_blessing_needs_the_evaluator_and_a_golden_gate_that_did_not_fail(evaluated, golden, blessed, status):
+    decided, reason, golden_status = blessing_gate.decide(evaluated, golden)
+    assert (decided, golden_status) == (blessed, status)
+    assert (reason == "passed") == blessed
 
 
 # -- warm start ---------------------------------------------------------------------------------
@@ -190,6 +256,10 @@ def test_the_summary_line_says_what_happened_to_the_span():
                   test_accuracy=0.8267, blessed=True, pushed_version="17")
     assert run.line() == ("span 2: 500 examples; drift image 0.0009/0.01; warm on spans 1+2 12s; "
                           "eval 0.8600, test 0.8267; blessed; pushed version 17")
+    judged = dataclasses.replace(run, golden_accuracy=0.81, golden_stable_accuracy=0.8, golden_status="passed",
+                                 verdict="accepted")
+    assert judged.line().endswith("eval 0.8600, golden 0.8100 vs stable 0.8000 (passed), test 0.8267; blessed; "
+                                  "pushed version 17; span accepted")
     stopped = SpanRun(run_id="r", span=3, examples=500)
     assert stopped.line("span 3 drifted") == "span 3: 500 examples; stopped: span 3 drifted"
 
@@ -212,6 +282,6 @@ def test_a_span_that_was_never_landed_is_refused_in_preflight(tmp_path, halves):
                                             str(landing_dir), "--span", "4"], environ={})
     with pytest.raises(dataset.DatasetError, match=r"landing: no span 4 \(landed: 1\)"):
         local_runner.preflight(config)
-    small = config.replace(span=1, eval_holdout_size=500)
+    small = config.replace(span=1, eval_holdout=500)
     with pytest.raises(dataset.DatasetError, match="hold-out of 500 examples must be between 1 and 499"):
         local_runner.preflight(small)

@@ -27,8 +27,19 @@ TRAINER_RUN_FN = "modules.trainer.run_fn"
 TUNER_FN = "modules.tuner.tuner_fn"
 
 BLESSING_SPLIT = dataset.EVAL  # thresholds are judged here (early stopping also watches it)
-REPORTED_SPLIT = dataset.TEST  # the official test set: measured for people, never used to decide
+GOLDEN_SPLIT = dataset.GOLDEN  # part of the official test split: candidate vs stable, decides too
+REPORTED_SPLIT = dataset.TEST  # the rest of the official test split: measured for people, never decides
+# The golden set's draw is fixed for the project's life (not the training seed): a changed seed
+# would judge candidates on another set and report accuracy on images the gate has seen.
+GOLDEN_SEED = 20261205
+# The eval hold-out, as a fraction of a span: at least EVAL_HOLDOUT_FLOOR examples (20 a class on
+# average, so a class recall moves in steps of 5 points at worst), at most EVAL_HOLDOUT_CAP (the
+# hold-out of the full 60,000-image train split before spans, which keeps Evaluator time flat).
+EVAL_HOLDOUT_FLOOR = 200
+EVAL_HOLDOUT_CAP = 5000
 EVALUATOR_ID = "Evaluator"
+GOLDEN_EVALUATOR_ID = "GoldenEvaluator"
+BLESSING_GATE_ID = "BlessingGate"  # the blessing the Pusher and the next runs read: eval AND golden
 TEST_EVALUATOR_ID = "TestEvaluator"
 EXAMPLE_GEN_ID = "ExampleGen"  # one landed span: train + eval
 TEST_EXAMPLE_GEN_ID = "TestExampleGen"  # the official test split, the same for every span
@@ -47,6 +58,9 @@ class EvaluationThresholds:
     min_accuracy: float = setting(0.90, "blessing floor: accuracy on the whole eval split")
     min_class_recall: float = setting(0.70, "blessing floor: each class's recall on eval")
     max_accuracy_drop: float = setting(0.005, "blessing: largest accuracy drop vs the latest blessed model")
+    max_golden_drop: float = setting(0.003, "golden gate: largest drop in golden-set accuracy vs the stable model")
+    max_golden_class_drop: float = setting(0.03, "golden gate: largest drop in any class's golden-set recall vs "
+                                                 "the stable model")
 
 
 SERVING_VALIDATORS = ("auto", "project", "tfx")
@@ -83,7 +97,10 @@ class PipelineSettings:
     pipeline_name: str = setting(PIPELINE_NAME, "pipeline name: ML Metadata context and output folder")
     format: str = setting(dataset.IDX, "raw file format: idx (official files) or csv (Kaggle layout)",
                           choices=dataset.INPUT_FORMATS)
-    eval_holdout_size: int = setting(5000, "size of the stratified eval hold-out carved out of each span")
+    eval_holdout: float = setting(0.1, f"stratified eval hold-out of each span: a fraction (< 1; at least "
+                                       f"{EVAL_HOLDOUT_FLOOR}, at most {EVAL_HOLDOUT_CAP} examples) or a count")
+    golden_share: float = setting(0.5, "share of the official test split held out as the golden set (stratified, "
+                                       "fixed seed; no span trains on it); the rest is the reported test split")
     span: int = setting(0, "span to ingest from the landing directory (0: the newest landed span)")
     window_spans: int = setting(3, "rolling window: train on the newest N spans that passed the drift gate")
     bigquery_table: str | None = setting(None, "read the span from this BigQuery table (PROJECT.DATASET.TABLE, "
@@ -98,6 +115,13 @@ class PipelineSettings:
     serving_validation: ServingValidationConfig = field(default_factory=ServingValidationConfig)
 
     def __post_init__(self) -> None:
+        for name in ("eval_holdout", "golden_share"):
+            try:
+                getattr(self, f"{name}_spec")
+            except dataset.DatasetError as err:
+                raise SettingsError(f"{name}: {err}") from None
+        if not 0 < self.golden_share < 1:
+            raise SettingsError(f"golden_share is a fraction of the test split in (0, 1), got {self.golden_share:g}")
         if self.bigquery_table:
             try:
                 bigquery.check_table_id(self.bigquery_table)
@@ -105,6 +129,15 @@ class PipelineSettings:
                 raise SettingsError(f"bigquery_table: {err}") from None
             if self.span < 1:  # ExampleGen's query driver reads span 0 without one
                 raise SettingsError("bigquery_table needs span N >= 1: a query's newest span is not looked up")
+
+
+    @property
+    def eval_holdout_spec(self) -> dataset.HoldoutSpec:
+        return dataset.HoldoutSpec(self.eval_holdout, EVAL_HOLDOUT_FLOOR, EVAL_HOLDOUT_CAP)
+
+    @property
+    def golden_share_spec(self) -> dataset.HoldoutSpec:
+        return dataset.HoldoutSpec(self.golden_share)
 
 
 @dataclass(frozen=True)

@@ -69,14 +69,31 @@ def _metric(class_name: str, thresholds: list | None = None, module: str = "", *
                              per_slice_thresholds=thresholds or [])
 
 
-def create_eval_config(thresholds: EvaluationThresholds | None) -> tfma.EvalConfig:
-    """The EvalConfig for one split; `thresholds=None` reports without judging (no blessing)."""
-    gate = thresholds is not None
+def _golden_thresholds(thresholds: EvaluationThresholds) -> list[tfma.PerSliceMetricThreshold]:
+    """Change thresholds only, against the stable model: overall accuracy, and accuracy on each
+    `label == c` slice (that class's recall). No floors: the golden gate asks "no worse than what
+    serves", the eval split's floors ask "good enough". With no stable model yet TFX drops change
+    thresholds, and the golden Evaluator then judges nothing (its blessing has no `blessed`)."""
+
+    def drop(limit: float) -> tfma.MetricThreshold:
+        return tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -limit}))
+
+    return [tfma.PerSliceMetricThreshold(slicing_specs=[OVERALL_SLICE], threshold=drop(thresholds.max_golden_drop))] + [
+        tfma.PerSliceMetricThreshold(slicing_specs=[class_slice(c)], threshold=drop(thresholds.max_golden_class_drop))
+        for c in CLASS_IDS]
+
+
+def create_eval_config(thresholds: EvaluationThresholds | None, golden: bool = False) -> tfma.EvalConfig:
+    """The EvalConfig for one split; `thresholds=None` reports without judging (no blessing).
+    `golden`: the golden gate's rules (change vs the stable baseline) instead of the blessing's."""
+    accuracy_thresholds = None
+    if thresholds is not None:
+        accuracy_thresholds = _golden_thresholds(thresholds) if golden else _accuracy_thresholds(thresholds)
     metrics = tfma.MetricsSpec(metrics=[
         _metric("ExampleCount"),
         # The project's numpy twins of the Keras metrics: same names, same float32 values.
-        _metric("SparseCategoricalAccuracy", _accuracy_thresholds(thresholds) if gate else None,
-                module=METRICS_MODULE, name=ACCURACY),
+        _metric("SparseCategoricalAccuracy", accuracy_thresholds, module=METRICS_MODULE, name=ACCURACY),
         _metric("SparseCategoricalCrossentropy", module=METRICS_MODULE, name=CROSS_ENTROPY),
         _metric(CONFUSION_MATRIX_PLOT, module=METRICS_MODULE),
         # Per-class precision/recall (top-1) and AUC, and the macro averages: no `binarize` here.

@@ -1,5 +1,6 @@
 """Every ML Metadata query of the project: what a pipeline run did (per-component state and wall
-time) and which artifacts a component's latest execution read and wrote. Read-only."""
+time) and which artifacts a component's latest execution read and wrote. Read-only, except the
+span verdicts (tfx_pipeline.span_verdicts), which open the store writable."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ class ComponentRun:
     properties: dict
 
 
-def open_store(metadata_path: str) -> metadata_store.MetadataStore:
+def open_store(metadata_path: str, writable: bool = False) -> metadata_store.MetadataStore:
     config = metadata_store_pb2.ConnectionConfig()
     config.sqlite.filename_uri = metadata_path
-    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    config.sqlite.connection_mode = (metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE if writable else
+                                     metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
     return metadata_store.MetadataStore(config)
 
 

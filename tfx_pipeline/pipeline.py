@@ -1,12 +1,14 @@
 """create_pipeline(): the one definition of the Fashion-MNIST TFX pipeline, used by both runners.
 
 ExampleGen (one landed span) -> StatisticsGen -> ExampleValidator -> AnomaliesGate (the schema)
--> DriftGate (vs the previous accepted span) -> [rolling window of accepted spans, local] ->
-Transform -> Trainer (warm-started from the latest blessed model) -> Evaluator (the span's `eval`
-hold-out, vs the latest blessed model) -> ServingValidator (the candidate in a real model server,
+-> DriftGate (vs the last accepted span) -> [rolling window: this span and the accepted ones,
+local] -> Transform -> Trainer (warm-started from the latest blessed model) -> Evaluator (the
+span's `eval` hold-out, vs the latest blessed model) and GoldenEvaluator (the golden set, vs the
+stable model) -> BlessingGate (both) -> ServingValidator (the candidate in a real model server,
 writing InfraBlessing and the warmup requests; TFX's InfraValidator where Docker answers) ->
-Pusher, plus TestEvaluator: the same metrics on the official `test` split (TestExampleGen, fixed
-across spans), reported, never gating a push. With `bulk_inference_input`, also UnlabelledExampleGen
+Pusher, plus TestEvaluator: the same metrics on the reported `test` split (TestExampleGen: the
+official test split less the golden set, fixed across spans), never gating a push. With
+`bulk_inference_input`, also UnlabelledExampleGen
 -> BulkInferrer: the candidate, once blessed, labels those images (PredictionLogs).
 """
 
@@ -26,15 +28,20 @@ from fmnist import dataset, features
 from tfx_pipeline import eval_config
 from tfx_pipeline.components import raw_example_gen as raw_example_gen_lib
 from tfx_pipeline.components.anomalies_gate import AnomaliesGate
+from tfx_pipeline.components.blessing_gate import BlessingGate
 from tfx_pipeline.components.drift_gate import DriftGate, SpanStatistics
 from tfx_pipeline.components.raw_example_gen import span_example_gen
 from tfx_pipeline.components.serving_validator import ServingValidator
 from tfx_pipeline.config import (
+    BLESSING_GATE_ID,
     BLESSING_SPLIT,
     BULK_INFERRER_ID,
     DRIFT_GATE_ID,
     EVALUATOR_ID,
     EXAMPLE_GEN_ID,
+    GOLDEN_EVALUATOR_ID,
+    GOLDEN_SEED,
+    GOLDEN_SPLIT,
     PREPROCESSING_FN,
     PUSHER_ID,
     REPORTED_SPLIT,
@@ -49,7 +56,7 @@ from tfx_pipeline.config import (
     UNLABELLED_EXAMPLE_GEN_ID,
     PipelineConfig,
 )
-from tfx_pipeline.span_window import AcceptedSpanWindow, LatestIfAny
+from tfx_pipeline.span_window import AcceptedSpanWindow, LatestTrainableSpanStatistics, StableModel
 
 # The TF Serving release the TFX InfraValidator pulls: the one deploy/serving/Dockerfile serves with.
 TF_SERVING_IMAGE_TAG = "2.16.1"
@@ -77,8 +84,9 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     `schema_dir` is where the curated schema lives for the runner (the image path on Vertex).
     Every component gets its settings from `config`; code is referenced by module path."""
     example_gen = _example_gen(config).with_id(EXAMPLE_GEN_ID)
-    test_example_gen = raw_example_gen_lib.test_example_gen(config.data_root, config.input_format).with_id(
-        TEST_EXAMPLE_GEN_ID)
+    test_example_gen = raw_example_gen_lib.test_example_gen(
+        config.data_root, config.input_format, config.settings.golden_share_spec, GOLDEN_SEED,
+    ).with_id(TEST_EXAMPLE_GEN_ID)
     schema_gen = tfx.components.ImportSchemaGen(schema_file=os.path.join(schema_dir, SCHEMA_FILE))
     # With the schema, StatisticsGen treats the label as categorical: the drift gate's L-infinity
     # comparator needs its class frequencies.
@@ -89,10 +97,15 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
-    previous_span = tfx.dsl.Resolver(
-        strategy_class=LatestIfAny if config.vertex is None else tfx.dsl.experimental.LatestArtifactStrategy,
-        previous=tfx.dsl.Channel(type=SpanStatistics),
-    ).with_id("previous_span_resolver")
+    ingested = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=EXAMPLE_GEN_ID,
+                               output_key="examples")  # every span ingested, with its verdict
+    if config.vertex is None:
+        previous_span = tfx.dsl.Resolver(strategy_class=LatestTrainableSpanStatistics, examples=ingested,
+                                         previous=tfx.dsl.Channel(type=SpanStatistics))
+    else:  # see tfx_pipeline.span_window: Vertex compiles no such resolver
+        previous_span = tfx.dsl.Resolver(strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
+                                         previous=tfx.dsl.Channel(type=SpanStatistics))
+    previous_span = previous_span.with_id("previous_span_resolver")
     drift_gate = DriftGate(examples=example_gen.outputs["examples"], statistics=statistics_gen.outputs["statistics"],
                            schema=schema_gen.outputs["schema"],
                            previous=previous_span.outputs["previous"]).with_id(DRIFT_GATE_ID)
@@ -104,8 +117,7 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         window = tfx.dsl.Resolver(
             strategy_class=AcceptedSpanWindow,
             config={"num_spans": config.settings.window_spans},
-            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
-                                     producer_component_id=EXAMPLE_GEN_ID, output_key="examples"),
+            examples=ingested,
         ).with_id("span_window_resolver")
         window.add_upstream_node(drift_gate)  # after this run's span was accepted
         training_examples = window.outputs["examples"]
@@ -122,11 +134,15 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     )
     transform.add_upstream_node(drift_gate)
 
+    # The BlessingGate's blessings only (locally; the Vertex compiler queries every blessed
+    # ModelBlessing): an Evaluator's own blessing of a candidate the golden gate refused is not one.
+    blessings = tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing,
+                                producer_component_id=BLESSING_GATE_ID, output_key="blessing")
+    models = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model)
     model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy, model=models, model_blessing=blessings,
     ).with_id("latest_blessed_model_resolver")
+    stable_resolver = _stable_model_resolver(config, models, blessings).with_id("stable_model_resolver")
 
     training_inputs = dict(
         examples=transform.outputs["transformed_examples"],
@@ -149,6 +165,15 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         example_splits=[BLESSING_SPLIT],
         eval_config=eval_config.create_eval_config(config.thresholds),
     ).with_id(EVALUATOR_ID)
+    golden_evaluator = tfx.components.Evaluator(
+        examples=test_example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=stable_resolver.outputs["model"],
+        example_splits=[GOLDEN_SPLIT],
+        eval_config=eval_config.create_eval_config(config.thresholds, golden=True),
+    ).with_id(GOLDEN_EVALUATOR_ID)
+    blessing_gate = BlessingGate(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
+                                 golden_blessing=golden_evaluator.outputs["blessing"]).with_id(BLESSING_GATE_ID)
     # One Evaluator per split: the TFX Evaluator flattens all its splits into one evaluation.
     # Without thresholds this one writes a ModelBlessing with no `blessed` property, so the
     # latest-blessed-model resolver (local and on Vertex) never takes it for a blessing.
@@ -162,20 +187,21 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     # The candidate in a real model server before the push; the Pusher ships the validated copy
     # (with its warmup requests) from the InfraBlessing, and only if both blessings say yes.
     serving_validator = _serving_validator(config, model=trainer.outputs["model"],
-                                           model_blessing=evaluator.outputs["blessing"],
+                                           model_blessing=blessing_gate.outputs["blessing"],
                                            examples=test_example_gen.outputs["examples"]).with_id(SERVING_VALIDATOR_ID)
-    pusher = _pusher(config, model_blessing=evaluator.outputs["blessing"],
+    pusher = _pusher(config, model_blessing=blessing_gate.outputs["blessing"],
                      infra_blessing=serving_validator.outputs["blessing"]).with_id(PUSHER_ID)
     unlabelled_example_gen, bulk_inferrer = _batch_inference(config, model=trainer.outputs["model"],
-                                                             model_blessing=evaluator.outputs["blessing"])
+                                                             model_blessing=blessing_gate.outputs["blessing"])
     if config.vertex is not None:  # the Beam-heavy components run on Dataflow
-        for component in (example_gen, test_example_gen, statistics_gen, transform, evaluator, test_evaluator,
-                          unlabelled_example_gen, bulk_inferrer):
+        for component in (example_gen, test_example_gen, statistics_gen, transform, evaluator, golden_evaluator,
+                          test_evaluator, unlabelled_example_gen, bulk_inferrer):
             if component is not None:
                 component.with_beam_pipeline_args(config.vertex.dataflow_args())
     components = [example_gen, test_example_gen, schema_gen, statistics_gen, example_validator, anomalies_gate,
-                  previous_span, drift_gate, window, transform, model_resolver, tuner, trainer, evaluator,
-                  test_evaluator, serving_validator, pusher, unlabelled_example_gen, bulk_inferrer]
+                  previous_span, drift_gate, window, transform, model_resolver, stable_resolver, tuner, trainer,
+                  evaluator, golden_evaluator, blessing_gate, test_evaluator, serving_validator, pusher,
+                  unlabelled_example_gen, bulk_inferrer]
     return [c for c in components if c is not None]
 
 
@@ -221,10 +247,24 @@ def bulk_inferrer(examples, model, model_blessing) -> BaseNode:
         model_spec=tfx.proto.ModelSpec(model_signature_name=[features.CLASSIFY_SIGNATURE]))
 
 
+def _stable_model_resolver(config: PipelineConfig, models, blessings) -> BaseNode:
+    """The golden gate's baseline: locally the model the release labels stable (StableModel reads
+    the release file beside the push directory); on Vertex, whose compiler takes no custom
+    strategy, the latest blessed model."""
+    if config.vertex is not None:
+        return tfx.dsl.Resolver(strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+                                model=models, model_blessing=blessings)
+    release_file = os.path.join(os.path.dirname(config.serving_model_dir), features.RELEASE_CONFIG_FILE)
+    pushed = tfx.dsl.Channel(type=tfx.types.standard_artifacts.PushedModel, producer_component_id=PUSHER_ID,
+                             output_key="pushed_model")
+    return tfx.dsl.Resolver(strategy_class=StableModel, config={"release_file": release_file},
+                            model=models, model_blessing=blessings, pushed_model=pushed)
+
+
 def _example_gen(config: PipelineConfig) -> BaseNode:
     """One span: from the landing directory, or from BigQuery with --bigquery-table."""
     if not config.settings.bigquery_table:
-        return span_example_gen(landing_root=config.landing_root, eval_holdout_size=config.settings.eval_holdout_size,
+        return span_example_gen(landing_root=config.landing_root, eval_holdout=config.settings.eval_holdout_spec,
                                 seed=config.training.seed, range_config=_range_config(config))
     from tfx_pipeline.components.bigquery_example_gen import bigquery_example_gen
 

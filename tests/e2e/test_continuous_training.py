@@ -52,7 +52,7 @@ def loop(tmp_path_factory, sample_dir):
         4: _source(work / "src-4", train.images[first], train.labels[first]),
     }
     flags = ["--sample", "--output-dir", str(work / "out"), "--landing", str(work / "landing"),
-             "--eval-holdout-size", "100", "--max-accuracy-drop", "0.05"]
+             "--eval-holdout", "100", "--max-accuracy-drop", "0.05"]
     config = local_runner.config_from_args(flags, environ={})
     return {"sources": sources, "flags": flags, "config": config, "landing": work / "landing"}
 

@@ -95,10 +95,10 @@ def test_csv_errors_name_the_line(sample_dir, tmp_path):
 
 
 def test_a_hold_out_larger_than_the_data_is_rejected(sample_dir, tmp_path):
-    result = _runner("--data-dir", str(sample_dir), "--eval-holdout-size", "5000", "--output-dir", str(tmp_path),
+    result = _runner("--data-dir", str(sample_dir), "--eval-holdout", "5000", "--output-dir", str(tmp_path),
                      timeout=60)
     assert result.returncode == 2
-    assert "the eval hold-out of 5000 examples must be between 1 and 999" in result.stderr
+    assert "the hold-out of 5000 examples must be between 1 and 999 (it has 1000)" in result.stderr
 
 
 def test_full_data_preflight_takes_seconds(full_data_dir, tmp_path):
@@ -123,7 +123,7 @@ def test_a_stale_lock_from_a_killed_run_is_taken_over(sample_dir, tmp_path):
     out.mkdir()
     (out / local_runner.LOCK_FILE).write_text("pid 999999, started 2026-01-01 00:00:00")
     # Bad settings-free input that stops at pre-flight: proves the lock was taken, cheaply.
-    result = _runner("--sample", "--eval-holdout-size", "0", "--output-dir", str(tmp_path), timeout=60)
+    result = _runner("--sample", "--eval-holdout", "5000", "--output-dir", str(tmp_path), timeout=60)
     assert result.returncode == 2 and "in use" not in result.stderr
     assert "999999" not in (out / local_runner.LOCK_FILE).read_text()
 

@@ -33,7 +33,7 @@ def bigquery_example_gen(
     For it, `compiled_span` fills the query now, with the driver's own function, instead.
 
     Why hash buckets, not the file path's stratified hold-out: the file path reads a whole split
-    into memory in a fixed file order, so it can pick exactly `eval_holdout_size` examples, the
+    into memory in a fixed file order, so it can pick exactly `eval_holdout` examples, the
     same number per class, with a seed. A query's rows arrive as a parallel Beam PCollection in
     no defined order, with no global view of the labels, so an index- or order-based pick would
     neither be reproducible nor scale. TFX's hash split buckets each example by a hash of its

@@ -76,12 +76,15 @@ def read_unlabelled(directory: str) -> dataset.UnlabelledImages:
     return dataset.read_unlabelled(directory, open_fn=lambda path: fileio.open(path, "rb"), glob_fn=fileio.glob)
 
 
-def select_rows(labels: np.ndarray, role: str, holdout_size: int, seed: int) -> np.ndarray:
+def select_rows(labels: np.ndarray, role: str, holdout: dataset.HoldoutSpec | int, seed: int,
+                source: str = "the split") -> np.ndarray:
     """Row indices (ascending) of a split's role, from its labels alone: 'all', 'holdout' (the
-    stratified hold-out) or 'rest' (all minus the hold-out)."""
+    stratified hold-out, sized by `holdout` for this many labels) or 'rest' (all minus the hold-out).
+    A split too small for its hold-out raises DatasetError naming `source`."""
     if role == "all":
         return np.arange(len(labels))
-    holdout = dataset.stratified_holdout(labels, holdout_size, seed)
+    spec = holdout if isinstance(holdout, dataset.HoldoutSpec) else dataset.HoldoutSpec(holdout)
+    holdout = dataset.stratified_holdout(labels, spec.size(len(labels), source), seed)
     if role == "holdout":
         return holdout
     if role == "rest":
@@ -179,7 +182,7 @@ def _chunked(source: str, input_format: str) -> bool:
     return source != dataset.UNLABELLED and input_format == dataset.IDX
 
 
-def plan_chunks(directory: str, source: str, input_format: str, role: str, holdout_size: int, seed: int,
+def plan_chunks(directory: str, source: str, input_format: str, role: str, holdout: dataset.HoldoutSpec, seed: int,
                 chunk_rows: int | None = None) -> list[Chunk]:
     """The chunks a split is read in, in row order (`chunk_rows` rows each, CHUNK_ROWS by default).
 
@@ -195,7 +198,7 @@ def plan_chunks(directory: str, source: str, input_format: str, role: str, holdo
     if len(images) != len(labels):
         raise dataset.DatasetError(f"{images_path} holds {len(images)} images but {labels_path} holds "
                                    f"{len(labels)} labels")
-    select_rows(labels, role, holdout_size, seed)  # the hold-out's size is checked here
+    select_rows(labels, role, holdout, seed, labels_path)  # the hold-out's size is checked here
     step = chunk_rows or CHUNK_ROWS
     return [(start, min(start + step, len(labels))) for start in range(0, len(labels), step)]
 
@@ -207,10 +210,11 @@ class ReadChunk(beam.DoFn):
     images stream open between chunks, so chunks that arrive in order (the DirectRunner's) inflate
     the file once; a chunk behind the stream reopens it (a runner that spreads chunks over workers)."""
 
-    def __init__(self, directory: str, source: str, input_format: str, role: str, holdout_size: int, seed: int):
+    def __init__(self, directory: str, source: str, input_format: str, role: str, holdout: dataset.HoldoutSpec,
+                 seed: int):
         super().__init__()
         self.directory, self.source, self.input_format = directory, source, input_format
-        self.role, self.holdout_size, self.seed = role, holdout_size, seed
+        self.role, self.holdout, self.seed = role, holdout, seed
         self._labels: np.ndarray | None = None
         self._selected: np.ndarray | None = None
         self._images: _ImageRows | None = None
@@ -218,13 +222,13 @@ class ReadChunk(beam.DoFn):
     def process(self, chunk: Chunk) -> Iterator[bytes]:
         if not _chunked(self.source, self.input_format):
             yield from _whole_split_examples(self.directory, self.source, self.input_format, self.role,
-                                             self.holdout_size, self.seed)
+                                             self.holdout, self.seed)
             return
         start, stop = chunk
         if self._labels is None:
             self._labels = read_labels(self.directory, self.source)
             self._selected = np.zeros(len(self._labels), dtype=bool)
-            self._selected[select_rows(self._labels, self.role, self.holdout_size, self.seed)] = True
+            self._selected[select_rows(self._labels, self.role, self.holdout, self.seed)] = True
         if self._images is not None and self._images.row > start:
             self._close()
         if self._images is None:
@@ -246,7 +250,7 @@ class ReadChunk(beam.DoFn):
             self._images = None
 
 
-def _whole_split_examples(directory: str, source: str, input_format: str, role: str, holdout_size: int,
+def _whole_split_examples(directory: str, source: str, input_format: str, role: str, holdout: dataset.HoldoutSpec,
                           seed: int) -> Iterator[bytes]:
     if source == dataset.UNLABELLED:
         unlabelled = read_unlabelled(directory)
@@ -254,17 +258,17 @@ def _whole_split_examples(directory: str, source: str, input_format: str, role: 
             yield to_tf_example(image, example_id=image_id).SerializeToString()
         return
     split = read_split(directory, source, input_format)
-    for row in select_rows(split.labels, role, holdout_size, seed):
+    for row in select_rows(split.labels, role, holdout, seed):
         yield to_tf_example(split.images[row], int(split.labels[row])).SerializeToString()
 
 
 def _serialized_examples(
-    _: Any, directory: str, source: str, input_format: str, role: str, holdout_size: int, seed: int
+    _: Any, directory: str, source: str, input_format: str, role: str, holdout: dataset.HoldoutSpec, seed: int
 ) -> Iterator[bytes]:
     """A whole split's examples in row order, chunk after chunk, as the executor reads them."""
-    reader = ReadChunk(directory, source, input_format, role, holdout_size, seed)
+    reader = ReadChunk(directory, source, input_format, role, holdout, seed)
     try:
-        for chunk in plan_chunks(directory, source, input_format, role, holdout_size, seed):
+        for chunk in plan_chunks(directory, source, input_format, role, holdout, seed):
             yield from reader.process(chunk)
     finally:
         reader.teardown()
@@ -300,7 +304,7 @@ class Executor(BaseExampleGenExecutor):
                 source=spec["source"],
                 input_format=custom.get("input_format", dataset.IDX),
                 role=spec["role"],
-                holdout_size=int(custom.get("holdout_size", 0)),
+                holdout=holdout_from_config(custom),
                 seed=int(custom.get("seed", 0)),
             )
             # One element per chunk of rows: each reads only its rows, so memory is bounded by a
@@ -361,9 +365,17 @@ class SplitSpec:
         return os.path.join(self.directory, dataset.split_pattern(self.source, input_format))
 
 
+def holdout_from_config(custom: dict[str, Any]) -> dataset.HoldoutSpec:
+    """The HoldoutSpec an ExampleGen's custom config carries (raw_example_gen writes it)."""
+    cap = custom.get("holdout_cap")
+    return dataset.HoldoutSpec(float(custom.get("holdout", 1)), int(custom.get("holdout_floor", 0)),
+                               int(cap) if cap else None)
+
+
 def raw_example_gen(
-    input_base: str, splits: list[SplitSpec], input_format: str = dataset.IDX, eval_holdout_size: int = 0,
-    seed: int = 0, range_config: range_config_pb2.RangeConfig | data_types.RuntimeParameter | None = None,
+    input_base: str, splits: list[SplitSpec], input_format: str = dataset.IDX,
+    holdout: dataset.HoldoutSpec | None = None, seed: int = 0,
+    range_config: range_config_pb2.RangeConfig | data_types.RuntimeParameter | None = None,
 ) -> FileBasedExampleGen:
     """A FileBasedExampleGen over the raw files, one output split per SplitSpec. With {SPAN} in the
     directories it ingests the newest span, or the one `range_config` names (a static range)."""
@@ -375,7 +387,9 @@ def raw_example_gen(
     custom = struct_pb2.Struct()
     custom.update({
         "input_format": input_format,
-        "holdout_size": eval_holdout_size,
+        # Sized at run time from the split's labels: a fraction fits spans of any size.
+        **({"holdout": holdout.value, "holdout_floor": holdout.floor, "holdout_cap": holdout.cap or 0}
+           if holdout is not None else {}),
         "seed": seed,
         "splits": {split.name: {"source": split.source, "role": split.role} for split in splits},
     })
@@ -395,7 +409,7 @@ def raw_example_gen(
 
 
 def span_example_gen(
-    landing_root: str, eval_holdout_size: int, seed: int,
+    landing_root: str, eval_holdout: dataset.HoldoutSpec, seed: int,
     range_config: range_config_pb2.RangeConfig | data_types.RuntimeParameter | None = None,
 ) -> FileBasedExampleGen:
     """`train` and `eval` (a stratified hold-out) of one landed span, `<landing>/span-N/` in the
@@ -404,12 +418,16 @@ def span_example_gen(
     return raw_example_gen(landing_root, [
         SplitSpec(dataset.TRAIN, source=dataset.TRAIN, role="rest", directory=span_dir),
         SplitSpec(dataset.EVAL, source=dataset.TRAIN, role="holdout", directory=span_dir),
-    ], dataset.IDX, eval_holdout_size, seed, range_config)
+    ], dataset.IDX, eval_holdout, seed, range_config)
 
 
-def test_example_gen(data_root: str, input_format: str) -> FileBasedExampleGen:
-    """The official test split, fixed across spans so test accuracies stay comparable."""
-    return raw_example_gen(data_root, [SplitSpec(dataset.TEST, source=dataset.TEST)], input_format)
+def test_example_gen(data_root: str, input_format: str, golden: dataset.HoldoutSpec, seed: int) -> FileBasedExampleGen:
+    """The official test split, fixed across spans, as `golden` (a stratified hold-out of it drawn
+    with `seed`: the golden gate decides there) and `test` (the rest: reported, never decided on)."""
+    return raw_example_gen(data_root, [
+        SplitSpec(dataset.GOLDEN, source=dataset.TEST, role="holdout"),
+        SplitSpec(dataset.TEST, source=dataset.TEST, role="rest"),
+    ], input_format, golden, seed)
 
 
 def unlabelled_example_gen(input_dir: str) -> FileBasedExampleGen:

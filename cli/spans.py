@@ -1,0 +1,140 @@
+"""`fmnist spans [list|history|quarantine N|release N]`: the verdict of every span, and the two
+changes a person makes to them.
+
+A span's verdict (tfx_pipeline.span_verdicts) decides whether it may be trained on: only
+`accepted` and `released` spans enter a rolling window or become the drift gate's baseline.
+`quarantine` takes a span out (bad labels found later, a privacy request); `release` lets a
+drifted, anomalous, rejected or quarantined span back in. Both are recorded with who and why.
+The paths come from the same settings as `fmnist watch` and the local runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import local_runner
+from fmnist import landing, settings, tf_env
+from fmnist.settings import setting
+
+ACTIONS = ("list", "history", "quarantine", "release")
+
+
+@dataclass(frozen=True)
+class SpanActionSettings:
+    """Settings of `fmnist spans quarantine|release`."""
+
+    why: str | None = setting(None, "quarantine/release: the reason, recorded with the verdict (required)")
+    by: str | None = setting(None, "quarantine/release: who decides (default: this user)")
+
+
+SETTINGS = (*local_runner.SETTINGS, SpanActionSettings)
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "spans", help="each span's verdict (accepted, drifted, anomalous, rejected, quarantined, released); "
+                      "quarantine or release one", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", nargs="?", default="list", choices=ACTIONS,
+                        help="list (default): one row per span; history: every verdict recorded; quarantine N / "
+                             "release N: change span N's verdict")
+    parser.add_argument("span", nargs="?", type=int, help="the span, for quarantine and release")
+    settings.add_arguments(parser, *SETTINGS)
+    parser.set_defaults(handler=main)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in [header, *rows])
+
+
+def list_spans(metadata_path: str, pipeline_name: str, landing_dir: Path) -> str:
+    """One row per landed or ingested span: examples, verdict and reason, golden gate, model."""
+    from reports.spans import span_table
+
+    runs = span_table(metadata_path, pipeline_name) if Path(metadata_path).exists() else {}
+    rows = []
+    for span in sorted(set(runs) | set(landing.spans(landing_dir))):
+        run = runs.get(span)
+        if run is None:
+            rows.append([str(span), "-", "not ingested", "landed, waiting for a run", "-", "-"])
+            continue
+        rows.append([str(span), f"{run.examples:,}" if run.examples else "-", run.verdict or "none (run failed)",
+                     run.verdict_reason or "-", run.golden_line() if run.golden_accuracy is not None else "-",
+                     run.pushed_version or "-"])
+    if not rows:
+        return f"no spans landed in {landing_dir} or ingested by {pipeline_name}"
+    return _table(rows, ["span", "examples", "verdict", "reason", "golden gate", "model version"])
+
+
+def _history(metadata_path: str, pipeline_name: str) -> str:
+    from tfx_pipeline import span_verdicts
+
+    found = span_verdicts.history(metadata_path, pipeline_name) if Path(metadata_path).exists() else []
+    if not found:
+        return f"no verdicts recorded for {pipeline_name}"
+    rows = [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.at)), str(v.span), v.verdict, v.by, v.reason]
+            for v in found]
+    return _table(rows, ["time", "span", "verdict", "by", "reason"])
+
+
+def change(metadata_path: str, pipeline_name: str, action: str, span: int, why: str, by: str | None) -> str:
+    """Quarantines or releases `span`; returns the line saying so. Raises VerdictError."""
+    from tfx_pipeline import span_verdicts
+
+    if action == "quarantine":
+        verdict = span_verdicts.QUARANTINED
+        allowed = [v for v in span_verdicts.VERDICTS if v != verdict]
+    else:
+        verdict = span_verdicts.RELEASED
+        allowed = [v for v in span_verdicts.VERDICTS if v not in span_verdicts.TRAINABLE]
+    made = span_verdicts.record(metadata_path, pipeline_name, span, verdict, why,
+                                by=by or f"{getpass.getuser()} (fmnist spans)", allowed_from=allowed)
+    effect = ("it enters the next rolling windows" if made.trainable else
+              "no later window trains on it (a model it trained stays served until rolled back: `fmnist release`)")
+    return f"span {span} is {made.verdict} ({made.by}: {made.reason}); {effect}"
+
+
+def main(args: argparse.Namespace) -> int:
+    tf_env.configure()
+    from tfx_pipeline.span_verdicts import VerdictError
+
+    try:
+        values = settings.resolve(SETTINGS, args, environ=None)
+        config, _ = local_runner.build_config(values)
+        options: SpanActionSettings = values.build(SpanActionSettings)
+    except settings.SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    listing = args.action in ("list", "history")
+    if listing and args.span is not None:
+        print(f"error: `fmnist spans {args.action}` takes no span number", file=sys.stderr)
+        return 2
+    if not listing and (args.span is None or not options.why):
+        print(f"error: `fmnist spans {args.action}` needs a span number and --why TEXT", file=sys.stderr)
+        return 2
+    if not listing and not Path(config.metadata_path).exists():
+        print(f"error: no ML Metadata store at {config.metadata_path}: no span was ingested yet", file=sys.stderr)
+        return 2
+    from tfx_pipeline import progress
+
+    try:
+        with progress.stderr_to(local_runner.output_dir(config) / local_runner.LOG_FILE):  # library noise
+            if args.action == "list":
+                text = list_spans(config.metadata_path, config.pipeline_name, Path(config.landing_root))
+            elif args.action == "history":
+                text = _history(config.metadata_path, config.pipeline_name)
+            else:
+                text = change(config.metadata_path, config.pipeline_name, args.action, args.span, options.why,
+                              options.by)
+    except VerdictError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0

@@ -1,0 +1,61 @@
+"""The one blessing a candidate carries: the Evaluator's (eval hold-out of its span, against the
+latest blessed model) AND the golden gate's (the golden set, against the stable model).
+
+The eval hold-out comes from the same span as the training data, so a span whose labels are
+wrong fools it: the candidate learns the wrong labels and is judged on them. The golden set is a
+fixed part of the official test split that no span trains on; a candidate that drops there
+against what serves as stable is not blessed, whatever its eval score. This component writes the
+ModelBlessing the ServingValidator, the Pusher and the next runs' model resolver read (the
+Evaluators' own blessings are evidence, not the decision), with the same properties and flag
+file as TFX's Evaluator: `blessed`, `current_model`, `current_model_id`, BLESSED / NOT_BLESSED,
+plus `reason` (what failed, or "passed") and `golden` (passed, failed, or not judged).
+"""
+
+import os
+
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
+from tfx.dsl.component.experimental.decorators import component
+from tfx.types import standard_artifacts
+from tfx.utils import io_utils
+
+BLESSED_KEY = "blessed"
+REASON_KEY = "reason"
+GOLDEN_KEY = "golden"  # passed | failed | not judged (no stable model yet)
+GOLDEN_PASSED, GOLDEN_FAILED, GOLDEN_NOT_JUDGED = "passed", "failed", "not judged"
+_FLAG_FILES = {True: "BLESSED", False: "NOT_BLESSED"}  # as TFX's Evaluator writes them
+
+
+def blessing_state(blessing) -> bool | None:
+    """A ModelBlessing's verdict: True/False, or None when its Evaluator judged nothing (TFX
+    writes no `blessed` property without thresholds, e.g. change thresholds with no baseline)."""
+    properties = getattr(blessing, "mlmd_artifact", blessing).custom_properties
+    if BLESSED_KEY not in properties:
+        return None
+    return properties[BLESSED_KEY].int_value == 1
+
+
+def decide(evaluated: bool | None, golden: bool | None) -> tuple[bool, str, str]:
+    """(blessed, reason, golden status) from the two Evaluators' verdicts."""
+    golden_status = {True: GOLDEN_PASSED, False: GOLDEN_FAILED, None: GOLDEN_NOT_JUDGED}[golden]
+    if evaluated is not True:
+        return False, "the Evaluator did not bless it on the eval hold-out", golden_status
+    if golden is False:
+        return False, "the golden gate failed: worse than the stable model on the golden set", golden_status
+    return True, "passed", golden_status
+
+
+@component
+def BlessingGate(
+    model: InputArtifact[standard_artifacts.Model],
+    model_blessing: InputArtifact[standard_artifacts.ModelBlessing],
+    blessing: OutputArtifact[standard_artifacts.ModelBlessing],
+    golden_blessing: InputArtifact[standard_artifacts.ModelBlessing] = None,
+) -> None:
+    golden = blessing_state(golden_blessing) if golden_blessing is not None else None
+    blessed, reason, golden_status = decide(blessing_state(model_blessing), golden)
+    blessing.set_int_custom_property(BLESSED_KEY, int(blessed))
+    blessing.set_string_custom_property("current_model", model.uri)
+    blessing.set_int_custom_property("current_model_id", model.id)
+    blessing.set_string_custom_property(REASON_KEY, reason)
+    blessing.set_string_custom_property(GOLDEN_KEY, golden_status)
+    io_utils.write_string_file(os.path.join(blessing.uri, _FLAG_FILES[blessed]), "")
