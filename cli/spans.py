@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import local_runner
-from fmnist import landing, settings, tf_env
+from fmnist import dataset, landing, settings, tf_env
 from fmnist.settings import setting
+from tfx_pipeline.config import PipelineConfig
 
 ACTIONS = ("list", "history", "quarantine", "release")
 
@@ -54,16 +55,23 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
                      for row in [header, *rows])
 
 
-def list_spans(metadata_path: str, pipeline_name: str, landing_dir: Path) -> str:
-    """One row per landed or ingested span: examples, verdict and reason, golden gate, model."""
+def list_spans(config: PipelineConfig) -> str:
+    """One row per landed or ingested span: examples, verdict and reason, golden gate, model. A
+    landed span no run ingested is checked as the runner's pre-flight would: refused, or waiting."""
     from reports.spans import span_table
 
+    metadata_path, pipeline_name = config.metadata_path, config.pipeline_name
+    landing_dir = Path(config.landing_root)
     runs = span_table(metadata_path, pipeline_name) if Path(metadata_path).exists() else {}
     rows = []
     for span in sorted(set(runs) | set(landing.spans(landing_dir))):
         run = runs.get(span)
         if run is None:
-            rows.append([str(span), "-", "not ingested", "landed, waiting for a run", "-", "-"])
+            try:
+                examples, state = f"{local_runner.preflight(config.replace(span=span))['train']:,}", "waiting for a run"
+            except dataset.DatasetError as err:
+                examples, state = "-", f"refused before a run: {err}"
+            rows.append([str(span), examples, "not ingested", state, "-", "-"])
             continue
         rows.append([str(span), f"{run.examples:,}" if run.examples else "-", run.verdict or "none (run failed)",
                      run.verdict_reason or "-", run.golden_line() if run.golden_accuracy is not None else "-",
@@ -127,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         with progress.stderr_to(local_runner.output_dir(config) / local_runner.LOG_FILE):  # library noise
             if args.action == "list":
-                text = list_spans(config.metadata_path, config.pipeline_name, Path(config.landing_root))
+                text = list_spans(config)
             elif args.action == "history":
                 text = _history(config.metadata_path, config.pipeline_name)
             else:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import local_runner
-from fmnist import dataset, landing, settings
+from fmnist import dataset, landing, settings, tf_env
 from fmnist.settings import setting
 from tfx_pipeline.config import PipelineConfig
 
@@ -43,12 +43,9 @@ def ingested_spans(config: PipelineConfig) -> set[int]:
     """Spans a run of this pipeline has already ingested (whatever the run's outcome)."""
     if not Path(config.metadata_path).exists():
         return set()
-    from tfx_pipeline import metadata
-    from tfx_pipeline.components.drift_gate import SPAN
-    from tfx_pipeline.config import EXAMPLE_GEN_ID
+    from tfx_pipeline import span_verdicts
 
-    examples = metadata.all_outputs(config.metadata_path, config.pipeline_name, EXAMPLE_GEN_ID, "examples")
-    return {artifact.custom_properties[SPAN].int_value for artifact in examples}
+    return span_verdicts.ingested_spans(config.metadata_path, config.pipeline_name)
 
 
 def pending_spans(landed: dict[int, Path], ingested: set[int]) -> list[int]:
@@ -65,7 +62,7 @@ def run_span(config: PipelineConfig, verbose: bool) -> str:
     try:
         local_runner.preflight(config)
     except dataset.DatasetError as err:
-        return f"span {config.settings.span}: rejected before the run: {err}"
+        return f"span {config.settings.span}: refused before the run (not ingested): {err}"
     stopped = local_runner.run_quietly(config, verbose)
     return span_run(config.metadata_path, config.pipeline_name).line(stopped)
 
@@ -77,7 +74,10 @@ def watch(config: PipelineConfig, interval: float, once: bool, verbose: bool = F
     landing_dir = Path(config.landing_root)
     with local_runner.exclusive(local_runner.output_dir(config)):
         say(f"watching {landing_dir} for spans (pipeline {config.pipeline_name}, every {interval:g}s)")
-        ingested = ingested_spans(config)
+        from tfx_pipeline import progress
+
+        with progress.stderr_to(local_runner.output_dir(config) / local_runner.LOG_FILE):  # TF's import noise
+            ingested = ingested_spans(config)
         while True:
             for span in pending_spans(landing.spans(landing_dir), ingested):
                 say(run_span(config.replace(span=span), verbose))
@@ -90,6 +90,7 @@ def watch(config: PipelineConfig, interval: float, once: bool, verbose: bool = F
 def main(args: argparse.Namespace) -> int:
     try:
         values = settings.resolve(SETTINGS, args, environ=None)
+        tf_env.configure(bool(values["verbose"]))
         config, local = local_runner.build_config(values)
         options: WatchSettings = values.build(WatchSettings)
     except settings.SettingsError as err:

@@ -15,7 +15,8 @@ from fmnist.settings import SettingsError
 IMAGE = "europe-west4-docker.pkg.dev/demo-proj/fashion-mnist/pipeline:abc123"
 BASE_FLAGS = ["--project", "demo-proj", "--region", "europe-west4", "--bucket", "gs://demo-bucket",
               "--image", IMAGE, "--service-account", "pipelines@demo-proj.iam.gserviceaccount.com"]
-BEAM_COMPONENTS = {"ExampleGen", "TestExampleGen", "StatisticsGen", "Transform", "Evaluator", "TestEvaluator"}
+BEAM_COMPONENTS = {"ExampleGen", "TestExampleGen", "StatisticsGen", "Transform", "Evaluator", "GoldenEvaluator",
+                   "TestEvaluator"}
 REPO = Path(__file__).resolve().parent.parent
 KFP_V2_EXECUTOR = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
 
@@ -61,10 +62,14 @@ def _container(pipeline, task: str) -> dict:
 def test_every_component_is_compiled_and_runs_in_the_project_image(compiled):
     tasks = set(_tasks(compiled))
     assert {"ExampleGen", "TestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
-            "DriftGate", "Transform", "Trainer", "Evaluator", "TestEvaluator", "ServingValidator", "Pusher"} <= tasks
-    # No rolling-window resolver: the Vertex compiler has no span-range query (tfx_pipeline.span_window).
+            "DriftGate", "Transform", "Trainer", "Evaluator", "GoldenEvaluator", "BlessingGate", "TestEvaluator",
+            "ServingValidator", "Pusher"} <= tasks
+    # No rolling-window resolver: the Vertex compiler has no span-range query (tfx_pipeline.span_window);
+    # the golden gate's baseline is the latest blessed model there (no release file to read).
     assert {t for t in tasks if "resolver" in t} == {"latest_blessed_model_resolver-model-blessing-resolver",
                                                      "latest_blessed_model_resolver-model-resolver",
+                                                     "stable_model_resolver-model-blessing-resolver",
+                                                     "stable_model_resolver-model-resolver",
                                                      "previous_span_resolver"}
     for task in tasks - {t for t in tasks if "resolver" in t}:
         container = _container(compiled, task)
@@ -96,7 +101,7 @@ def test_batch_inference_runs_on_dataflow_when_asked(compiled, tmp_path_factory)
     with_inference = _compile(tmp_path_factory, "--dataflow-max-workers", "7",
                               "--bulk-inference-input", "gs://demo-bucket/unlabelled")
     tasks = _tasks(with_inference)
-    assert set(tasks["BulkInferrer"]["dependentTasks"]) == {"UnlabelledExampleGen", "Trainer", "Evaluator"}
+    assert set(tasks["BulkInferrer"]["dependentTasks"]) == {"UnlabelledExampleGen", "Trainer", "BlessingGate"}
     assert _parameter(with_inference, "UnlabelledExampleGen", "input_base") == "gs://demo-bucket/unlabelled"
     for task in ("UnlabelledExampleGen", "BulkInferrer"):
         args = _container(with_inference, task)["args"]
@@ -131,7 +136,7 @@ def test_pusher_deploys_to_a_vertex_endpoint_with_a_traffic_split(compiled):
     assert serving["traffic_percentage"] == 10
     # It pushes the copy the serving check validated (with its warmup requests), once both blessed it.
     pusher = _tasks(compiled)["Pusher"]
-    assert set(pusher["dependentTasks"]) == {"Evaluator", "ServingValidator"}
+    assert set(pusher["dependentTasks"]) == {"BlessingGate", "ServingValidator"}
     assert set(pusher["inputs"]["artifacts"]) == {"model_blessing", "infra_blessing"}
 
 
@@ -139,7 +144,7 @@ def test_serving_validation_runs_in_the_project_image_with_its_settings(compiled
     """TFX's InfraValidator needs Docker beside it, which Vertex Pipelines does not give: the
     project's ServingValidator runs there, on the Trainer's model and the official test split."""
     validator = _tasks(compiled)["ServingValidator"]
-    assert set(validator["dependentTasks"]) == {"Trainer", "Evaluator", "TestExampleGen"}
+    assert set(validator["dependentTasks"]) == {"Trainer", "BlessingGate", "TestExampleGen"}
     assert _parameter(compiled, "ServingValidator", "split") == "test"
     warmup = _tasks(compiled)["ServingValidator"]["inputs"]["parameters"]["warmup_requests"]
     assert warmup["runtimeValue"]["constantValue"] == {"intValue": "64"}

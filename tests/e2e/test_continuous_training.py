@@ -4,8 +4,12 @@ Span 1 (a stratified half of the sample's train files) trains cold and is pushed
 running server takes up. Span 2 (the other half) passes the drift gate, retrains warm from v1 on
 spans 1+2, is blessed and pushed as v2, and the server switches to it while requests stream in,
 failing none. Span 3 (span 2 with inverted images) stops at the drift gate with one line;
-nothing is pushed and the server stays on v2. Span 4 (span 1 again) is accepted and trains on
-spans 1, 2 and 4: the rejected span never enters the rolling window. Every step runs through
+nothing is pushed and the server stays on v2. Span 4 (the whole sample with the labels of
+Trouser and Bag swapped: an upstream labelling error that moves neither distribution) passes the
+drift gate and fools its own eval hold-out, but the golden gate sees it: not blessed, not
+pushed, its verdict `rejected`. Span 5 (400 images: small, its hold-out the 200-image floor) is
+accepted and trains on spans 1, 2 and 5: neither the drifted nor the rejected span enters the
+rolling window. Span 6 (250 images) is refused in one line before a run. Every step runs through
 `fmnist watch --once`, the loop's own code.
 """
 
@@ -24,13 +28,15 @@ from ml_metadata.proto import metadata_store_pb2
 
 import local_runner
 from fmnist import dataset, features, landing
+from reports.evaluation import load_latest
 from reports.spans import span_run
 from serving.client import GrpcClient
 from serving.release import FileRelease
 from serving.server import RunningServer, ServerOptions
-from tfx_pipeline import metadata
+from tfx_pipeline import metadata, span_verdicts
 
 REPO = Path(__file__).resolve().parent.parent.parent
+TROUSER, BAG = 1, 8  # visually distinct: a model learns their swapped labels consistently
 
 
 def _source(directory: Path, images: np.ndarray, labels: np.ndarray) -> Path:
@@ -45,14 +51,20 @@ def loop(tmp_path_factory, sample_dir):
     train = dataset.read_split(sample_dir, dataset.TRAIN)
     order = np.argsort(train.labels, kind="stable")
     first, second = order[0::2], order[1::2]
+    swapped = train.labels.copy()
+    swapped[train.labels == TROUSER], swapped[train.labels == BAG] = BAG, TROUSER
+    small = np.sort(np.concatenate([first[0::5][:200], second[0::5][:200]]))
     sources = {
         1: _source(work / "src-1", train.images[first], train.labels[first]),
         2: _source(work / "src-2", train.images[second], train.labels[second]),
         3: _source(work / "src-3", 255 - train.images[second], train.labels[second]),  # inverted: drift
-        4: _source(work / "src-4", train.images[first], train.labels[first]),
+        4: _source(work / "src-4", train.images, swapped),  # two classes' labels swapped: no drift
+        5: _source(work / "src-5", train.images[small], train.labels[small]),
+        6: _source(work / "src-6", train.images[first[:250]], train.labels[first[:250]]),
     }
-    flags = ["--sample", "--output-dir", str(work / "out"), "--landing", str(work / "landing"),
-             "--eval-holdout", "100", "--max-accuracy-drop", "0.05"]
+    # The hold-out as a fraction: 20 % of a span, at least 200 images (the floor).
+    flags = ["--sample", "--output-dir", str(work / "out"), "--landing-dir", str(work / "landing"),
+             "--eval-holdout", "0.2", "--max-accuracy-drop", "0.05"]
     config = local_runner.config_from_args(flags, environ={})
     return {"sources": sources, "flags": flags, "config": config, "landing": work / "landing"}
 
@@ -119,7 +131,7 @@ def test_the_loop_trains_pushes_serves_and_stops_at_drift(loop, sample_dir):
                 time.sleep(0.1)
         assert re.match(r"span 2: 500 examples; drift image 0\.\d{4}/0\.01, label 0\.\d{4}/0\.07; warm on spans 1\+2 ",
                         line), line
-        assert line.endswith(f"; blessed; pushed version {v2}") and v2 > v1
+        assert line.endswith(f"; blessed; pushed version {v2}; span accepted") and v2 > v1
         assert failures == [] and versions[0] == v1 and versions[-1] == v2
         switch = versions.index(v2)
         assert set(versions[:switch]) == {v1} and set(versions[switch:]) == {v2}
@@ -199,9 +211,63 @@ def test_served_traffic_is_logged_and_checked_against_the_answering_versions_tra
     assert code in (0, 3) and ("verdict  ALERT" in out) == (code == 3)
 
 
-def test_a_rejected_span_never_enters_the_rolling_window(loop):
+def test_a_label_corrupted_span_fools_its_eval_hold_out_but_not_the_golden_gate(loop, sample_dir):
+    config = loop["config"]
+    before = _pushed(config)
     line = _land_and_watch(loop, 4)
-    # Compared with span 2, the last span accepted; trained on the window 1, 2, 4 (3 was rejected).
-    assert re.match(r"span 4: 500 examples; drift image 0\.\d{4}/0\.01, label 0\.\d{4}/0\.07; warm on spans 1\+2\+4 ",
+    # No drift: the images are spans 1 and 2, and swapping two equal classes keeps the label shares.
+    assert re.match(r"span 4: 1,000 examples; drift image 0\.\d{4}/0\.01, label 0\.0000/0\.07; warm on spans 1\+2\+4 ",
                     line), line
-    assert sorted(landing.spans(loop["landing"])) == [1, 2, 3, 4]
+    golden, stable = map(float, re.search(r"golden (0\.\d{4}) vs stable (0\.\d{4}) \(failed\)", line).groups())
+    assert golden < stable - config.thresholds.max_golden_drop
+    assert line.endswith("; NOT blessed; nothing pushed; span rejected"), line
+    assert _pushed(config) == before
+    evaluation = load_latest(config.metadata_path, config.pipeline_name)
+    assert evaluation.judged.validation_ok  # the eval hold-out, as corrupted as the span, blessed it...
+    failed = {check.class_id for check in evaluation.golden.checks if not check.passed}
+    assert {TROUSER, BAG} <= failed  # ...the golden set did not: exactly the swapped classes fell
+    # The golden baseline is the model serving as stable (v1: v2 is still the canary).
+    stable_version = FileRelease(str(local_runner.release_config_file(config))).status().stable
+    assert stable_version == before[0]
+    verdict = span_verdicts.span_verdicts(config.metadata_path, config.pipeline_name)[4]
+    assert verdict.verdict == "rejected" and "golden gate failed" in verdict.reason
+
+
+def test_a_small_span_runs_and_no_rejected_span_enters_the_rolling_window(loop):
+    line = _land_and_watch(loop, 5)
+    # Compared with span 2, the last accepted span; trained on 1, 2, 5 (3 drifted, 4 was rejected).
+    assert re.match(r"span 5: 400 examples; drift image 0\.\d{4}/0\.01, label 0\.\d{4}/0\.07; warm on spans 1\+2\+5 ",
+                    line), line
+    verdicts = span_verdicts.span_verdicts(loop["config"].metadata_path, loop["config"].pipeline_name)
+    assert {span: v.verdict for span, v in verdicts.items()} == {
+        1: "accepted", 2: "accepted", 3: "drifted", 4: "rejected", 5: "accepted"}
+
+    landed = _fmnist("land", str(loop["sources"][6]), "--landing", str(loop["landing"]))
+    assert landed.returncode == 0, landed.stderr
+    watched = _fmnist("watch", *loop["flags"], "--once")
+    assert watched.returncode == 0
+    assert re.search(r"^span 6: refused before the run \(not ingested\): \S+span-6/train-labels-idx1-ubyte\.gz: 250 "
+                     r"examples is too small to evaluate: a 0\.2 hold-out of at least 200 examples and as many to "
+                     r"train on need >= 400 examples$", watched.stdout, re.M), watched.stdout
+    assert sorted(landing.spans(loop["landing"])) == [1, 2, 3, 4, 5, 6]
+
+
+def test_spans_lists_each_verdict_and_a_person_can_quarantine_and_release(loop):
+    flags = loop["flags"]
+    listed = _fmnist("spans", *flags)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert rows["3"].split()[2] == "drifted" and "Jensen-Shannon" in rows["3"]
+    assert rows["4"].split()[2] == "rejected" and "(failed)" in rows["4"]
+    assert rows["6"].split()[2:4] == ["not", "ingested"] and "refused before a run" in rows["6"]
+
+    changed = _fmnist("spans", "quarantine", "5", *flags, "--why", "labels under review", "--by", "qa")
+    assert changed.returncode == 0, changed.stderr
+    assert changed.stdout.startswith("span 5 is quarantined (qa: labels under review); no later window")
+    refused = _fmnist("spans", "release", "5", *flags)
+    assert refused.returncode == 2 and refused.stderr.strip().endswith("needs a span number and --why TEXT")
+    assert _fmnist("spans", "release", "5", *flags, "--why", "reviewed: fine").returncode == 0
+    again = _fmnist("spans", "release", "5", *flags, "--why", "twice")
+    assert again.returncode == 2 and "span 5 is released; only a span that is" in again.stderr
+    history = _fmnist("spans", "history", *flags).stdout.splitlines()
+    assert [line.split()[2:4] for line in history[-3:]] == [["5", "accepted"], ["5", "quarantined"], ["5", "released"]]

@@ -32,7 +32,7 @@ RESULT_FILE = "validation.json"
 SERVER_LOG = "server.log"
 BLESSED_KEY, HAS_MODEL_KEY, REASON_KEY = "blessed", "has_model", "reason"  # the Pusher reads the first two
 _FLAG_FILES = {True: "INFRA_BLESSED", False: "INFRA_NOT_BLESSED"}  # as TFX's InfraValidator writes them
-NOT_EVALUATED = "not validated: the Evaluator did not bless this model"
+NOT_EVALUATED = "not validated: the model was not blessed (eval hold-out and golden gate)"
 _FAILURES = (server_process.ServerStartError, checks.ServingCheckError, OSError, ValueError, tf.errors.OpError)
 
 
@@ -100,4 +100,4 @@ def ServingValidator(
     elif evaluated:
         log.warning("serving validation failed, not pushing: %s", reason)
     else:
-        log.info("serving validation skipped: the Evaluator did not bless this model")
+        log.info("serving validation skipped: the model was not blessed")
