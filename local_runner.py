@@ -227,8 +227,8 @@ def release_config_file(config: PipelineConfig) -> Path:
 def release_pushed(config: PipelineConfig) -> str | None:
     """After a push, the new version becomes the `canary` label beside `stable` in
     release_config_file (the first version ever becomes stable); returns what happened, or None
-    when this run pushed nothing. A running canary is never replaced: the push stays unlabelled
-    and the line says so."""
+    when this run pushed nothing. A running canary is replaced by the newer push (release_history.jsonl
+    records it as superseded; FileRelease.start_canary's busy policy)."""
     from serving.release import FileRelease, ReleaseError
     from tfx_pipeline import metadata
 
@@ -238,7 +238,7 @@ def release_pushed(config: PipelineConfig) -> str | None:
     version = pushed[0].custom_properties["pushed_version"].string_value
     release = FileRelease(str(release_config_file(config)), base_path=config.serving_model_dir)
     try:
-        state = release.start_canary(version)
+        state = release.start_canary(version, actor="local runner")
     except ReleaseError as refused:
         return f"version {version} pushed, not labelled: {refused}"
     return f"{state.notes[-1]} ({release.config_file}; `fmnist release promote|rollback`)"

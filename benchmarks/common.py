@@ -5,10 +5,12 @@ Benchmarks run as scripts (their directory is on sys.path), so they import it as
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import socket
 import subprocess
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,16 @@ def cpu_model() -> str:
     wanted = [f for f in flags if f.startswith(("avx512_bf16", "amx", "avx512f", "avx2"))]
     model, cpus = fields.get("Model name", "?").strip(), fields.get("CPU(s)", "?").strip()
     return f"{model}, {cpus} CPUs, flags {' '.join(wanted)}"
+
+
+def serving_benchmark() -> types.ModuleType:
+    """benchmarks/serving.py (its load generator and cells), loaded by path: imported as `serving`
+    it would shadow the project's serving package."""
+    spec = importlib.util.spec_from_file_location("serving_benchmark", Path(__file__).parent / "serving.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

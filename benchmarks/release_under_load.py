@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,14 +68,66 @@ def release(config: Path, *argv: str) -> None:
         raise RuntimeError(f"fmnist release {' '.join(argv)}: {err.getvalue().strip()}")
 
 
-def start_server(config: Path, canary_traffic: float) -> tuple[subprocess.Popen, int, int]:
+class Load:
+    """`threads` client threads (odd ones gRPC, even ones REST) sending one image per request,
+    without version or label, back to back from `with` until its end. `records` holds (start,
+    latency s, the version that answered or None for any failure) per request."""
+
+    def __init__(self, rest_port: int, grpc_port: int, images: np.ndarray, threads: int = 4):
+        self.rest_port, self.grpc_port, self.images = rest_port, grpc_port, images
+        self.records: list[tuple[float, float, int | None]] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, args=(i, threads), daemon=True) for i in range(threads)]
+
+    def _send(self, index: int, stride: int) -> None:
+        from serving.client import GrpcClient, RestClient
+
+        client = (GrpcClient(f"127.0.0.1:{self.grpc_port}", MODEL) if index % 2
+                  else RestClient(f"127.0.0.1:{self.rest_port}", MODEL))
+        i = index
+        while not self._stop.is_set():
+            began = time.monotonic()
+            try:
+                version = client.predict(self.images[i % len(self.images)][None]).version
+            except Exception as err:  # any failure counts: that is what the load is for
+                version = None
+                self.errors.append(repr(err))
+            self.records.append((began, time.monotonic() - began, version))
+            i += stride
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def running_server(config: Path, canary_traffic: float, *serve_args: str) -> Iterator[tuple[int, int]]:
+    """start_server for the `with` block: (REST port, gRPC port); terminated at its end."""
+    process, rest, grpc_port = start_server(config, canary_traffic, *serve_args)
+    try:
+        yield rest, grpc_port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def start_server(config: Path, canary_traffic: float, *serve_args: str) -> tuple[subprocess.Popen, int, int]:
+    """`fmnist serve` on `config` in its own process (more flags in serve_args), once it answers:
+    (the process, its REST port, its gRPC port)."""
     from serving.client import ClientError, RestClient
 
     rest, grpc_port = free_port(), free_port()
     process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--model-config-file", str(config),
                                 "--canary-traffic", str(canary_traffic), "--host", "127.0.0.1",
                                 "--rest-port", str(rest), "--grpc-port", str(grpc_port), "--poll-seconds", "0.5",
-                                "--tf-serving", "no"], cwd=REPO, stdout=subprocess.DEVNULL,
+                                "--tf-serving", "no", *serve_args], cwd=REPO, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     client, deadline = RestClient(f"127.0.0.1:{rest}", MODEL, timeout=2), time.monotonic() + 180
     while True:
@@ -98,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--canary-traffic", type=float, default=25.0, help="fmnist serve --canary-traffic")
     args = parser.parse_args(argv)
 
-    from serving.client import GrpcClient, RestClient
     from serving.release import served_labels
 
     model_dir = args.model_dir or newest_version(PUSHED)
@@ -111,47 +163,25 @@ def main(argv: list[str] | None = None) -> int:
     for version in (1, 2, 3):
         shutil.copytree(model_dir, work / "serving_model" / str(version))
     release(config, "canary", "1")  # no stable yet: 1 becomes stable
-    process, rest, grpc_port = start_server(config, args.canary_traffic)
-    records: list[tuple[float, float, int | None]] = []  # (start, latency s, version or None on error)
-    stop = threading.Event()
-
-    def client_thread(index: int) -> None:
-        client = (GrpcClient(f"127.0.0.1:{grpc_port}", MODEL) if index % 2
-                  else RestClient(f"127.0.0.1:{rest}", MODEL))
-        i = index
-        while not stop.is_set():
-            began = time.monotonic()
-            try:
-                version = client.predict(images[i % len(images)][None]).version
-            except Exception:  # any failure counts: that is what the benchmark is about
-                version = None
-            records.append((began, time.monotonic() - began, version))
-            i += args.threads
-
-    threads = [threading.Thread(target=client_thread, args=(i,), daemon=True) for i in range(args.threads)]
     marks: list[tuple[str, float, float]] = []  # (phase, command time, seconds until the server switched)
     try:
-        for thread in threads:
-            thread.start()
-        time.sleep(1.0)  # connections warm before the first phase counts
-        for name, command, labels in PHASES:
-            began = time.monotonic()
-            if command:
-                release(config, *command)
-            while served_labels(f"127.0.0.1:{rest}") != labels:
-                if time.monotonic() - began > 60:
-                    raise RuntimeError(f"{name}: the server did not switch to {labels} in 60 s")
-                time.sleep(0.02)
-            marks.append((name, began, time.monotonic() - began))
-            time.sleep(max(0.0, args.seconds - (time.monotonic() - began)))
-        end = time.monotonic()
+        with (running_server(config, args.canary_traffic) as (rest, grpc_port),
+              Load(rest, grpc_port, images, args.threads) as load):
+            time.sleep(1.0)  # connections warm before the first phase counts
+            for name, command, labels in PHASES:
+                began = time.monotonic()
+                if command:
+                    release(config, *command)
+                while served_labels(f"127.0.0.1:{rest}") != labels:
+                    if time.monotonic() - began > 60:
+                        raise RuntimeError(f"{name}: the server did not switch to {labels} in 60 s")
+                    time.sleep(0.02)
+                marks.append((name, began, time.monotonic() - began))
+                time.sleep(max(0.0, args.seconds - (time.monotonic() - began)))
+            end = time.monotonic()
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-        process.terminate()
-        process.wait(timeout=30)
         shutil.rmtree(work, ignore_errors=True)
+    records = load.records
 
     print(f"\nmodel {model_dir}, {args.threads} client threads (REST + gRPC), {args.seconds:g} s per phase, "
           f"--canary-traffic {args.canary_traffic:g}\n{cpu_model()}\n")

@@ -11,7 +11,6 @@ generator and the cell arithmetic are benchmarks/serving.py's.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -23,16 +22,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import cpu_model, free_port  # noqa: E402
+from common import cpu_model, free_port, serving_benchmark  # noqa: E402
 
 from fmnist import features  # noqa: E402
 from fmnist.dataset import TEST, read_split  # noqa: E402
 
-# benchmarks/serving.py by path: as `serving` it would shadow the project's serving package.
-_spec = importlib.util.spec_from_file_location("serving_benchmark", REPO / "benchmarks" / "serving.py")
-bench = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = bench  # its dataclass looks its module up there
-_spec.loader.exec_module(bench)
+bench = serving_benchmark()
 
 TRANSPORTS = ("grpc", "rest")
 
@@ -67,15 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         base = work / "models"
     images = read_split(args.data_dir, TEST).images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
     servers = {"off": start_server(base, None), "on": start_server(base, work / "logs")}
-    cells: dict[tuple[str, str], list] = {}
     try:
-        for repeat in range(args.repeats):
-            for transport in TRANSPORTS:
-                for logging_state, (ports, _) in servers.items():
-                    cell = bench.measure(transport, args.concurrency, args.seconds, ports, images)
-                    cells.setdefault((transport, logging_state), []).append(cell)
-                    print(f"  [{repeat + 1}/{args.repeats}] {transport:4s} logging {logging_state:3s} "
-                          f"{cell.requests_per_second:7.0f} req/s  p50 {cell.p50_ms:6.2f} ms", flush=True)
+        table = bench.interleaved({f"logging {state}": ports for state, (ports, _) in servers.items()}, TRANSPORTS,
+                                  args.concurrency, args.seconds, args.repeats, images)
     finally:
         for _, process in servers.values():
             process.terminate()
@@ -84,16 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     size = sum(p.stat().st_size for p in (work / "logs").glob("requests-*"))
     shutil.rmtree(work, ignore_errors=True)
 
-    table = {key: bench.median_cell(found) for key, found in cells.items()}
     print(f"\n{cpu_model()}\nmodel {args.model_base_path}, concurrency {args.concurrency}, "
           f"{args.seconds:g} s per cell, median of {args.repeats}; logging on wrote {logged} file(s), "
           f"{size / 1e6:.1f} MB\n")
     print("| transport | request logging | req/s | p50 ms | p99 ms | errors | req/s vs off |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for transport in TRANSPORTS:
-        off = table[(transport, "off")].requests_per_second
+        off = table[(transport, "logging off")].requests_per_second
         for logging_state in ("off", "on"):
-            cell = table[(transport, logging_state)]
+            cell = table[(transport, f"logging {logging_state}")]
             print(f"| {transport} | {logging_state} | {cell.requests_per_second:.0f} | {cell.p50_ms:.2f} "
                   f"| {cell.p99_ms:.2f} | {cell.errors:.0f} | {cell.requests_per_second / off:.2f}x |")
     return 0

@@ -149,6 +149,23 @@ def median_cell(cells: list[Cell]) -> Cell:
                   for f in ("requests_per_second", "p50_ms", "p99_ms", "errors")))
 
 
+def interleaved(servers: dict, transports: tuple[str, ...], concurrency: int, seconds: float, repeats: int,
+                images: np.ndarray, pause: float = 0.0) -> dict[tuple[str, object], Cell]:
+    """{(transport, server key): median Cell} for `servers` ({key: ports}, all running at once),
+    measured `repeats` times with the servers interleaved (a, b, a, b...) so that drift in the
+    machine's load hits them alike, `pause` seconds after each cell; a progress line per cell."""
+    cells: dict[tuple[str, object], list[Cell]] = {}
+    for repeat in range(repeats):
+        for transport in transports:
+            for key, ports in servers.items():
+                cell = measure(transport, concurrency, seconds, ports, images)
+                cells.setdefault((transport, key), []).append(cell)
+                print(f"  [{repeat + 1}/{repeats}] {transport:4s} {key} {cell.requests_per_second:7.0f} req/s  "
+                      f"p50 {cell.p50_ms:6.2f} ms", flush=True)
+                time.sleep(pause)
+    return {key: median_cell(found) for key, found in cells.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-base-path", type=Path, default=REPO / "outputs" / "fashion-mnist" / "serving_model")

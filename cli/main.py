@@ -76,8 +76,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("serving").setLevel(logging.INFO)
     from serving.server import ServerOptions, serve
 
-    if not 0 <= args.canary_traffic <= 100:
-        raise ValueError(f"--canary-traffic is a percent within 0..100, got {args.canary_traffic:g}")
+    for flag, share in (("--canary-traffic", args.canary_traffic), ("--shadow-traffic", args.shadow_traffic)):
+        if not 0 <= share <= 100:
+            raise ValueError(f"{flag} is a percent within 0..100, got {share:g}")
     if args.log_sampling is not None and args.log_requests is None:
         raise ValueError("--log-sampling needs --log-requests DIR (where the sampled requests go)")
     config_file = args.model_config_file
@@ -87,7 +88,7 @@ def _serve(args: argparse.Namespace) -> int:
     serve(ServerOptions(
         model_name=args.model_name, base_path=str(args.model_base_path),
         model_config_file=str(config_file) if config_file else None,
-        version_labels=dict(args.label), canary_traffic=args.canary_traffic,
+        version_labels=dict(args.label), canary_traffic=args.canary_traffic, shadow_traffic=args.shadow_traffic,
         host=args.host, rest_port=args.rest_port, grpc_port=args.grpc_port,
         poll_seconds=args.poll_seconds, max_batch_size=args.max_batch_size,
         batch_timeout_ms=args.batch_timeout_ms, max_request_bytes=args.max_request_bytes,
@@ -212,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--canary-traffic", type=float, default=0.0, metavar="PERCENT",
                        help="share of requests without version or label sent to the 'canary' label (the rest go "
                             "to 'stable'); this project's server only")
+    serve.add_argument("--shadow-traffic", type=float, default=0.0, metavar="PERCENT",
+                       help="share of the requests answered by 'stable' (no version or label) also run on the "
+                            "'canary' in the background, to compare their answers for `fmnist release analyze`; "
+                            "the client gets stable's answer (default 0; this project's server only)")
     serve.add_argument("--label", type=_label, action="append", default=[], metavar="LABEL=VERSION",
                        help="version label, e.g. --label stable=1700000000 --label canary=1700000100")
     serve.add_argument("--host", default="127.0.0.1",

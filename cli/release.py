@@ -1,7 +1,8 @@
-"""`fmnist release status|canary VERSION|promote|rollback`: canary releases, on the TF Serving model
-config that `fmnist serve`, tensorflow_model_server and the Kubernetes ConfigMap read (version
-labels stable/canary, serving/release.py), or on a Vertex AI endpoint's traffic split
-(serving/vertex_release.py). TensorFlow is never imported; aiplatform only for an endpoint."""
+"""`fmnist release status|canary VERSION|promote|rollback|analyze|auto|history`: canary releases, on
+the TF Serving model config that `fmnist serve`, tensorflow_model_server and the Kubernetes
+ConfigMap read (version labels stable/canary, serving/release.py), or on a Vertex AI endpoint's
+traffic split (serving/vertex_release.py); analyze/auto measure the canary over a bake window and
+decide (serving/canary_analysis.py). TensorFlow is never imported; aiplatform only for an endpoint."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import dataset
+from serving import canary_analysis as analysis
 from serving import release
 
 
@@ -44,6 +46,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     canary.add_argument("--traffic", type=int, default=None,
                         help="Vertex only: the canary's percent of the endpoint's traffic (default 10); with a "
                              "config file the share is `fmnist serve --canary-traffic`")
+    canary.add_argument("--busy", choices=release.BUSY_POLICIES, default=release.REPLACE,
+                        help="while another canary runs: replace it (default; it is recorded as superseded) or "
+                             "keep it and refuse")
     promote = actions.add_parser("promote", parents=[common], help="make the canary stable and drop the old stable")
     gates = promote.add_argument_group("gates, measured on --server before anything changes")
     gates.add_argument("--max-error-rate", type=float, default=None, metavar="FRACTION",
@@ -58,8 +63,89 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     gates.add_argument("--data-dir", type=Path, default=Path("data/raw"),
                        help="where the official test split is, for --min-agreement (default data/raw)")
     actions.add_parser("rollback", parents=[common], help="drop the canary; stable serves everything")
+    measured = argparse.ArgumentParser(add_help=False)
+    _add_analysis_arguments(measured)
+    actions.add_parser("analyze", parents=[common, measured],
+                       help="measure the canary against stable on --server over a bake window: each check, "
+                            "then the decision (changes nothing)")
+    auto = actions.add_parser("auto", parents=[common, measured],
+                              help="analyze, then promote (every check passes) or roll back (any fails); "
+                                   "recorded in the release history")
+    auto.add_argument("--on-inconclusive", choices=analysis.ON_INCONCLUSIVE, default="keep",
+                      help="too little evidence when the bake ends: keep the canary (default), promote or roll "
+                           "back")
+    history = actions.add_parser("history", parents=[common],
+                                 help="every label move and automatic decision, oldest first")
+    history.add_argument("--last", type=int, default=None, metavar="N", help="only the newest N entries")
     parser.set_defaults(handler=run)
     return parser
+
+
+def _add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
+    bake = parser.add_argument_group("the bake window")
+    bake.add_argument("--bake-seconds", type=float, default=analysis.Bake.seconds,
+                      help=f"measure at most this long (default {analysis.Bake.seconds:g})")
+    bake.add_argument("--bake-requests", type=int, default=analysis.Bake.requests,
+                      help="stop once the canary has run this many requests (its own and shadow ones); fewer "
+                           f"when the time is up is inconclusive (default {analysis.Bake.requests})")
+    checks = parser.add_argument_group("thresholds (defaults measured: README, Releases)")
+    checks.add_argument("--max-error-rate", type=float, default=analysis.MAX_ERROR_RATE, metavar="FRACTION",
+                        help=f"canary non-OK requests over all it ran (default {analysis.MAX_ERROR_RATE:g})")
+    checks.add_argument("--max-p99-ratio", type=float, default=analysis.MAX_P99_RATIO,
+                        help=f"canary p99 latency over stable's (default {analysis.MAX_P99_RATIO:g}) ...")
+    checks.add_argument("--p99-floor-ms", type=float, default=analysis.P99_FLOOR_SECONDS * 1000,
+                        help="... or at most this, whichever is larger, so that tiny latencies do not flap "
+                             f"(default {analysis.P99_FLOOR_SECONDS * 1000:g})")
+    checks.add_argument("--min-agreement", type=float, default=analysis.MIN_AGREEMENT, metavar="FRACTION",
+                        help="shadow instances on which the canary predicts stable's class "
+                             f"(default {analysis.MIN_AGREEMENT:g})")
+    checks.add_argument("--max-class-divergence", type=float, default=analysis.MAX_CLASS_DIVERGENCE,
+                        help="Jensen-Shannon divergence of the predicted-class distributions, base 2 "
+                             f"(default {analysis.MAX_CLASS_DIVERGENCE:g})")
+
+
+def _policy(args: argparse.Namespace) -> tuple[analysis.Policy, analysis.Bake]:
+    return (analysis.Policy(max_error_rate=args.max_error_rate, max_p99_ratio=args.max_p99_ratio,
+                            p99_floor_seconds=args.p99_floor_ms / 1000, min_agreement=args.min_agreement,
+                            max_class_divergence=args.max_class_divergence),
+            analysis.Bake(seconds=args.bake_seconds, requests=args.bake_requests))
+
+
+def _measured(args: argparse.Namespace) -> list[str]:
+    """analyze / auto: the lines to print. Only a config file's release on this project's server."""
+    if _vertex(args):
+        raise release.ReleaseError(f"`fmnist release {args.action}` measures a TF Serving server (--server); "
+                                   "a Vertex endpoint is not supported yet")
+    if not args.server:
+        raise release.ReleaseError(f"`fmnist release {args.action}` needs --server HOST:PORT (the REST port of the "
+                                   "`fmnist serve` running the release)")
+    target = open_release(args)
+    policy, bake = _policy(args)
+    if args.action == "auto":
+        decision = analysis.auto_release(target, args.server, policy, bake, actor="fmnist release auto",
+                                         on_inconclusive=args.on_inconclusive)
+        return [*(decision.analysis.lines() if decision.analysis else []), decision.line()]
+    state = target.status()
+    if state.canary is None or state.stable is None:
+        raise release.ReleaseError(f"{state.where} has no canary to analyze ({state.summary()})")
+    measured = analysis.analyze(args.server, state.model, state.stable, state.canary, policy, bake)
+    would = {"pass": "promote", "fail": "roll back"}.get(measured.verdict, "inconclusive: keep the canary")
+    return [*measured.lines(), f"decision: {measured.verdict} ({would}; `fmnist release auto` acts on it)"]
+
+
+def _history(args: argparse.Namespace) -> list[str]:
+    if _vertex(args):
+        raise release.ReleaseError("a Vertex endpoint keeps no release history here (see its audit logs)")
+    target = release.FileRelease(str(args.model_config_file), args.model_name)
+    entries = target.history()
+    if args.last is not None:
+        entries = entries[-args.last:] if args.last > 0 else []
+    if not entries:
+        return [f"{target.history_file}: no entries yet"]
+    rows = [list(analysis.HISTORY_COLUMNS), *analysis.history_rows(entries)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1]).rstrip()
+            for row in rows]
 
 
 def _vertex(args: argparse.Namespace) -> bool:
@@ -111,11 +197,16 @@ def run(args: argparse.Namespace) -> int:
 
         errors += (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError)
     try:
+        if args.action in ("analyze", "auto", "history"):
+            for line in _measured(args) if args.action != "history" else _history(args):
+                print(line)
+            return 0
         target = open_release(args)
         if args.action == "status":
             state = target.status()
         elif args.action == "canary":
-            state = target.start_canary(args.version)
+            state = (target.start_canary(args.version, busy=args.busy) if isinstance(target, release.FileRelease)
+                     else target.start_canary(args.version))
         elif args.action == "promote":
             state = target.promote(promotion_gates(args))
         else:

@@ -57,15 +57,20 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.handler = _Handler(service)
 
     def _servable(self, request, outcome):
-        servable = self.service.manager.resolve(*_target(request.model_spec))
+        return self._route(request, outcome)[0]
+
+    def _route(self, request, outcome):
+        """(the Servable that answers, the canary's to shadow it on or None): InferenceService.route."""
+        servable, shadow = self.service.route(*_target(request.model_spec))
         outcome["version"] = servable.version
-        return servable
+        return servable, shadow
 
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
         def body(outcome):
-            servable = self._servable(request, outcome)
+            servable, shadow = self._route(request, outcome)
             signature, future = self.service.submit_predict(
-                servable, request.model_spec.signature_name or None, codec.arrays_from_protos(request.inputs))
+                servable, request.model_spec.signature_name or None, codec.arrays_from_protos(request.inputs),
+                shadow)
             outputs = future.result()
             if request.output_filter:
                 unknown = set(request.output_filter) - set(outputs)
@@ -83,7 +88,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def Classify(self, request: classification_pb2.ClassificationRequest, context):
         def body(outcome):
-            servable = self._servable(request, outcome)
+            servable, shadow = self._route(request, outcome)
             kind = request.input.WhichOneof("kind")
             if kind == "example_list":
                 examples = list(request.input.example_list.examples)
@@ -100,7 +105,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             if not examples:
                 raise bad_request("ClassificationRequest.input has no examples")
             outputs = self.service.submit_classify(servable, request.model_spec.signature_name or None,
-                                                   codec.serialize_examples(examples)).result()
+                                                   codec.serialize_examples(examples), shadow).result()
             response = classification_pb2.ClassificationResponse()
             response.model_spec.name = request.model_spec.name
             response.model_spec.version.value = servable.version

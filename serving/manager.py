@@ -13,7 +13,9 @@ previous labels meanwhile, so moving a label fails no request. A config that can
 whose labels name a version that is not on disk or fails to load, is rejected with one log line
 and the previous config and labels keep serving. A request without version or label goes to
 `stable` (or, with canary_traffic, that share of them to `canary`), else to the highest
-AVAILABLE version, which is all tensorflow_model_server ever does (deploy/README.md).
+AVAILABLE version, which is all tensorflow_model_server ever does (deploy/README.md). With
+shadow_traffic, shadow_target() picks that share of the requests routed to `stable` to be run
+again on `canary` (serving/shadow.py).
 """
 
 from __future__ import annotations
@@ -145,20 +147,26 @@ class ModelManager:
     time. Lookups (resolve, status, labels, model_names) are thread-safe and never wait for a
     load: they see what is AVAILABLE now. `canary_traffic` is the percent (0-100) of requests
     without version or label that go to the `canary` label when there is one; `rng` draws that
-    choice per request (pass a seeded random.Random for a repeatable split).
+    choice per request (pass a seeded random.Random for a repeatable split). `shadow_traffic` is
+    the percent of the requests routed to `stable` that shadow_target() also gives the canary;
+    `shadow_rng` draws that (its own, so the canary split's sequence does not depend on it).
     """
 
     def __init__(self, config_source: Callable[[], model_server_config_pb2.ModelServerConfig],
                  loader: Callable[[str, int, str], object], poll_seconds: float = 2.0,
                  canary_traffic: float = 0.0, rng: random.Random | None = None,
-                 config_name: str = "model config"):
-        if not 0.0 <= canary_traffic <= 100.0:
-            raise ValueError(f"canary traffic is a percentage within 0..100, got {canary_traffic:g}")
+                 config_name: str = "model config", shadow_traffic: float = 0.0,
+                 shadow_rng: random.Random | None = None):
+        for name, share in (("canary traffic", canary_traffic), ("shadow traffic", shadow_traffic)):
+            if not 0.0 <= share <= 100.0:
+                raise ValueError(f"{name} is a percentage within 0..100, got {share:g}")
         self._config_source = config_source
         self._loader = loader
         self._poll_seconds = poll_seconds
         self.canary_traffic = canary_traffic
         self.rng = rng or random.Random()
+        self.shadow_traffic = shadow_traffic
+        self.shadow_rng = shadow_rng or random.Random()
         self._config_name = config_name
         self._lock = threading.RLock()
         self._models: dict[str, model_server_config_pb2.ModelConfig] = {}
@@ -353,6 +361,23 @@ class ModelManager:
             return stable
         # No stable label, or its directory was deleted (unloaded, as TF Serving does): the latest.
         return max(available, default=None)
+
+    def shadow_target(self, name: str, served: int):
+        """The canary's Servable when a request without version or label that was answered by
+        version `served` should also run on the canary: `served` is the `stable` label's version,
+        a `canary` label is AVAILABLE beside it, and the shadow_traffic draw says so; else None."""
+        if self.shadow_traffic <= 0:
+            return None
+        with self._lock:
+            labels = self._labels.get(name, {})
+            canary = labels.get(features.CANARY_LABEL)
+            state = self._versions.get(name, {}).get(canary)
+            if (served != labels.get(features.STABLE_LABEL) or canary == served or state is None
+                    or state.state != State.AVAILABLE):
+                return None
+            if self.shadow_rng.random() * 100 >= self.shadow_traffic:
+                return None
+            return state.servable
 
     def status(self, name: str, version: int | None = None, label: str | None = None) -> list[tuple[int, int, str]]:
         """[(version, State, error message)] sorted by version, as GetModelStatus reports them:

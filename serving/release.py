@@ -16,17 +16,24 @@ moves.
 
 Gates (`error_rate_gate`, `agreement_gate`) measure the canary on a running server before a
 promotion; a gate that misses its threshold raises GateRefusedError and the file is left as it was.
+serving/canary_analysis.py measures it over a bake window and promotes or rolls back by itself.
 serving/vertex_release.py does the same on a Vertex AI endpoint's traffic split.
+
+Every label move (canary, superseded, promoted, rolled back) and every automatic decision is
+appended to `release_history.jsonl` beside the config, one JSON object per line, under the same
+lock and right after the config write it records, so the history never misses or reorders a move.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
+import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -36,6 +43,11 @@ from fmnist import features
 DEFAULT_CONFIG_FILE: Final = "outputs/fashion-mnist/models.config"
 STABLE, CANARY = features.STABLE_LABEL, features.CANARY_LABEL
 REQUESTS_METRIC: Final = "fmnist_serving_requests_total"  # serving/metrics.py's counter, as exposed
+HISTORY_FILE: Final = "release_history.jsonl"  # beside the model config
+# What start_canary does when a canary is already running: the newer version replaces it (the older
+# is recorded as superseded), or the running one is kept and the newer version stays unlabelled.
+REPLACE, KEEP = "replace", "keep"
+BUSY_POLICIES: Final = (REPLACE, KEEP)
 
 Version = int | str  # a version number (model config) or a deployed model ID (Vertex)
 
@@ -79,7 +91,7 @@ class Release(Protocol):
 
     def status(self) -> ReleaseState: ...
 
-    def start_canary(self, version: str) -> ReleaseState: ...
+    def start_canary(self, version: str) -> ReleaseState: ...  # FileRelease also takes busy= and actor=
 
     def promote(self, gates: Sequence[Gate] = ()) -> ReleaseState: ...
 
@@ -127,6 +139,50 @@ class FileRelease:
         self.config_file = str(config_file)
         self.model_name = model_name
         self.base_path = None if base_path is None else str(base_path)
+        self.history_file = os.path.join(os.path.dirname(os.path.abspath(self.config_file)), HISTORY_FILE)
+
+    # -- history ----------------------------------------------------------------------------
+    def _append(self, action: str, model, stable: Version | None, canary: Version | None, actor: str,
+                evidence: Mapping[str, Any] | None = None) -> dict:
+        """Appends one history line (call under the lock, after the config write it records)."""
+        entry = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "action": action,
+                 "model": model.name, "stable": stable, "canary": canary, "actor": actor, **(evidence or {})}
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        # One write of one whole line on an O_APPEND descriptor, fsynced: a reader never sees half a line.
+        descriptor = os.open(self.history_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(descriptor, line.encode())
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        return entry
+
+    def record(self, action: str, actor: str, evidence: Mapping[str, Any] | None = None) -> dict:
+        """Appends a decision that moves no label (e.g. an inconclusive analysis that keeps the
+        canary) to the history, with the release as it stands; returns the entry written."""
+        with _locked(self.config_file):
+            model = self._read()[1]
+            labels = model.version_labels
+            return self._append(action, model, labels.get(STABLE), labels.get(CANARY), actor, evidence)
+
+    def history(self) -> list[dict]:
+        """Every history entry, oldest first ([] before the first). Raises ReleaseError naming the
+        line that is not a JSON object (the file is append-only: a bad line was written by hand)."""
+        try:
+            with open(self.history_file) as stream:
+                lines = stream.read().splitlines()
+        except FileNotFoundError:
+            return []
+        entries = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ReleaseError(f"{self.history_file}, line {number}: not JSON ({err.msg})") from None
+            if not isinstance(entry, dict):
+                raise ReleaseError(f"{self.history_file}, line {number}: not a JSON object")
+            entries.append(entry)
+        return entries
 
     # -- reading ----------------------------------------------------------------------------
     def _read(self, create: bool = False):
@@ -182,33 +238,48 @@ class FileRelease:
         """The release in the file now."""
         return self._state(self._read()[1])
 
-    def start_canary(self, version: str) -> ReleaseState:
+    def start_canary(self, version: str, busy: str = REPLACE, actor: str = "fmnist release canary") -> ReleaseState:
         """Labels `version` canary beside the stable one (stable unchanged); with no stable label
         yet (a new file, or one serving the latest version), `version` becomes stable directly.
-        Refuses a version already stable, or a second canary while one is running."""
+        While another canary runs, `busy` decides: REPLACE (the default) makes `version` the
+        canary and records the older one as superseded; KEEP refuses (the running canary goes on
+        baking, `version` stays unlabelled). Refuses a version already stable. `actor` is who
+        asked, for the history."""
         from serving.manager import write_model_config
 
+        if busy not in BUSY_POLICIES:
+            raise ReleaseError(f"a busy policy is one of {', '.join(BUSY_POLICIES)}, got {busy!r}")
         with _locked(self.config_file):
             config, model = self._read(create=True)
             number = self._check_version(model, version)
             stable, canary = model.version_labels.get(STABLE), model.version_labels.get(CANARY)
+            superseded = None
             if stable is None:
                 _set_release(model, number, None)
                 note = f"no stable version yet: {number} is stable directly"
             elif number == stable:
                 raise ReleaseError(f"version {number} is already stable in {self.config_file}")
-            elif canary not in (None, number):
+            elif canary not in (None, number) and busy == KEEP:
                 raise ReleaseError(f"version {canary} is already the canary in {self.config_file}: "
-                                   "promote or roll it back first")
+                                   "promote or roll it back first (or --busy replace)")
             else:
+                superseded = canary if canary not in (None, number) else None
                 _set_release(model, stable, number)
-                note = f"version {number} is the canary beside stable {stable}"
+                note = f"version {number} is the canary beside stable {stable}" + (
+                    f"; canary {superseded} superseded" if superseded is not None else "")
             write_model_config(config, self.config_file)
+            if superseded is not None:
+                self._append("superseded", model, stable, superseded, actor, {"by": number})
+            self._append("canary" if stable is not None else "stable", model, stable if stable is not None else number,
+                         number if stable is not None else None, actor)
             return self._state(model, note)
 
-    def promote(self, gates: Sequence[Gate] = ()) -> ReleaseState:
+    def promote(self, gates: Sequence[Gate] = (), actor: str = "fmnist release promote",
+                expect_canary: Version | None = None, evidence: Mapping[str, Any] | None = None) -> ReleaseState:
         """stable := canary, the canary label and the old stable version dropped. Every gate runs
-        first, under the lock; the first refusal raises GateRefusedError and nothing is written."""
+        first, under the lock; the first refusal raises GateRefusedError and nothing is written.
+        `expect_canary`: refuse unless that version is still the canary (a decision measured on
+        one canary must not promote the one that replaced it). `evidence` goes into the history."""
         from serving.manager import write_model_config
 
         with _locked(self.config_file):
@@ -216,14 +287,20 @@ class FileRelease:
             before = self._state(model)
             if before.canary is None:
                 raise ReleaseError(f"{self.config_file} has no canary to promote (stable: {_or_none(before.stable)})")
+            self._check_expected(before, expect_canary)
             canary = self._check_version(model, before.canary)
             measured = [gate(before) for gate in gates]
             _set_release(model, canary, None)
             write_model_config(config, self.config_file)
+            self._append("promoted", model, canary, None, actor,
+                         {"previous_stable": before.stable, **({"gates": measured} if measured else {}),
+                          **(evidence or {})})
             return self._state(model, *measured, f"version {canary} is stable; {before.stable} is no longer served")
 
-    def rollback(self) -> ReleaseState:
-        """Drops the canary label and version; stable keeps serving everything."""
+    def rollback(self, actor: str = "fmnist release rollback", expect_canary: Version | None = None,
+                 evidence: Mapping[str, Any] | None = None) -> ReleaseState:
+        """Drops the canary label and version; stable keeps serving everything. `expect_canary`
+        and `evidence`: as for promote."""
         from serving.manager import write_model_config
 
         with _locked(self.config_file):
@@ -233,17 +310,23 @@ class FileRelease:
                 raise ReleaseError(f"{self.config_file} has no canary to roll back (stable: {_or_none(before.stable)})")
             if before.stable is None:
                 raise ReleaseError(f"{self.config_file} labels a canary but no stable version to fall back to")
+            self._check_expected(before, expect_canary)
             _set_release(model, before.stable, None)
             write_model_config(config, self.config_file)
+            self._append("rolled back", model, before.stable, before.canary, actor, evidence)
             return self._state(model, f"canary {before.canary} dropped; stable {before.stable} serves everything")
+
+    def _check_expected(self, state: ReleaseState, expected: Version | None) -> None:
+        if expected is not None and str(state.canary) != str(expected):
+            raise ReleaseError(f"the canary in {self.config_file} is now version {state.canary}, not {expected}: "
+                               "it changed while it was measured, nothing done")
 
 
 # -- promotion gates ------------------------------------------------------------------------------
-def request_counts(server: str, model: str, version: Version) -> tuple[int, int]:
-    """(requests, non-OK requests) the server counted for `version` of `model`, all APIs and both
-    transports, from its Prometheus `fmnist_serving_requests` counters (since it started)."""
+def metrics_text(server: str) -> tuple[str, str]:
+    """(the Prometheus text exposition of the server at REST `server` (host:port or URL), its URL).
+    ReleaseError (one line) when it cannot be read."""
     import httpx
-    from prometheus_client.parser import text_string_to_metric_families
 
     from serving.metrics import PROMETHEUS_PATH
 
@@ -253,7 +336,16 @@ def request_counts(server: str, model: str, version: Version) -> tuple[int, int]
         response.raise_for_status()
     except httpx.HTTPError as err:
         raise ReleaseError(f"cannot read the metrics at {url}: {err}") from None
-    samples = [sample for family in text_string_to_metric_families(response.text) for sample in family.samples
+    return response.text, url
+
+
+def request_counts(server: str, model: str, version: Version) -> tuple[int, int]:
+    """(requests, non-OK requests) the server counted for `version` of `model`, all APIs and both
+    transports, from its Prometheus `fmnist_serving_requests` counters (since it started)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text, url = metrics_text(server)
+    samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples
                if sample.name == REQUESTS_METRIC]
     if not samples:
         raise ReleaseError(f"{url} has no {REQUESTS_METRIC} counters: the error-rate gate needs `fmnist serve`'s "

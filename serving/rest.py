@@ -94,7 +94,7 @@ def create_app(service: InferenceService, max_request_bytes: int) -> Starlette:
                     raise ServingError(f"{api} takes {expected}, not {request.method}", HTTPStatus.METHOD_NOT_ALLOWED)
                 if api == STATUS_API:
                     return _json(_status_json(manager, name, version, label))
-                servable = manager.resolve(name, version, label)
+                servable, shadow = service.route(name, version, label)
                 outcome["version"] = servable.version
                 if api == METADATA_API:
                     return _json({
@@ -107,12 +107,12 @@ def create_app(service: InferenceService, max_request_bytes: int) -> Starlette:
                 if api == PREDICT_API:
                     signature = servable.signature(body.get("signature_name") if isinstance(body, dict) else None)
                     raw, row_format = codec.parse_predict_request(body, list(servable.inputs[signature]))
-                    _, future = service.submit_predict(servable, signature, raw)
+                    _, future = service.submit_predict(servable, signature, raw, shadow)
                     return _json(codec.predict_response(await asyncio.wrap_future(future), row_format),
                                  headers=served)
                 if api == CLASSIFY_API:
                     examples = codec.serialize_examples(codec.examples_from_json(body))
-                    future = service.submit_classify(servable, body.get("signature_name"), examples)
+                    future = service.submit_classify(servable, body.get("signature_name"), examples, shadow)
                     outputs = await asyncio.wrap_future(future)
                     return _json(codec.classify_response_json(outputs["classes"], outputs["scores"]),
                                  headers=served)

@@ -33,6 +33,11 @@ class ServerOptions:
     # Percent (0-100) of requests without version or label sent to the `canary` label when there is
     # one (the rest go to `stable`). This project's server only: tensorflow_model_server has no share.
     canary_traffic: float = 0.0
+    # Percent (0-100) of the requests routed to `stable` (no version or label) that also run on the
+    # `canary`, off the request path, to compare their answers (serving/shadow.py); beyond
+    # shadow_queue_size waiting, they are dropped and counted. This project's server only.
+    shadow_traffic: float = 0.0
+    shadow_queue_size: int = 256
     # Loopback unless told otherwise: exposing the server is a decision (host="0.0.0.0").
     host: str = "127.0.0.1"
     rest_port: int = 8501
@@ -188,21 +193,25 @@ class RunningServer:
         from serving.rest import create_app
         from serving.servables import Servable
         from serving.service import InferenceService
+        from serving.shadow import ShadowMirror
 
         self.options = options
         self.metrics = ServingMetrics()
         self.manager = ModelManager(_model_config_source(options), Servable.loader(self.metrics.record_warmup),
                                     options.poll_seconds, canary_traffic=options.canary_traffic,
-                                    config_name=options.model_config_file or "model config")
+                                    config_name=options.model_config_file or "model config",
+                                    shadow_traffic=options.shadow_traffic)
         self.manager.start()
         self.batcher = Batcher(options.max_batch_size, options.batch_timeout_ms,
                                on_batch=self.metrics.batch_size.observe)
         self.request_log = None if options.log_requests_dir is None else RequestLogger(
             options.log_requests_dir, options.log_sampling, options.log_max_bytes, options.log_max_seconds,
             options.log_queue_size, registry=self.metrics.registry)
+        # Made even at 0 %: a test or an operator may raise manager.shadow_traffic on a live server.
+        self.shadow = ShadowMirror(self.metrics, options.shadow_queue_size)
         service = InferenceService(self.manager, self.batcher, self.metrics,
                                    max_request_instances=options.max_request_instances,
-                                   request_log=self.request_log)
+                                   request_log=self.request_log, shadow=self.shadow)
         credentials = grpc.ssl_server_credentials([(tls.private_key, tls.cert_chain)]) if tls else None
         self.grpc_server, self.grpc_port = create_server(service, options.grpc_port, options.host,
                                                          max_message_bytes=options.max_request_bytes,
@@ -254,7 +263,8 @@ class RunningServer:
 
     def _shutdown(self) -> None:
         self.grpc_server.stop(grace=5).wait()
-        self.batcher.close()  # after it, no call is left to log: the request log can be flushed
+        self.batcher.close()  # after it, no call is left to log or mirror: both can be flushed
+        self.shadow.close()
         if self.request_log is not None:
             self.request_log.close()
         self.manager.stop()
@@ -325,6 +335,8 @@ def serve(options: ServerOptions) -> None:
         limits += [f"it has no traffic share: --canary-traffic {options.canary_traffic:g} is ignored and requests "
                    "without version or label get the highest version (split traffic in front of it, "
                    "deploy/README.md)"] if options.canary_traffic else []
+        limits += [f"it has no shadow traffic: --shadow-traffic {options.shadow_traffic:g} is ignored (mirror in "
+                   "front of it)"] if options.shadow_traffic else []
         limits += ["it writes no request log: --log-requests is ignored (its LoggingConfig needs a log "
                    "collector the open-source build lacks, deploy/README.md)"] if options.log_requests_dir else []
         if limits:

@@ -18,6 +18,7 @@ from serving.servables import Servable
 
 if TYPE_CHECKING:
     from serving.request_log import RequestLogger
+    from serving.shadow import ShadowMirror
 
 PREDICT_API, CLASSIFY_API, METADATA_API, STATUS_API = "predict", "classify", "metadata", "status"
 
@@ -31,35 +32,51 @@ class InferenceService:
     """
 
     def __init__(self, manager: ModelManager, batcher: Batcher, metrics: ServingMetrics,
-                 max_request_instances: int | None = None, request_log: RequestLogger | None = None):
+                 max_request_instances: int | None = None, request_log: RequestLogger | None = None,
+                 shadow: ShadowMirror | None = None):
         """max_request_instances: the most instances (rows) one Predict or Classify may carry; None
         for no limit (warmup replays, which are the model's own files). request_log: where a
-        sample of answered Predict/Classify calls is logged, both transports alike (None: not)."""
+        sample of answered Predict/Classify calls is logged, both transports alike (None: not).
+        shadow: where the manager's shadow_traffic share of stable's answers is run again on the
+        canary (None: never)."""
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
         self.max_request_instances = max_request_instances
         self.request_log = request_log
+        self.shadow = shadow
 
-    def submit_predict(self, servable: Servable, signature_name: str | None, raw_inputs: dict) -> tuple[str, Future]:
+    def route(self, name: str, version: int | None, label: str | None) -> tuple[Servable, Servable | None]:
+        """(the Servable that answers a request for `name` with this version/label, the canary's
+        Servable to shadow it on or None). Only requests naming neither are shadowed: a client
+        that asked for a version or label gets exactly that, and no copy of it goes elsewhere."""
+        servable = self.manager.resolve(name, version, label)
+        if self.shadow is None or version is not None or label is not None:
+            return servable, None
+        return servable, self.manager.shadow_target(name, servable.version)
+
+    def submit_predict(self, servable: Servable, signature_name: str | None, raw_inputs: dict,
+                       shadow: Servable | None = None) -> tuple[str, Future]:
         """(the signature used, a Future of {output: array}) for {input: JSON/proto values};
         signature_name None means serving_default. Bad inputs, or more than max_request_instances
         rows, raise a 400 ServingError now; the Future can still fail with one if the model
-        rejects what passed the checks."""
+        rejects what passed the checks. `shadow` (from route()) also gets the inputs once the
+        answer is in, off the request path."""
         signature = servable.signature(signature_name)
         inputs = servable.prepare(signature, raw_inputs)
         # prepare() has checked that every input has the same number of rows: any one counts.
         self._check_instances(next((a.shape[0] for a in inputs.values() if a.ndim), 1))
-        future = self.batcher.submit(servable, signature, inputs)
+        future = self._submit(servable, signature, inputs, shadow)
         if self.request_log is not None:
             self.request_log.watch_predict(servable, signature, inputs, future)
         return signature, future
 
     def submit_classify(self, servable: Servable, signature_name: str | None,
-                        serialized_examples: np.ndarray) -> Future:
+                        serialized_examples: np.ndarray, shadow: Servable | None = None) -> Future:
         """A Future of {"classes", "scores"} for serialized tf.Examples [N]; without signature_name,
         the model's classification signature. A signature that is not a classifier, bad inputs, or
-        more than max_request_instances examples raise a 400 ServingError now."""
+        more than max_request_instances examples raise a 400 ServingError now. `shadow`: as for
+        submit_predict."""
         self._check_instances(len(serialized_examples))
         signature = servable.signature(signature_name or self._classify_signature(servable))
         if servable.method_name(signature) != features.CLASSIFY_METHOD_NAME:
@@ -67,10 +84,25 @@ class InferenceService:
                               f"(method {servable.method_name(signature)!r})")
         (input_name,) = servable.inputs[signature]
         inputs = servable.prepare(signature, {input_name: serialized_examples})
-        future = self.batcher.submit(servable, signature, inputs)
+        future = self._submit(servable, signature, inputs, shadow)
         if self.request_log is not None:
             self.request_log.watch_classify(servable, signature, serialized_examples, future)
         return future
+
+    def _submit(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
+                shadow: Servable | None) -> Future:
+        """Batches the call; once answered, its predicted classes are counted per version and, with
+        `shadow`, the inputs go to the shadow mirror."""
+        future = self.batcher.submit(servable, signature, inputs)
+        future.add_done_callback(lambda done: self._count_classes(servable, done))
+        if shadow is not None and self.shadow is not None:
+            self.shadow.mirror(servable, shadow, signature, inputs, future)
+        return future
+
+    def _count_classes(self, servable: Servable, answer: Future) -> None:
+        # On the batcher's thread, after the client's future is settled: cheap, and never raises.
+        if answer.exception() is None:
+            self.metrics.record_answer(servable.model_name, servable.version, answer.result())
 
     def _check_instances(self, count: int) -> None:
         # Both transports pass here, so REST and gRPC refuse the same requests with the same words.

@@ -137,20 +137,39 @@ def transformed_sample(tmp_path_factory, sample_dir) -> TransformedSample:
     return TransformedSample(work / "transform", split)
 
 
-@pytest.fixture(scope="session")
-def exported_model(tmp_path_factory, transformed_sample) -> Path:
-    """A SavedModel exported by the project's own code (Transform analyzers, Trainer fit,
-    signatures), trained for a few steps on the sample: what the Pusher would push. It trains in
-    float32 whatever the CPU, so the tests that use it see the same numbers everywhere."""
+def _train_and_export(tmp_path_factory, transformed_sample: TransformedSample, labels=None) -> Path:
+    """Trains the project's model for 15 steps on the sample (with `labels` instead of the true
+    ones, if given) in float32 whatever the CPU, and exports it with the project's signatures."""
     import tensorflow_transform as tft
 
-    from modules import signatures, trainer
+    from modules import data, signatures, trainer
     from modules.model import HParams
 
     split = transformed_sample.split
+    if labels is not None:
+        split = data.Split(images=split.images, labels=labels)
     model = trainer.fit(HParams.tuned({"epochs": 1, "batch_size": 64}), split, split, seed=0, max_steps=15,
                         precision="float32").model
     export_dir = tmp_path_factory.mktemp("exported") / "model"
     signatures.export_saved_model(model, tft.TFTransformOutput(str(transformed_sample.transform_dir)),
                                   str(export_dir))
     return export_dir
+
+
+@pytest.fixture(scope="session")
+def exported_model(tmp_path_factory, transformed_sample) -> Path:
+    """A SavedModel exported by the project's own code (Transform analyzers, Trainer fit,
+    signatures), trained for a few steps on the sample: what the Pusher would push. It trains in
+    float32 whatever the CPU, so the tests that use it see the same numbers everywhere."""
+    return _train_and_export(tmp_path_factory, transformed_sample)
+
+
+@pytest.fixture(scope="session")
+def disagreeing_model(tmp_path_factory, transformed_sample) -> Path:
+    """A real SavedModel with the project's signatures that disagrees with exported_model: trained
+    the same way on labels shifted by one class (c -> c+1 mod 10), as a labelling error upstream
+    would, so it predicts a neighbour of what exported_model predicts: a canary to roll back."""
+    from fmnist import features
+
+    shifted = (transformed_sample.split.labels + 1) % features.NUM_CLASSES
+    return _train_and_export(tmp_path_factory, transformed_sample, shifted)

@@ -285,7 +285,8 @@ def test_release_operations_rewrite_the_config(tmp_path, exported_model):
     assert (target.promote().stable, target.status().canary) == (2, None)
     assert list(read_model_config(str(config_file)).model_config_list.config[0]
                 .model_version_policy.specific.versions) == [2]
-    assert sorted(os.listdir(tmp_path)) == ["models.config", "models.config.lock", "serving_model"]
+    assert sorted(os.listdir(tmp_path)) == ["models.config", "models.config.lock", "release_history.jsonl",
+                                            "serving_model"]
 
 
 def test_writes_are_atomic_and_serialized(tmp_path, exported_model, monkeypatch):
@@ -301,16 +302,19 @@ def test_writes_are_atomic_and_serialized(tmp_path, exported_model, monkeypatch)
         patched.setattr(os, "replace", crash)
         with pytest.raises(OSError, match="disk full"):
             release.FileRelease(str(config_file)).start_canary("2")
-    assert config_file.read_bytes() == before  # untouched, and no temp file left behind
-    assert sorted(os.listdir(tmp_path)) == ["models.config", "models.config.lock", "serving_model"]
+    assert config_file.read_bytes() == before  # untouched, and no temp file or history line left behind
+    assert sorted(os.listdir(tmp_path)) == ["models.config", "models.config.lock", "release_history.jsonl",
+                                            "serving_model"]
+    assert [entry["action"] for entry in release.FileRelease(str(config_file)).history()] == ["stable"]
 
-    # Two canaries at once: the lock serializes them, so the second sees the first and refuses.
+    # Two canaries at once (keeping a running one): the lock serializes them, so the second sees the
+    # first and refuses.
     outcomes, barrier = [], threading.Barrier(2)
 
     def canary(version):
         barrier.wait()
         try:
-            outcomes.append(release.FileRelease(str(config_file)).start_canary(version).canary)
+            outcomes.append(release.FileRelease(str(config_file)).start_canary(version, busy=release.KEEP).canary)
         except release.ReleaseError as err:
             outcomes.append(str(err))
 

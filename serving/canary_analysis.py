@@ -1,0 +1,520 @@
+"""Automatic canary analysis: measure the canary against stable on a running server over a bake
+window, then promote or roll it back (`fmnist release analyze|auto`, and the continuous-training
+loop through auto_release()).
+
+Evidence comes from the server's Prometheus metrics (serving/metrics.py), read at the start and at
+the end of the bake: only the difference counts, so traffic from before the bake (an earlier
+canary, a warmup) never mixes in. The checks:
+
+- error rate: the canary's non-OK Predict/Classify requests plus its failed shadow requests, over
+  both (a shadow request is the canary answering real input too);
+- p99 latency: from the deltas of the latency histogram's buckets, canary vs stable, each over its
+  own Predict/Classify requests (needs --canary-traffic or clients of the canary label);
+- agreement: the share of shadow-compared instances (serving/shadow.py: the same inputs, run on
+  both) on which the canary predicts stable's class;
+- class divergence: the Jensen-Shannon divergence between the predicted-class distributions of
+  stable and the canary on those same shadow instances; without shadow traffic, between each
+  version's own answered instances (different inputs, so sampling noise adds to it);
+- accuracy: once labels come back for served requests (issue #24), accuracy_check() on them; until
+  then `n/a (no labels)`.
+
+A check with no evidence is n/a. When the canary has seen fewer than `Bake.requests` requests (its
+own plus shadow) when the bake ends, the verdict is inconclusive whatever the checks say; else any
+FAIL fails it, and passes (n/a included) pass it.
+
+Thresholds (the defaults of Policy) were measured with benchmarks/canary_thresholds.py on the
+official test split: see the constants below and README "Releases".
+
+Client side: imports no TensorFlow (checked by .importlinter), only httpx and prometheus_client.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from fmnist import features
+from serving import metrics as names
+from serving.release import FileRelease, ReleaseError, Version, metrics_text
+
+PASS, FAIL, NA = "pass", "FAIL", "n/a"
+PROMOTED, ROLLED_BACK, INCONCLUSIVE, NO_CANARY = "promoted", "rolled back", "inconclusive", "no canary"
+ON_INCONCLUSIVE: Final = ("keep", "promote", "rollback")
+INFERENCE_APIS: Final = ("predict", "classify")  # serving/service.py's api label values that run the model
+
+# Defaults, from benchmarks/canary_thresholds.py (official test split, 10,000 images; README
+# "Releases" has the table). Two clean consecutive models (a cold model on 20,000 training images
+# and the warm start on 40,000 from it) agree on 0.930 of the test images with a class-distribution JS
+# divergence of 0.0008; the canary with two classes' labels swapped (pullover <-> coat) agrees on
+# 0.79 (JS 0.0011: a swap keeps the distribution, agreement sees it); one trained on a span
+# without class 3 agrees on 0.84 with JS 0.034. The thresholds sit between with a margin for a
+# bake's few hundred instances (the agreement of 500 random test images spreads +-0.02 around
+# 0.930): agreement 0.90, divergence 0.01.
+MIN_AGREEMENT: Final = 0.90
+MAX_CLASS_DIVERGENCE: Final = 0.01
+# A healthy server answers no request with an error (the release benchmark: 0 of 5,648).
+MAX_ERROR_RATE: Final = 0.01
+# Same architecture, same batcher: p99s differ by scheduling noise. On 2 cores a p99 of a few ms
+# moves by a whole histogram bucket (2 -> 3 -> 5 ms) from one bake to the next, so the ratio alone
+# would flap: a canary p99 under the floor always passes.
+MAX_P99_RATIO: Final = 1.5
+P99_FLOOR_SECONDS: Final = 0.025
+MIN_LATENCY_SAMPLES: Final = 20  # per side: a p99 of fewer requests is its maximum, not a percentile
+MAX_ACCURACY_DROP: Final = 0.01  # for #24: canary accuracy may trail stable's by at most this
+
+
+class AnalysisError(ReleaseError):
+    """The analysis could not measure (metrics unreadable, the server restarted mid-bake)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The thresholds a canary must meet (fractions, seconds; see the module constants)."""
+
+    max_error_rate: float = MAX_ERROR_RATE
+    max_p99_ratio: float = MAX_P99_RATIO
+    p99_floor_seconds: float = P99_FLOOR_SECONDS
+    min_agreement: float = MIN_AGREEMENT
+    max_class_divergence: float = MAX_CLASS_DIVERGENCE
+    max_accuracy_drop: float = MAX_ACCURACY_DROP
+
+    def __post_init__(self) -> None:
+        for name in ("max_error_rate", "min_agreement", "max_class_divergence", "max_accuracy_drop"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ReleaseError(f"{name.replace('_', '-')} is a fraction within 0..1, got {getattr(self, name):g}")
+        if self.max_p99_ratio <= 0 or self.p99_floor_seconds < 0:
+            raise ReleaseError(f"max-p99-ratio must be > 0 and the p99 floor >= 0, got {self.max_p99_ratio:g} "
+                               f"and {self.p99_floor_seconds:g} s")
+
+
+@dataclass(frozen=True)
+class Bake:
+    """How long to measure: until the canary has seen `requests` requests (its own plus shadow
+    ones), or `seconds` have passed; the metrics are read every `poll_seconds`."""
+
+    seconds: float = 300.0
+    requests: int = 500
+    poll_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.seconds < 0 or self.requests < 1 or self.poll_seconds <= 0:
+            raise ReleaseError(f"a bake needs seconds >= 0, requests >= 1 and poll seconds > 0, got "
+                               f"{self.seconds:g}, {self.requests}, {self.poll_seconds:g}")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One measured criterion: its value against its threshold, and the verdict."""
+
+    name: str
+    value: float | None
+    threshold: float | None
+    verdict: str  # PASS, FAIL or NA
+    detail: str = ""
+    comparison: str = "<="  # how value must stand to threshold to pass
+
+    def line(self) -> str:
+        value = "-" if self.value is None else _number(self.value)
+        threshold = "-" if self.threshold is None else f"{self.comparison} {_number(self.threshold)}"
+        return f"{self.name:<16} {value:>9}  {threshold:<12} {self.verdict:<4}  {self.detail}".rstrip()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "threshold": self.threshold, "verdict": self.verdict,
+                "detail": self.detail}
+
+
+def _number(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def _judge(name: str, value: float, threshold: float, passes: bool, detail: str, comparison: str = "<=") -> Check:
+    return Check(name, value, threshold, PASS if passes else FAIL, detail, comparison)
+
+
+# -- the metrics, as numbers ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Snapshot:
+    """The server's samples at one moment: {metric sample name: [(labels, value)]}."""
+
+    samples: Mapping[str, tuple[tuple[Mapping[str, str], float], ...]]
+
+    @classmethod
+    def parse(cls, text: str) -> Snapshot:
+        """From Prometheus text exposition (what GET /monitoring/prometheus/metrics answers)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        found: dict[str, list] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                found.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+        return cls({name: tuple(series) for name, series in found.items()})
+
+    def series(self, name: str, **labels: str | Iterable[str]) -> list[tuple[Mapping[str, str], float]]:
+        """The samples of `name` whose labels match: a string equals, an iterable contains."""
+        def matches(sample_labels: Mapping[str, str]) -> bool:
+            for key, wanted in labels.items():
+                value = sample_labels.get(key)
+                if (value != wanted) if isinstance(wanted, str) else (value not in wanted):
+                    return False
+            return True
+        return [(sample_labels, value) for sample_labels, value in self.samples.get(name, ()) if matches(sample_labels)]
+
+    def total(self, name: str, **labels: str | Iterable[str]) -> float:
+        return sum(value for _, value in self.series(name, **labels))
+
+    def minus(self, before: Snapshot) -> Snapshot:
+        """What happened between `before` and this snapshot (counters and histograms only grow; a
+        series absent before counts from 0). Raises AnalysisError when one shrank: the server
+        restarted in between, and nothing before and after can be compared."""
+        earlier = {(name, tuple(sorted(labels.items()))): value
+                   for name, series in before.samples.items() for labels, value in series}
+        delta: dict[str, list] = {}
+        for name, series in self.samples.items():
+            for labels, value in series:
+                change = value - earlier.get((name, tuple(sorted(labels.items()))), 0.0)
+                if change < 0 and name.endswith(("_total", "_bucket", "_count")):
+                    raise AnalysisError(f"{name} went down during the bake ({labels}): the server restarted, "
+                                        "analyze again")
+                delta.setdefault(name, []).append((labels, change))
+        return Snapshot({name: tuple(series) for name, series in delta.items()})
+
+
+def histogram_quantile(quantile: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """The `quantile` of a Prometheus histogram from its cumulative buckets [(upper bound `le`,
+    count of observations <= le)], +inf last, interpolated linearly inside the bucket it falls in,
+    as PromQL's histogram_quantile does (a quantile in the +inf bucket is the largest finite
+    bound). None without observations."""
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return None
+    rank = quantile * ordered[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (count - lower_count)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def js_divergence(first: Sequence[float], second: Sequence[float]) -> float:
+    """Jensen-Shannon divergence (base 2: 0 for the same distribution, 1 for disjoint ones)
+    between two distributions given as counts or weights over the same classes."""
+    total_first, total_second = float(sum(first)), float(sum(second))
+    if total_first <= 0 or total_second <= 0 or len(first) != len(second):
+        raise ValueError("JS divergence needs two non-empty distributions over the same classes")
+    p = [x / total_first for x in first]
+    q = [x / total_second for x in second]
+    middle = [(a + b) / 2 for a, b in zip(p, q, strict=True)]
+
+    def kl(a: Sequence[float]) -> float:
+        return sum(x * math.log2(x / m) for x, m in zip(a, middle, strict=True) if x > 0)
+    return max(0.0, (kl(p) + kl(q)) / 2)
+
+
+# -- the evidence of one bake ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evidence:
+    """What the server counted for a stable/canary pair over the bake (Snapshot deltas)."""
+
+    canary_requests: int
+    canary_errors: int
+    shadow_requests: int
+    shadow_errors: int
+    shadow_dropped: int
+    shadow_instances: int
+    shadow_agreements: int
+    stable_latency: tuple[tuple[float, float], ...]  # cumulative buckets (le, count)
+    canary_latency: tuple[tuple[float, float], ...]
+    shadow_classes: Mapping[str, tuple[int, ...]]  # side (stable/canary) -> count per class id
+    answered_classes: Mapping[str, tuple[int, ...]]  # label (stable/canary) -> count per class id
+
+    @property
+    def seen(self) -> int:
+        """Requests the canary has run: its own plus shadow ones (what --bake-requests counts)."""
+        return self.canary_requests + self.shadow_requests
+
+    @classmethod
+    def between(cls, delta: Snapshot, model: str, stable: Version, canary: Version) -> Evidence:
+        stable, canary = str(stable), str(canary)
+        pair = {"model": model, "stable": stable, "canary": canary}
+        own = {"model": model, "version": canary, "api": INFERENCE_APIS}
+
+        def buckets(version: str) -> tuple[tuple[float, float], ...]:
+            summed: dict[float, float] = {}
+            for labels, value in delta.series(names.LATENCY_BUCKET, model=model, version=version, api=INFERENCE_APIS):
+                bound = float(labels["le"])
+                summed[bound] = summed.get(bound, 0.0) + value
+            return tuple(sorted(summed.items()))
+
+        def classes(name: str, **labels: str) -> tuple[int, ...]:
+            counts = [0] * features.NUM_CLASSES
+            for sample_labels, value in delta.series(name, **labels):
+                index = int(sample_labels["class"])
+                if 0 <= index < features.NUM_CLASSES:
+                    counts[index] += int(value)
+            return tuple(counts)
+
+        total = delta.total(names.REQUESTS, **own)
+        ok = delta.total(names.REQUESTS, **own, code="OK")
+        return cls(
+            canary_requests=int(total), canary_errors=int(total - ok),
+            shadow_requests=int(delta.total(names.SHADOW_REQUESTS, **pair)),
+            shadow_errors=int(delta.total(names.SHADOW_ERRORS, **pair)),
+            shadow_dropped=int(delta.total(names.SHADOW_DROPPED, **pair)),
+            shadow_instances=int(delta.total(names.SHADOW_INSTANCES, **pair)),
+            shadow_agreements=int(delta.total(names.SHADOW_AGREEMENTS, **pair)),
+            stable_latency=buckets(stable), canary_latency=buckets(canary),
+            shadow_classes={side: classes(names.SHADOW_CLASS, **pair, side=side)
+                            for side in (names.STABLE_SIDE, names.CANARY_SIDE)},
+            answered_classes={names.STABLE_SIDE: classes(names.PREDICTED_CLASS, model=model, version=stable),
+                              names.CANARY_SIDE: classes(names.PREDICTED_CLASS, model=model, version=canary)})
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the history: the counts (not the histograms)."""
+        return {"canary_requests": self.canary_requests, "canary_errors": self.canary_errors,
+                "shadow_requests": self.shadow_requests, "shadow_errors": self.shadow_errors,
+                "shadow_dropped": self.shadow_dropped, "shadow_instances": self.shadow_instances,
+                "shadow_agreements": self.shadow_agreements}
+
+
+# -- the checks -------------------------------------------------------------------------------------
+def error_rate_check(evidence: Evidence, policy: Policy) -> Check:
+    runs = evidence.canary_requests + evidence.shadow_requests
+    errors = evidence.canary_errors + evidence.shadow_errors
+    if runs == 0:
+        return Check("error rate", None, policy.max_error_rate, NA, "the canary ran no request")
+    return _judge("error rate", errors / runs, policy.max_error_rate, errors / runs <= policy.max_error_rate,
+                  f"{errors} of {runs} requests ({evidence.canary_requests} own, {evidence.shadow_requests} shadow)")
+
+
+def latency_check(evidence: Evidence, policy: Policy) -> Check:
+    """Canary p99 <= max(max_p99_ratio x stable p99, p99_floor_seconds), value and threshold in ms."""
+    counts = [side[-1][1] if side else 0 for side in (evidence.canary_latency, evidence.stable_latency)]
+    if min(counts) < MIN_LATENCY_SAMPLES:
+        return Check("p99 latency ms", None, None, NA,
+                     f"{int(counts[0])} canary and {int(counts[1])} stable requests timed, fewer than "
+                     f"{MIN_LATENCY_SAMPLES} each (--canary-traffic sends the canary its own)")
+    canary = histogram_quantile(0.99, evidence.canary_latency)
+    stable = histogram_quantile(0.99, evidence.stable_latency)
+    limit = max(policy.max_p99_ratio * stable, policy.p99_floor_seconds)
+    return _judge("p99 latency ms", canary * 1000, limit * 1000, canary <= limit,
+                  f"stable p99 {stable * 1000:.2f} ms; limit max({policy.max_p99_ratio:g} x stable, "
+                  f"{policy.p99_floor_seconds * 1000:g} ms)")
+
+
+def agreement_check(evidence: Evidence, policy: Policy) -> Check:
+    if evidence.shadow_instances == 0:
+        return Check("agreement", None, policy.min_agreement, NA, "no shadow comparisons (fmnist serve "
+                     "--shadow-traffic)", ">=")
+    value = evidence.shadow_agreements / evidence.shadow_instances
+    return _judge("agreement", value, policy.min_agreement, value >= policy.min_agreement,
+                  f"{evidence.shadow_agreements} of {evidence.shadow_instances} shadow instances", ">=")
+
+
+def divergence_check(evidence: Evidence, policy: Policy) -> Check:
+    for source, counts in (("shadow pairs", evidence.shadow_classes), ("answered", evidence.answered_classes)):
+        stable, canary = counts[names.STABLE_SIDE], counts[names.CANARY_SIDE]
+        if sum(stable) and sum(canary):
+            value = js_divergence(stable, canary)
+            return _judge("class JS div", value, policy.max_class_divergence,
+                          value <= policy.max_class_divergence,
+                          f"{source}: stable {sum(stable)}, canary {sum(canary)} instances")
+    return Check("class JS div", None, policy.max_class_divergence, NA, "no predicted classes of both versions")
+
+
+@dataclass(frozen=True)
+class LabelledOutcome:
+    """A served answer whose true label came back (issue #24 joins the request log with labels)."""
+
+    version: Version
+    predicted: int
+    label: int
+
+
+def accuracy_check(outcomes: Sequence[LabelledOutcome], stable: Version, canary: Version, policy: Policy) -> Check:
+    """The seam for labels (#24): the canary's accuracy on its labelled outcomes may trail stable's
+    on theirs by at most policy.max_accuracy_drop; n/a (no labels) until both have some."""
+    accuracy = {}
+    for version in (stable, canary):
+        mine = [o for o in outcomes if str(o.version) == str(version)]
+        if mine:
+            accuracy[str(version)] = sum(o.predicted == o.label for o in mine) / len(mine)
+    if len(accuracy) < 2:
+        return Check("accuracy", None, None, NA, "n/a (no labels)", ">=")
+    floor = accuracy[str(stable)] - policy.max_accuracy_drop
+    return _judge("accuracy", accuracy[str(canary)], floor, accuracy[str(canary)] >= floor,
+                  f"stable {accuracy[str(stable)]:.4f} minus {policy.max_accuracy_drop:g}", ">=")
+
+
+def run_checks(evidence: Evidence, policy: Policy, stable: Version, canary: Version,
+               outcomes: Sequence[LabelledOutcome] = ()) -> tuple[Check, ...]:
+    return (error_rate_check(evidence, policy), latency_check(evidence, policy), agreement_check(evidence, policy),
+            divergence_check(evidence, policy), accuracy_check(outcomes, stable, canary, policy))
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A bake's result: the checks, the evidence, and the verdict (pass, fail or inconclusive)."""
+
+    model: str
+    stable: Version
+    canary: Version
+    seconds: float
+    required: int  # Bake.requests
+    evidence: Evidence
+    checks: tuple[Check, ...]
+
+    @property
+    def verdict(self) -> str:
+        if self.evidence.seen < self.required:
+            return INCONCLUSIVE
+        return "fail" if any(check.verdict == FAIL for check in self.checks) else "pass"
+
+    def lines(self) -> list[str]:
+        evidence = self.evidence
+        return [f"canary {self.canary} vs stable {self.stable} of {self.model}: {self.seconds:.0f} s bake, "
+                f"{evidence.seen} canary requests ({evidence.canary_requests} own, {evidence.shadow_requests} "
+                f"shadow, {evidence.shadow_dropped} shadow dropped) of {self.required} wanted",
+                *(check.line() for check in self.checks)]
+
+
+def read_metrics(server: str) -> Snapshot:
+    """The metrics of the server at REST `server` (host:port or URL). AnalysisError when they cannot
+    be read or are not this project's server's (tensorflow_model_server counts per model only)."""
+    text, url = metrics_text(server)
+    snapshot = Snapshot.parse(text)
+    if not any(name.startswith("fmnist_serving_") for name in snapshot.samples):
+        raise AnalysisError(f"{url} has no fmnist_serving_* metrics: canary analysis needs `fmnist serve` "
+                            "(tensorflow_model_server counts per model, not per version)")
+    return snapshot
+
+
+def analyze(server: str, model: str, stable: Version, canary: Version, policy: Policy = Policy(),
+            bake: Bake = Bake(), outcomes: Sequence[LabelledOutcome] = (),
+            read: Callable[[str], Snapshot] = read_metrics, clock: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], None] = time.sleep) -> Analysis:
+    """Bakes the canary on `server`: reads its metrics now, then every bake.poll_seconds until
+    the canary has run bake.requests requests or bake.seconds have passed, and judges the deltas.
+    `outcomes`: labelled answers, when there are any (#24). AnalysisError if it cannot measure."""
+    began = clock()
+    start = read(server)
+    while True:
+        now = read(server)
+        evidence = Evidence.between(now.minus(start), model, stable, canary)
+        elapsed = clock() - began
+        if evidence.seen >= bake.requests or elapsed >= bake.seconds:
+            break
+        sleep(min(bake.poll_seconds, max(0.0, bake.seconds - elapsed)))
+    return Analysis(model, stable, canary, elapsed, bake.requests, evidence,
+                    run_checks(evidence, policy, stable, canary, outcomes))
+
+
+# -- deciding ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Decision:
+    """What auto_release did: `action` is PROMOTED, ROLLED_BACK, INCONCLUSIVE (the canary kept) or
+    NO_CANARY (nothing to judge); `checks` and `analysis` are the evidence (empty/None without a
+    canary); line() is one console line, as the loop prints it."""
+
+    action: str
+    model: str
+    stable: Version | None
+    canary: Version | None
+    actor: str
+    time: str
+    checks: tuple[Check, ...] = ()
+    analysis: Analysis | None = None
+    note: str = ""
+
+    def line(self) -> str:
+        if self.action == NO_CANARY:
+            return f"release: no canary to analyze (stable {self.stable})" + (f"; {self.note}" if self.note else "")
+        verdicts = ", ".join(f"{c.name} {'-' if c.value is None else _number(c.value)} {c.verdict}"
+                             for c in self.checks)
+        seen = f"{self.analysis.evidence.seen} requests in {self.analysis.seconds:.0f} s; " if self.analysis else ""
+        return (f"release: canary {self.canary} {self.action} (stable {self.stable}): {seen}{verdicts}"
+                + (f"; {self.note}" if self.note else ""))
+
+    def evidence(self) -> dict[str, Any]:
+        """The history entry's evidence fields."""
+        found: dict[str, Any] = {"decision": self.action, "checks": [c.as_dict() for c in self.checks]}
+        if self.analysis is not None:
+            found.update(bake_seconds=round(self.analysis.seconds, 1), bake_requests=self.analysis.required,
+                         evidence=self.analysis.evidence.as_dict())
+        if self.note:
+            found["note"] = self.note
+        return found
+
+
+def auto_release(release: FileRelease, server: str, policy: Policy = Policy(), bake: Bake = Bake(),
+                 actor: str = "fmnist release auto", on_inconclusive: str = "keep",
+                 outcomes: Sequence[LabelledOutcome] = ()) -> Decision:
+    """Analyzes the canary of `release` on `server` (REST host:port of the `fmnist serve` running
+    that release), then promotes it (every check passes), rolls it back (any check fails), or on
+    too little evidence does `on_inconclusive` (keep: the canary goes on, by default). Every
+    decision but NO_CANARY is appended to the release history with its evidence and `actor`.
+
+    For the continuous-training loop, after each push: `print(auto_release(FileRelease(config),
+    "127.0.0.1:8501", bake=Bake(seconds=120, requests=300), actor="fmnist watch").line())`.
+    Raises ReleaseError (one line) when the metrics cannot be read or the release changed under it.
+    """
+    if on_inconclusive not in ON_INCONCLUSIVE:
+        raise ReleaseError(f"on-inconclusive is one of {', '.join(ON_INCONCLUSIVE)}, got {on_inconclusive!r}")
+    state = release.status()
+
+    def decided(action: str, **extra: Any) -> Decision:
+        return Decision(action, state.model, state.stable, state.canary, actor,
+                        datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), **extra)
+
+    if state.canary is None or state.stable is None:
+        return decided(NO_CANARY)
+    analysis = analyze(server, state.model, state.stable, state.canary, policy, bake, outcomes)
+    verdict = analysis.verdict
+    action = {"pass": PROMOTED, "fail": ROLLED_BACK}.get(verdict, INCONCLUSIVE)
+    note = ""
+    if verdict == INCONCLUSIVE and on_inconclusive != "keep":
+        action = PROMOTED if on_inconclusive == "promote" else ROLLED_BACK
+        note = (f"inconclusive ({analysis.evidence.seen} of {bake.requests} requests): "
+                f"--on-inconclusive {on_inconclusive}")
+    elif verdict == INCONCLUSIVE:
+        note = f"{analysis.evidence.seen} of {bake.requests} requests: canary kept"
+    decision = decided(action, checks=analysis.checks, analysis=analysis, note=note)
+    if action == PROMOTED:
+        release.promote(actor=actor, expect_canary=state.canary, evidence=decision.evidence())
+    elif action == ROLLED_BACK:
+        release.rollback(actor=actor, expect_canary=state.canary, evidence=decision.evidence())
+    else:
+        release.record(INCONCLUSIVE, actor, decision.evidence())
+    return decision
+
+
+HISTORY_COLUMNS: Final = ("time", "action", "stable", "canary", "actor", "evidence")
+
+
+def history_rows(entries: Iterable[Mapping[str, Any]]) -> list[list[str]]:
+    """`fmnist release history`'s table rows: one per entry, its checks (or note) in one cell."""
+    rows = []
+    for entry in entries:
+        checks = entry.get("checks") or []
+        summary = ", ".join(f"{c['name']} {'-' if c.get('value') is None else _number(c['value'])} {c['verdict']}"
+                            for c in checks)
+        if entry.get("by") is not None:
+            summary = f"by {entry['by']}"
+        if entry.get("note"):
+            summary = f"{summary}; {entry['note']}" if summary else entry["note"]
+        rows.append([str(entry.get("time", "")), str(entry.get("action", "")), _or_dash(entry.get("stable")),
+                     _or_dash(entry.get("canary")), str(entry.get("actor", "")), summary])
+    return rows
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
