@@ -1,10 +1,12 @@
-"""`fmnist watch`: the continuous-training loop on this machine.
+"""`fmnist watch`: the continuous-training loop on this machine, unattended.
 
 Polls the landing directory and runs the local pipeline once per span landed after the newest
 one the pipeline has ingested (ML Metadata says which), oldest first, one run at a time (the
 runner's lock on the output directory), printing one summary line per span. A span the gates
-stop is reported and skipped: the loop goes on with the next one. A `fmnist serve` on the push
-directory picks each pushed version up by itself.
+stop is reported and skipped: the loop goes on with the next one. Each push becomes the canary
+in the release file; with --auto-release the loop then bakes it on the `fmnist serve` at
+--server (serving/canary_analysis.py) and promotes or rolls it back by itself, one line each; a
+rolled-back canary's span becomes `rejected`, so no later window trains on it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 import local_runner
 from fmnist import dataset, landing, settings, tf_env
 from fmnist.settings import setting
+from serving import canary_analysis as analysis
+from serving.release import ReleaseError
 from tfx_pipeline.config import PipelineConfig
 
 
@@ -27,10 +31,41 @@ class WatchSettings:
     """Settings of the loop itself (the pipeline's are the local runner's)."""
 
     interval: float = setting(30.0, "seconds between two looks at the landing directory")
-    once: bool = setting(False, "run the spans waiting now, then exit (for cron or a test)")
+    once: bool = setting(False, "run the spans waiting now (with --auto-release: or decide a waiting canary), "
+                                "then exit (for cron or a test)")
 
 
-SETTINGS = (*local_runner.SETTINGS, WatchSettings)
+@dataclass(frozen=True)
+class AutoReleaseSettings:
+    """After each push (and while a canary is waiting): analyze it on a running server and decide.
+    Defaults: serving/canary_analysis.py's measured thresholds."""
+
+    auto_release: bool = setting(False, "after a push, bake the canary on --server, then promote or roll it back")
+    server: str = setting("127.0.0.1:8501", "REST HOST:PORT of the `fmnist serve` running the release file")
+    bake_seconds: float = setting(analysis.Bake.seconds, "bake: measure the canary at most this long")
+    bake_requests: int = setting(analysis.Bake.requests, "bake: stop once the canary ran this many requests (its "
+                                                         "own and shadow); fewer is inconclusive")
+    on_inconclusive: str = setting("keep", "too little traffic when the bake ends: keep the canary (and analyze "
+                                           "it again after the next span), promote or roll back",
+                                   choices=analysis.ON_INCONCLUSIVE)
+    min_agreement: float = setting(analysis.MIN_AGREEMENT, "canary check: share of shadow requests on which the "
+                                                           "canary predicts stable's class")
+    max_class_divergence: float = setting(analysis.MAX_CLASS_DIVERGENCE, "canary check: Jensen-Shannon divergence "
+                                                                         "of predicted-class distributions")
+    max_error_rate: float = setting(analysis.MAX_ERROR_RATE, "canary check: share of its requests answered "
+                                                             "with an error")
+    max_p99_ratio: float = setting(analysis.MAX_P99_RATIO, "canary check: p99 latency over stable's (below "
+                                                           f"{analysis.P99_FLOOR_SECONDS * 1000:g} ms always passes)")
+
+    def policy(self) -> analysis.Policy:
+        return analysis.Policy(max_error_rate=self.max_error_rate, max_p99_ratio=self.max_p99_ratio,
+                               min_agreement=self.min_agreement, max_class_divergence=self.max_class_divergence)
+
+    def bake(self) -> analysis.Bake:
+        return analysis.Bake(seconds=self.bake_seconds, requests=self.bake_requests)
+
+
+SETTINGS = (*local_runner.SETTINGS, WatchSettings, AutoReleaseSettings)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -67,10 +102,44 @@ def run_span(config: PipelineConfig, verbose: bool) -> str:
     return span_run(config.metadata_path, config.pipeline_name).line(stopped)
 
 
+def release_step(config: PipelineConfig, options: AutoReleaseSettings) -> str | None:
+    """Bakes and decides the canary of the release file, if there is one (None when there is not):
+    the decision's line. A rolled-back canary's span is recorded as rejected."""
+    from serving.release import FileRelease
+
+    release = FileRelease(str(local_runner.release_config_file(config)), base_path=config.serving_model_dir)
+    if not release.config_file or not Path(release.config_file).exists() or release.status().canary is None:
+        return None
+    decision = analysis.auto_release(release, options.server, options.policy(), options.bake(),
+                                     actor="fmnist watch", on_inconclusive=options.on_inconclusive)
+    line = decision.line()
+    if decision.action == analysis.ROLLED_BACK:
+        span = _span_of_version(config, decision.canary)
+        if span is not None:
+            from tfx_pipeline import span_verdicts
+
+            failed = ", ".join(f"{c.name} {c.verdict}" for c in decision.checks if c.verdict == analysis.FAIL)
+            span_verdicts.record(config.metadata_path, config.pipeline_name, span, span_verdicts.REJECTED,
+                                 f"canary {decision.canary} rolled back: {failed or decision.note}",
+                                 by="fmnist watch (canary analysis)")
+            line += f"; span {span} rejected"
+    return line
+
+
+def _span_of_version(config: PipelineConfig, version) -> int | None:
+    """The span whose run pushed `version` (None when no run of this pipeline did)."""
+    from reports.spans import span_table
+
+    return next((span for span, run in span_table(config.metadata_path, config.pipeline_name).items()
+                 if run.pushed_version == str(version)), None)
+
+
 def watch(config: PipelineConfig, interval: float, once: bool, verbose: bool = False,
-          say: Callable[[str], None] = print) -> int:
+          say: Callable[[str], None] = print, release: AutoReleaseSettings | None = None) -> int:
     """The loop: runs every pending span, then (unless `once`) waits `interval` seconds and looks
-    again. Holds the output directory for its whole life, so no other run interleaves."""
+    again. With `release.auto_release`, after each span (and on each look while a canary waits)
+    the canary is analyzed and promoted or rolled back. Holds the output directory for its whole
+    life, so no other run interleaves."""
     landing_dir = Path(config.landing_root)
     with local_runner.exclusive(local_runner.output_dir(config)):
         say(f"watching {landing_dir} for spans (pipeline {config.pipeline_name}, every {interval:g}s)")
@@ -78,13 +147,30 @@ def watch(config: PipelineConfig, interval: float, once: bool, verbose: bool = F
 
         with progress.stderr_to(local_runner.output_dir(config) / local_runner.LOG_FILE):  # TF's import noise
             ingested = ingested_spans(config)
+        auto = release is not None and release.auto_release
         while True:
-            for span in pending_spans(landing.spans(landing_dir), ingested):
+            pending = pending_spans(landing.spans(landing_dir), ingested)
+            for span in pending:
                 say(run_span(config.replace(span=span), verbose))
                 ingested.add(span)
+                if auto:  # bake, decide, go on: the next span is judged against what serves then
+                    _say_release(config, release, say)
+            if auto and not pending:  # a canary still waiting (kept as inconclusive, or pushed by hand)
+                _say_release(config, release, say)
             if once:
                 return 0
             time.sleep(interval)
+
+
+def _say_release(config: PipelineConfig, options: AutoReleaseSettings, say: Callable[[str], None]) -> None:
+    from serving.release import ReleaseError
+
+    try:
+        line = release_step(config, options)
+    except ReleaseError as err:  # the server is down, say: the canary waits, the loop goes on
+        line = f"release: canary not analyzed: {' '.join(str(err).split())}"
+    if line:
+        say(line)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -93,11 +179,13 @@ def main(args: argparse.Namespace) -> int:
         tf_env.configure(bool(values["verbose"]))
         config, local = local_runner.build_config(values)
         options: WatchSettings = values.build(WatchSettings)
-    except settings.SettingsError as err:
+        release = values.build(AutoReleaseSettings)
+        release.policy(), release.bake()  # bad thresholds: one line now, not after the first span
+    except (settings.SettingsError, ReleaseError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        return watch(config, options.interval, options.once, local.verbose)
+        return watch(config, options.interval, options.once, local.verbose, release=release)
     except local_runner.RunError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.status

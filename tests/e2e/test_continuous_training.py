@@ -9,8 +9,12 @@ Trouser and Bag swapped: an upstream labelling error that moves neither distribu
 drift gate and fools its own eval hold-out, but the golden gate sees it: not blessed, not
 pushed, its verdict `rejected`. Span 5 (400 images: small, its hold-out the 200-image floor) is
 accepted and trains on spans 1, 2 and 5: neither the drifted nor the rejected span enters the
-rolling window. Span 6 (250 images) is refused in one line before a run. Every step runs through
-`fmnist watch --once`, the loop's own code.
+rolling window; its push replaces span 2's as the canary. Span 6 (250 images) is refused in one
+line before a run. Then, with a server on the release file mirroring stable's traffic to the
+canary under REST and gRPC load, `fmnist watch --auto-release` bakes the waiting canary and
+promotes it, and rolls back span 7's canary, which must agree with stable on 99.9 % of requests
+(the rejected span's verdict says why), failing no request. Every step runs through `fmnist watch
+--once`, the loop's own code.
 """
 
 import contextlib
@@ -30,7 +34,7 @@ import local_runner
 from fmnist import dataset, features, landing
 from reports.evaluation import load_latest
 from reports.spans import span_run
-from serving.client import GrpcClient
+from serving.client import GrpcClient, RestClient
 from serving.release import FileRelease
 from serving.server import RunningServer, ServerOptions
 from tfx_pipeline import metadata, span_verdicts
@@ -53,7 +57,7 @@ def loop(tmp_path_factory, sample_dir):
     first, second = order[0::2], order[1::2]
     swapped = train.labels.copy()
     swapped[train.labels == TROUSER], swapped[train.labels == BAG] = BAG, TROUSER
-    small = np.sort(np.concatenate([first[0::5][:200], second[0::5][:200]]))
+    small = np.sort(np.concatenate([first[0::5], first[1::5], second[0::5], second[1::5]]))  # 40 a class
     sources = {
         1: _source(work / "src-1", train.images[first], train.labels[first]),
         2: _source(work / "src-2", train.images[second], train.labels[second]),
@@ -83,6 +87,36 @@ def _land_and_watch(loop, span: int) -> str:
     lines = [line for line in watched.stdout.splitlines() if line.startswith(f"span {span}:")]
     assert len(lines) == 1, watched.stdout  # one summary line per span
     return lines[0]
+
+
+@contextlib.contextmanager
+def _load(server: RunningServer, images: np.ndarray):
+    """Unlabelled Predict requests over REST and gRPC, two threads, while the body runs:
+    (versions answered, failures)."""
+    clients = (GrpcClient(f"127.0.0.1:{server.grpc_port}", features.MODEL_NAME),
+               RestClient(f"127.0.0.1:{server.rest_port}", features.MODEL_NAME))
+    versions, failures, stop = [], [], threading.Event()
+
+    def send(client, offset: int):
+        index = offset
+        while not stop.is_set():
+            batch = images[index % len(images):index % len(images) + 4]
+            index += 4
+            try:
+                versions.append(client.predict(batch).version)
+            except Exception as err:  # any failure is the test's finding
+                failures.append(repr(err))
+            time.sleep(0.01)  # ~100 requests a second each: traffic, not a benchmark
+
+    threads = [threading.Thread(target=send, args=(client, 2 * i)) for i, client in enumerate(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield versions, failures
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 @contextlib.contextmanager
@@ -271,3 +305,53 @@ def test_spans_lists_each_verdict_and_a_person_can_quarantine_and_release(loop):
     assert again.returncode == 2 and "span 5 is released; only a span that is" in again.stderr
     history = _fmnist("spans", "history", *flags).stdout.splitlines()
     assert [line.split()[2:4] for line in history[-3:]] == [["5", "accepted"], ["5", "quarantined"], ["5", "released"]]
+
+
+def _auto(loop, server: RunningServer, *extra: str) -> str:
+    watched = _fmnist("watch", *loop["flags"], "--once", "--auto-release", "--server", f"127.0.0.1:{server.rest_port}",
+                      "--bake-seconds", "90", "--bake-requests", "200", *extra)
+    assert watched.returncode == 0, watched.stderr[-3000:]
+    return watched.stdout
+
+
+def test_the_loop_promotes_a_good_canary_and_rolls_back_a_disagreeing_one_by_itself(loop, sample_dir):
+    config = loop["config"]
+    release_file = local_runner.release_config_file(config)
+    state = FileRelease(str(release_file)).status()
+    v1, canary = state.stable, state.canary
+    assert canary == max(_pushed(config))  # span 5's push replaced span 2's, which is recorded as superseded
+    assert [e["action"] for e in FileRelease(str(release_file)).history()].count("superseded") == 1
+    images = dataset.read_split(sample_dir, dataset.TEST).images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
+    server = RunningServer(ServerOptions(model_config_file=str(release_file), rest_port=0, grpc_port=0,
+                                         host="127.0.0.1", poll_seconds=0.2, shadow_traffic=100.0,
+                                         canary_traffic=20.0)).start()
+    try:
+        with _load(server, images) as (versions, failures):
+            # The waiting canary: two models of the sample agree on ~80 % of images; the bar here is 50 %.
+            out = _auto(loop, server, "--min-agreement", "0.5", "--max-class-divergence", "0.2")
+            assert re.search(rf"^release: canary {canary} promoted \(stable {v1}\): \d+ requests in \d+ s; "
+                             r"error rate 0\.0000 pass, .*agreement 0\.\d+ pass", out, re.M), out
+            deadline = time.monotonic() + 30
+            while versions[-1] != canary and time.monotonic() < deadline:
+                time.sleep(0.1)
+            promoted_at = len(versions)
+            # Span 7 (span 2's images again) must agree with stable on 99.9 %: no trained model does.
+            assert _fmnist("land", str(loop["sources"][2]), "--landing", str(loop["landing"])).returncode == 0
+            out = _auto(loop, server, "--min-agreement", "0.999", "--max-class-divergence", "0.2")
+            (line,) = [line for line in out.splitlines() if line.startswith("span 7:")]
+            v7 = max(_pushed(config))
+            assert line.endswith(f"; blessed; pushed version {v7}; span accepted"), line
+            assert re.search(rf"^release: canary {v7} rolled back \(stable {canary}\): .*agreement 0\.\d+ FAIL.*; "
+                             r"span 7 rejected$", out, re.M), out
+            time.sleep(1)  # a poll of the release file
+            settled = len(versions)
+        assert failures == []
+        assert set(versions[promoted_at:]) <= {canary, v7} and versions[settled:].count(v7) == 0
+        after = FileRelease(str(release_file)).status()
+        assert (after.stable, after.canary) == (canary, None)
+        assert GrpcClient(f"127.0.0.1:{server.grpc_port}", features.MODEL_NAME).predict(images[:2]).version == canary
+    finally:
+        server.stop()
+    verdict = span_verdicts.span_verdicts(config.metadata_path, config.pipeline_name)[7]
+    assert verdict.verdict == "rejected" and verdict.reason.startswith(f"canary {v7} rolled back: agreement FAIL")
+    assert [e["action"] for e in FileRelease(str(release_file)).history()][-3:] == ["promoted", "canary", "rolled back"]
