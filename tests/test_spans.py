@@ -285,3 +285,40 @@ def test_a_span_that_was_never_landed_is_refused_in_preflight(tmp_path, halves):
     small = config.replace(span=1, eval_holdout=500)
     with pytest.raises(dataset.DatasetError, match="hold-out of 500 examples must be between 1 and 499"):
         local_runner.preflight(small)
+
+
+# -- the spans command and the loop's release settings --------------------------------------------
+def test_spans_refuses_a_change_without_span_reason_or_store_in_one_line(tmp_path, capsys):
+    from cli.main import main
+
+    flags = ["--sample", "--output-dir", str(tmp_path)]
+    assert main(["spans", "quarantine", *flags, "--why", "x"]) == 2
+    assert capsys.readouterr().err.strip() == "error: `fmnist spans quarantine` needs a span number and --why TEXT"
+    assert main(["spans", "release", "3", *flags, "--why", "checked"]) == 2
+    assert "no ML Metadata store at" in capsys.readouterr().err
+    assert main(["spans", "list", "3", *flags]) == 2
+    assert capsys.readouterr().err.strip() == "error: `fmnist spans list` takes no span number"
+
+
+def test_spans_lists_landed_spans_before_any_run_with_what_pre_flight_says(tmp_path, halves, capsys):
+    from cli.main import main
+
+    train, first, _ = halves
+    landing_dir = tmp_path / "landing"
+    landing.land(write_span_source(tmp_path / "src-1", train.images[first], train.labels[first]), landing_dir)
+    landing.land(write_span_source(tmp_path / "src-2", train.images[first[:250]], train.labels[first[:250]]),
+                 landing_dir)
+    assert main(["spans", "--sample", "--output-dir", str(tmp_path), "--landing-dir", str(landing_dir),
+                 "--eval-holdout", "0.2"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["span", "examples", "verdict", "reason", "golden", "gate", "model", "version"]
+    assert rows[1].split()[:6] == ["1", "500", "not", "ingested", "waiting", "for"]
+    assert rows[2].split()[:7] == ["2", "-", "not", "ingested", "refused", "before", "a"]
+    assert "250 examples is too small to evaluate" in rows[2]
+
+
+def test_the_loop_refuses_impossible_canary_thresholds_before_any_span(tmp_path, capsys):
+    from cli.main import main
+
+    assert main(["watch", "--sample", "--output-dir", str(tmp_path), "--once", "--min-agreement", "1.5"]) == 2
+    assert capsys.readouterr().err.strip() == "error: min-agreement is a fraction within 0..1, got 1.5"
