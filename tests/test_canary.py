@@ -438,14 +438,3 @@ def test_zero_failed_requests_through_auto_promote_replace_and_auto_rollback(tmp
     assert promoted["evidence"]["shadow_instances"] > 0 and promoted["bake_requests"] == 80
     assert [c["name"] for c in rolled_back["checks"] if c["verdict"] == "FAIL"][:1] == ["agreement"]
 
-
-def test_serve_shadow_traffic_option(tmp_path, monkeypatch, capsys):
-    import serving.server
-
-    captured = []
-    monkeypatch.setattr(serving.server, "serve", captured.append)
-    monkeypatch.chdir(tmp_path)
-    assert main(["serve", "--shadow-traffic", "-1"]) == 1
-    assert capsys.readouterr().err == "error: --shadow-traffic is a percent within 0..100, got -1\n"
-    assert main(["serve", "--shadow-traffic", "10", "--canary-traffic", "5"]) == 0
-    assert (captured[-1].shadow_traffic, captured[-1].canary_traffic) == (10.0, 5.0)
