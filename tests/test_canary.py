@@ -315,6 +315,27 @@ def test_analyze_stops_once_the_canary_has_seen_enough_and_says_inconclusive_wit
     assert [c.verdict for c in measured.checks if c.name == "agreement"] == ["FAIL"]
 
 
+def test_auto_release_keeps_an_inconclusive_canary_unless_told_otherwise(server, tmp_path):
+    """On the module server's metrics, deciding on a copy of its release (the server keeps its labels)."""
+    config_file = tmp_path / "models.config"
+    shutil.copy(server.options.model_config_file, config_file)
+    target, address = release.FileRelease(str(config_file)), f"127.0.0.1:{server.rest_port}"
+    bake = analysis.Bake(seconds=0.5, requests=10**6, poll_seconds=0.1)
+    kept = analysis.auto_release(target, address, bake=bake, actor="test")
+    assert (kept.action, target.status().canary) == ("inconclusive", 4)
+    assert kept.line().startswith("release: canary 4 inconclusive (stable 1): 0 requests in ")
+    assert " s; error rate - n/a, p99 latency ms - n/a, agreement - n/a, class JS div - n/a" in kept.line()
+    assert kept.line().endswith("; 0 of 1000000 requests: canary kept")
+    dropped = analysis.auto_release(target, address, bake=bake, actor="test", on_inconclusive="rollback")
+    assert (dropped.action, target.status().canary) == ("rolled back", None)
+    assert analysis.auto_release(target, address, bake=bake).action == "no canary"
+    assert [(e["action"], e.get("decision"), e["actor"]) for e in target.history()] == [
+        ("inconclusive", "inconclusive", "test"), ("rolled back", "rolled back", "test")]
+    assert target.history()[-1]["note"] == "inconclusive (0 of 1000000 requests): --on-inconclusive rollback"
+    with pytest.raises(release.ReleaseError, match="on-inconclusive is one of keep, promote, rollback"):
+        analysis.auto_release(target, address, on_inconclusive="wait")
+
+
 # -- replace policy and history --------------------------------------------------------------------
 def _release_cli(*argv):
     out, err = io.StringIO(), io.StringIO()
