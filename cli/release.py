@@ -28,8 +28,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         help="where the version directories are on this machine (default: the config's "
                              "base_path; for a new config, serving_model/ beside it)")
     target.add_argument("--server", default=None, metavar="HOST:PORT",
-                        help="REST address of the server: status shows the labels it serves; promote's gates "
-                             "measure there")
+                        help="REST address of the server: status shows the labels it serves; promote's gates, "
+                             "analyze and auto measure there")
     target.add_argument("--vertex-endpoint", default=None, metavar="projects/P/locations/R/endpoints/ID",
                         help="release on this Vertex AI endpoint's traffic split instead of a config file")
     target.add_argument("--project", default=None, help="Vertex: project of --endpoint-name")

@@ -46,23 +46,29 @@ PROMOTED, ROLLED_BACK, INCONCLUSIVE, NO_CANARY = "promoted", "rolled back", "inc
 ON_INCONCLUSIVE: Final = ("keep", "promote", "rollback")
 INFERENCE_APIS: Final = ("predict", "classify")  # serving/service.py's api label values that run the model
 
-# Defaults, from benchmarks/canary_thresholds.py (official test split, 10,000 images; README
-# "Releases" has the table). Two clean consecutive models (a cold model on 20,000 training images
-# and the warm start on 40,000 from it) agree on 0.930 of the test images with a class-distribution JS
-# divergence of 0.0008; the canary with two classes' labels swapped (pullover <-> coat) agrees on
-# 0.79 (JS 0.0011: a swap keeps the distribution, agreement sees it); one trained on a span
-# without class 3 agrees on 0.84 with JS 0.034. The thresholds sit between with a margin for a
-# bake's few hundred instances (the agreement of 500 random test images spreads +-0.02 around
-# 0.930): agreement 0.90, divergence 0.01.
+# Defaults, measured with benchmarks/canary_thresholds.py (official test split; README "Releases" has
+# the table): the project's CNN, 4 epochs each, stable on span 1 (20,000 training images, test
+# accuracy 0.886) against canaries on spans 1+2. A clean canary (0.908) agrees with it on 0.944 of the
+# test images, 0.930-0.960 over 500-image bakes (5th-95th percentile), class JS 0.0001 (at most
+# 0.0011 over bakes). Pullover/coat labels swapped in span 2 (0.812): agreement 0.839 (0.814-0.866),
+# JS 0.0095 (0.0034-0.021: a swap hardly moves the class distribution; agreement sees it). Dresses
+# missing (0.825): agreement 0.847 (0.824-0.874), JS 0.057 (0.045-0.071). Agreement 0.90 sits
+# between the clean canary's worst bake (0.930) and the bad ones' best (0.874); divergence 0.01 is 9x
+# the clean canary's worst bake and 4.5x under the class-missing one's best, and leaves room for the
+# sampling noise of the fallback (each version's own answers, different inputs). Fully trained models
+# agree more with each other than these 4-epoch ones, which only widens the clean side's margin.
 MIN_AGREEMENT: Final = 0.90
 MAX_CLASS_DIVERGENCE: Final = 0.01
 # A healthy server answers no request with an error (the release benchmark: 0 of 5,648).
 MAX_ERROR_RATE: Final = 0.01
-# Same architecture, same batcher: p99s differ by scheduling noise. On 2 cores a p99 of a few ms
-# moves by a whole histogram bucket (2 -> 3 -> 5 ms) from one bake to the next, so the ratio alone
-# would flap: a canary p99 under the floor always passes.
-MAX_P99_RATIO: Final = 1.5
-P99_FLOOR_SECONDS: Final = 0.025
+# p99 of a few hundred requests is noisy here: a copy of stable as the canary (same model), 12 bakes
+# of 500 canary requests at 1-8 client threads, --canary-traffic 10-25, --shadow-traffic 0-50, 2
+# shared cores: canary p99 / stable p99 from 0.28 to 2.49, the p99s from 6 to 203 ms (a minority
+# version also waits behind the majority's batches). So: a canary fails only beyond 3x stable's p99
+# and beyond 100 ms (the floor: under it, any p99 passes, so milliseconds never flap); none of the
+# 12 identical-canary bakes would have failed, a canary 3x slower under load does.
+MAX_P99_RATIO: Final = 3.0
+P99_FLOOR_SECONDS: Final = 0.1
 MIN_LATENCY_SAMPLES: Final = 20  # per side: a p99 of fewer requests is its maximum, not a percentile
 MAX_ACCURACY_DROP: Final = 0.01  # for #24: canary accuracy may trail stable's by at most this
 

@@ -4,9 +4,11 @@ analysis needs it: serving/canary_analysis.py reads the counters).
 
 The client always gets stable's answer, and its latency never includes the canary: once stable's
 call has succeeded, its inputs and its predicted classes go on a bounded queue, and one daemon
-thread runs them on the canary. When the queue is full the shadow request is dropped and counted,
-never waited for. Whatever goes wrong on the shadow side (a signature the canary lacks, inputs it
-refuses, a TF error) is counted as a shadow error and logged, and never reaches the client.
+thread runs them on the canary, what is queued for the same canary and signature as one TF call
+(up to MAX_BATCH_ROWS rows: one-image requests run one by one cost several times their rows).
+When the queue is full the shadow request is dropped and counted, never waited for. Whatever goes
+wrong on the shadow side (a signature the canary lacks, inputs it refuses, a TF error) is counted
+as a shadow error and logged, and never reaches the client.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from serving.metrics import ServingMetrics, predicted_classes
 
 log = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE = 256  # shadow requests waiting for the canary; beyond, they are dropped
+MAX_BATCH_ROWS = 64  # the server's default --max-batch-size
 
 
 @dataclass(frozen=True)
@@ -73,24 +76,72 @@ class ShadowMirror:
             self.metrics.shadow_errors.labels(*key).inc()
 
     def _run(self) -> None:
-        while (shadow := self._queue.get()) is not None:
-            self._compare(shadow)
+        held: _Shadow | None = None  # taken from the queue for another canary/signature: next batch
+        while True:
+            first = held or self._queue.get()
+            held = None
+            if first is None:
+                return
+            batch, rows = [first], len(first.stable_classes)
+            while rows < MAX_BATCH_ROWS:
+                try:
+                    shadow = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if shadow is None:
+                    self._queue.put(None)  # close(): stop after this batch
+                    break
+                if (shadow.canary is not first.canary or shadow.signature != first.signature
+                        or rows + len(shadow.stable_classes) > MAX_BATCH_ROWS):
+                    held = shadow
+                    break
+                batch.append(shadow)
+                rows += len(shadow.stable_classes)
+            self._compare(batch)
 
-    def _compare(self, shadow: _Shadow) -> None:
-        canary = shadow.canary
-        try:
-            prepared = canary.prepare(canary.signature(shadow.signature), shadow.inputs)
-            classes = predicted_classes(canary.run(shadow.signature, prepared))
-            if classes is None or classes.shape != shadow.stable_classes.shape:
-                raise ValueError(f"the canary's {shadow.signature} answer has no class per instance")
-        except Exception as err:  # any failure is the canary's, counted; the client has its answer
-            log.warning("shadow request on %s version %d failed: %s", shadow.model, canary.version,
-                        " ".join(str(err).split()))
-            self.metrics.shadow_requests.labels(shadow.model, str(shadow.stable_version), str(canary.version)).inc()
-            self.metrics.shadow_errors.labels(shadow.model, str(shadow.stable_version), str(canary.version)).inc()
-            return
-        self.metrics.record_shadow(shadow.model, shadow.stable_version, canary.version, shadow.stable_classes,
-                                   classes)
+    def _compare(self, batch: list[_Shadow]) -> None:
+        """Runs the batch on its canary as one call; if that fails, each alone, so that one input
+        the canary refuses is one error, not the batch's."""
+        if len(batch) > 1:
+            try:
+                prepared = [self._prepare(shadow) for shadow in batch]
+                merged = {name: np.concatenate([inputs[name] for inputs in prepared]) for name in prepared[0]}
+                classes = self._classes(batch[0], merged, sum(len(s.stable_classes) for s in batch))
+            except Exception:
+                pass  # each alone below tells which one failed, and why
+            else:
+                offset = 0
+                for shadow in batch:
+                    rows = len(shadow.stable_classes)
+                    self._record(shadow, classes[offset:offset + rows])
+                    offset += rows
+                return
+        for shadow in batch:
+            try:
+                classes = self._classes(shadow, self._prepare(shadow), len(shadow.stable_classes))
+            except Exception as err:  # any failure is the canary's, counted; the client has its answer
+                log.warning("shadow request on %s version %d failed: %s", shadow.model, shadow.canary.version,
+                            " ".join(str(err).split()))
+                key = (shadow.model, str(shadow.stable_version), str(shadow.canary.version))
+                self.metrics.shadow_requests.labels(*key).inc()
+                self.metrics.shadow_errors.labels(*key).inc()
+            else:
+                self._record(shadow, classes)
+
+    @staticmethod
+    def _prepare(shadow: _Shadow) -> dict[str, np.ndarray]:
+        return shadow.canary.prepare(shadow.canary.signature(shadow.signature), shadow.inputs)
+
+    @staticmethod
+    def _classes(shadow: _Shadow, inputs: dict[str, np.ndarray], rows: int) -> np.ndarray:
+        classes = predicted_classes(shadow.canary.run(shadow.signature, inputs))
+        if classes is None or classes.shape != (rows,):
+            raise ValueError(f"the canary's {shadow.signature} answer has no class per instance")
+        return classes
+
+    def _record(self, shadow: _Shadow, classes: np.ndarray) -> None:
+        self.metrics.record_shadow(shadow.model, shadow.stable_version, shadow.canary.version,
+                                   shadow.stable_classes, classes)
 
     def close(self) -> None:
         """Runs what is queued (waiting up to 30 s), then stops the thread."""

@@ -6,6 +6,7 @@ Servers run real SavedModels exported by the project's code: exported_model (sta
 copies as clean canaries) and disagreeing_model (trained on labels shifted by one class)."""
 
 import contextlib
+import dataclasses
 import io
 import shutil
 import threading
@@ -123,7 +124,7 @@ class _SlowCanary:
     model_name, version = MODEL, 4
 
     def __init__(self, fail: bool):
-        self.release, self.fail, self.calls = threading.Event(), fail, 0
+        self.release, self.fail, self.calls, self.runs = threading.Event(), fail, 0, []
 
     def signature(self, name):
         return name
@@ -131,12 +132,14 @@ class _SlowCanary:
     def prepare(self, signature, inputs):
         self.calls += 1
         assert self.release.wait(30)
-        if self.fail:
+        if self.fail is True or (self.fail is not False and np.any(inputs[features.IMAGES_INPUT] == self.fail)):
             raise ValueError("canary rejects this input")
         return inputs
 
     def run(self, signature, inputs):
-        return {features.PROBABILITIES_OUTPUT: np.eye(features.NUM_CLASSES, dtype=np.float32)[[3, 5]]}
+        rows = len(inputs[features.IMAGES_INPUT])
+        self.runs.append(rows)
+        return {features.PROBABILITIES_OUTPUT: np.eye(features.NUM_CLASSES, dtype=np.float32)[[3, 5] * (rows // 2)]}
 
 
 def _answered(classes):
@@ -170,6 +173,36 @@ def test_a_full_shadow_queue_drops_and_a_failing_canary_counts_errors_never_touc
     assert metrics.shadow_errors.labels(*key)._value.get() == (2 if fail else 0)
     assert metrics.shadow_agreements.labels(*key)._value.get() == (0 if fail else 2)  # [3, 4] vs [3, 5], twice
     assert [a.result()[features.PROBABILITIES_OUTPUT].argmax(axis=1).tolist() for a in answers] == [[3, 4]] * 4
+
+
+def test_queued_shadow_requests_run_as_one_call_and_a_refused_one_is_one_error():
+    metrics = ServingMetrics()
+    mirror = ShadowMirror(metrics, queue_size=8)
+    stable, canary = SimpleNamespace(model_name=MODEL, version=1), _SlowCanary(fail=7.0)  # refuses 7s
+    inputs = [{features.IMAGES_INPUT: np.full((2, 28, 28), value, np.float32)} for value in (0, 0, 0, 0, 7, 0)]
+    mirror.mirror(stable, canary, features.SERVING_DEFAULT, inputs[0], _answered([3, 4]))
+    deadline = time.monotonic() + 10
+    while canary.calls == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for request in inputs[1:4]:  # three queued behind the first: one call of 6 rows
+        mirror.mirror(stable, canary, features.SERVING_DEFAULT, request, _answered([3, 4]))
+    canary.release.set()
+    deadline = time.monotonic() + 10
+    while metrics.shadow_requests.labels(MODEL, "1", "4")._value.get() < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert canary.runs == [2, 6]
+    canary.release.clear()  # hold the next ones so that they queue, one of them refused
+    for request in inputs[3:]:
+        mirror.mirror(stable, canary, features.SERVING_DEFAULT, request, _answered([3, 4]))
+    canary.release.set()
+    mirror.close()
+    key = (MODEL, "1", "4")
+    assert metrics.shadow_requests.labels(*key)._value.get() == 7
+    assert metrics.shadow_errors.labels(*key)._value.get() == 1
+    assert metrics.shadow_agreements.labels(*key)._value.get() == 6  # one of each [3, 4] vs [3, 5]
+    assert canary.runs == [2, 6, 2, 2]  # the merged pair failed in prepare: each alone, 7s refused
 
 
 # -- the maths, on real metric text ---------------------------------------------------------------
@@ -229,7 +262,14 @@ def test_checks_and_verdicts_from_evidence():
         ("error rate", "pass"), ("p99 latency ms", "pass"), ("agreement", "pass"), ("class JS div", "FAIL"),
         ("accuracy", "n/a")]
     assert checks[0].value == pytest.approx(0.01) and checks[0].detail == "1 of 100 requests (40 own, 60 shadow)"
-    assert checks[1].threshold == pytest.approx(25.0)  # 1.5 x stable's 9.9 ms is under the 25 ms floor
+    assert checks[1].threshold == pytest.approx(100.0)  # 3 x stable's 9.8 ms is under the 100 ms floor
+    slower = dataclasses.replace(evidence, canary_latency=((0.005, 0.0), (0.01, 10.0), (0.02, 40.0),
+                                                           (float("inf"), 40.0)))
+    tight = analysis.Policy(max_p99_ratio=1.5, p99_floor_seconds=0.001)
+    check = analysis.latency_check(slower, tight)
+    assert (check.value, check.threshold, check.verdict) == (pytest.approx(19.867, abs=1e-3), pytest.approx(14.7),
+                                                             "FAIL")
+    assert analysis.latency_check(slower, analysis.Policy()).verdict == "pass"  # under the floor
     assert checks[3].value == pytest.approx(analysis.js_divergence(counts[STABLE], counts[CANARY]))
     assert checks[4].line() == "accuracy                 -  -            n/a   n/a (no labels)"
     assert analysis.Analysis(MODEL, 1, 2, 5.0, 100, evidence, checks).verdict == "fail"
@@ -273,6 +313,27 @@ def test_analyze_stops_once_the_canary_has_seen_enough_and_says_inconclusive_wit
     assert measured.evidence.seen >= 30 and took < 30
     assert measured.verdict == "fail"
     assert [c.verdict for c in measured.checks if c.name == "agreement"] == ["FAIL"]
+
+
+def test_auto_release_keeps_an_inconclusive_canary_unless_told_otherwise(server, tmp_path):
+    """On the module server's metrics, deciding on a copy of its release (the server keeps its labels)."""
+    config_file = tmp_path / "models.config"
+    shutil.copy(server.options.model_config_file, config_file)
+    target, address = release.FileRelease(str(config_file)), f"127.0.0.1:{server.rest_port}"
+    bake = analysis.Bake(seconds=0.5, requests=10**6, poll_seconds=0.1)
+    kept = analysis.auto_release(target, address, bake=bake, actor="test")
+    assert (kept.action, target.status().canary) == ("inconclusive", 4)
+    assert kept.line().startswith("release: canary 4 inconclusive (stable 1): 0 requests in ")
+    assert " s; error rate - n/a, p99 latency ms - n/a, agreement - n/a, class JS div - n/a" in kept.line()
+    assert kept.line().endswith("; 0 of 1000000 requests: canary kept")
+    dropped = analysis.auto_release(target, address, bake=bake, actor="test", on_inconclusive="rollback")
+    assert (dropped.action, target.status().canary) == ("rolled back", None)
+    assert analysis.auto_release(target, address, bake=bake).action == "no canary"
+    assert [(e["action"], e.get("decision"), e["actor"]) for e in target.history()] == [
+        ("inconclusive", "inconclusive", "test"), ("rolled back", "rolled back", "test")]
+    assert target.history()[-1]["note"] == "inconclusive (0 of 1000000 requests): --on-inconclusive rollback"
+    with pytest.raises(release.ReleaseError, match="on-inconclusive is one of keep, promote, rollback"):
+        analysis.auto_release(target, address, on_inconclusive="wait")
 
 
 # -- replace policy and history --------------------------------------------------------------------
@@ -398,14 +459,3 @@ def test_zero_failed_requests_through_auto_promote_replace_and_auto_rollback(tmp
     assert promoted["evidence"]["shadow_instances"] > 0 and promoted["bake_requests"] == 80
     assert [c["name"] for c in rolled_back["checks"] if c["verdict"] == "FAIL"][:1] == ["agreement"]
 
-
-def test_serve_shadow_traffic_option(tmp_path, monkeypatch, capsys):
-    import serving.server
-
-    captured = []
-    monkeypatch.setattr(serving.server, "serve", captured.append)
-    monkeypatch.chdir(tmp_path)
-    assert main(["serve", "--shadow-traffic", "-1"]) == 1
-    assert capsys.readouterr().err == "error: --shadow-traffic is a percent within 0..100, got -1\n"
-    assert main(["serve", "--shadow-traffic", "10", "--canary-traffic", "5"]) == 0
-    assert (captured[-1].shadow_traffic, captured[-1].canary_traffic) == (10.0, 5.0)

@@ -399,7 +399,10 @@ def test_serve_options(tmp_path, monkeypatch, capsys):
     assert main(["serve", "--canary-traffic", "150"]) == 1
     assert capsys.readouterr().err == "error: --canary-traffic is a percent within 0..100, got 150\n"
     assert main(["serve", "--canary-traffic", "25"]) == 0
-    assert (captured[-1].model_config_file, captured[-1].canary_traffic) == (None, 25.0)
+    assert (captured[-1].model_config_file, captured[-1].canary_traffic, captured[-1].shadow_traffic) == (None, 25.0, 0)
+    assert main(["serve", "--shadow-traffic", "-1"]) == 1
+    assert capsys.readouterr().err == "error: --shadow-traffic is a percent within 0..100, got -1\n"
+    assert main(["serve", "--shadow-traffic", "10"]) == 0 and captured[-1].shadow_traffic == 10.0
     os.makedirs(os.path.dirname(release.DEFAULT_CONFIG_FILE))
     open(release.DEFAULT_CONFIG_FILE, "w").close()
     assert main(["serve"]) == 0
