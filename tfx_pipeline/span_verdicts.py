@@ -3,11 +3,14 @@
 Every span a run ingests ends with one verdict, a custom property of its Examples artifact(s)
 (so a resolver reads it with the artifacts it already has):
 
-    accepted     its run was blessed (eval hold-out and golden gate) and infra-blessed
+    accepted     its run was blessed (eval hold-out and golden gate) and infra-blessed; or its
+                 model missed only the absolute floors (not pushed: nothing shows the data did
+                 harm, and a window must grow for a first small span's successors to clear them)
     drifted      the drift gate stopped it (distribution moved from the last accepted span)
     anomalous    ExampleValidator found it does not match the schema
-    rejected     its candidate was not blessed or not infra-blessed (or, by the loop, its canary
-                 was rolled back)
+    rejected     its candidate did worse: the golden gate or the comparison with the latest
+                 blessed model failed, it was not infra-blessed, or (by the loop) its canary was
+                 rolled back
     quarantined  a person took it out of training (`fmnist spans quarantine N --why ...`)
     released     a person let it back in (`fmnist spans release N --why ...`)
 
@@ -33,6 +36,7 @@ from ml_metadata.proto import metadata_store_pb2
 from tfx_pipeline import metadata
 from tfx_pipeline.config import (
     BLESSING_GATE_ID,
+    EVALUATOR_ID,
     EXAMPLE_GEN_ID,
     SERVING_VALIDATOR_ID,
 )
@@ -190,7 +194,15 @@ def run_verdict(metadata_path: str, pipeline_name: str, run_id: str, stopped_by:
         return None
     (blessing,) = gate.artifacts["blessing"]
     if blessing.custom_properties["blessed"].int_value != 1:
-        return span, REJECTED, f"not blessed: {blessing.custom_properties['reason'].string_value}"
+        if blessing.custom_properties["golden"].string_value == "failed":
+            return span, REJECTED, f"not blessed: {blessing.custom_properties['reason'].string_value}"
+        compared, floors = _evaluator_failures(metadata_path, pipeline_name, run_id)
+        if compared:
+            return span, REJECTED, f"not blessed: worse than the latest blessed model on its eval hold-out ({compared})"
+        # Only the absolute floors failed: the model is not good enough to serve, but nothing shows
+        # the span's data did harm. Keeping it in the windows lets them grow until a model clears
+        # the floors; rejecting it would starve a loop whose first spans are small.
+        return span, ACCEPTED, f"kept for training; its model missed the blessing floors ({floors}), not pushed"
     served = metadata.latest_execution_outputs(metadata_path, pipeline_name, SERVING_VALIDATOR_ID, run_id=run_id)
     if served is None:
         return None
@@ -199,3 +211,25 @@ def run_verdict(metadata_path: str, pipeline_name: str, run_id: str, stopped_by:
         why = infra.custom_properties["reason"].string_value if "reason" in infra.custom_properties else ""
         return span, REJECTED, f"not infra-blessed: {why or 'the serving check failed'}"
     return span, ACCEPTED, "blessed (eval and golden gate) and infra-blessed"
+
+
+def _evaluator_failures(metadata_path: str, pipeline_name: str, run_id: str) -> tuple[str, str]:
+    """(failed comparisons with the baseline, failed absolute floors) of the run's Evaluator, each
+    as "what value" pieces joined by commas ("" when none failed)."""
+    import tensorflow_model_analysis as tfma
+
+    judged = metadata.latest_execution_outputs(metadata_path, pipeline_name, EVALUATOR_ID, run_id=run_id)
+    if judged is None:
+        return "", ""
+    result = tfma.load_validation_result(judged.artifacts["evaluation"][0].uri)
+    compared, floors = [], []
+    for per_slice in result.metric_validations_per_slice:
+        columns = {c.column: c.int64_value for c in per_slice.slice_key.single_slice_keys}
+        where = f"class {columns['label']} recall" if "label" in columns else "accuracy"
+        for failure in per_slice.failures:
+            value = failure.metric_value.double_value.value
+            if failure.metric_key.is_diff:
+                compared.append(f"{where} change {value:+.4f}")
+            else:
+                floors.append(f"{where} {value:.4f}")
+    return ", ".join(compared), ", ".join(floors)
