@@ -23,13 +23,14 @@ from fmnist import features
 from reports.evaluation import load_latest
 from reports.html_report import default_report_path
 from reports.misclassified import predict_split
+from tfx_pipeline import span_verdicts
 from tfx_pipeline.components.serving_validator import NOT_EVALUATED
-from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT, EvaluationThresholds
+from tfx_pipeline.config import BLESSING_SPLIT, GOLDEN_SPLIT, REPORTED_SPLIT, EvaluationThresholds
 from tfx_pipeline.serving_validation.server_process import PROJECT_SERVER
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTEBOOK = os.path.join(REPO, "notebooks", "evaluation_review.ipynb")
-SAMPLE_SPLIT_SIZES = {BLESSING_SPLIT: 200, REPORTED_SPLIT: 300}
+SAMPLE_SPLIT_SIZES = {BLESSING_SPLIT: 200, GOLDEN_SPLIT: 150, REPORTED_SPLIT: 150}  # the test split's 300, halved
 
 
 def _config(data_dir, output_dir, *extra):
@@ -78,10 +79,12 @@ def test_first_run_is_judged_on_the_floors_alone_and_pushed(history):
     assert served["requests"] > 0 and served["p99_ms"] > 0
 
 
-def test_metrics_are_computed_on_both_splits_and_agree_with_each_other(history):
+def test_metrics_are_computed_on_every_split_and_agree_with_each_other(history):
     first = history["first"]
-    assert set(first.splits) == {BLESSING_SPLIT, REPORTED_SPLIT}
+    assert set(first.splits) == {BLESSING_SPLIT, GOLDEN_SPLIT, REPORTED_SPLIT}
     assert first.splits[REPORTED_SPLIT].judged is False and first.splits[REPORTED_SPLIT].checks == []
+    # The first model has no stable one to be compared with: the golden gate judges nothing yet.
+    assert first.golden_status == "not judged" and first.splits[GOLDEN_SPLIT].checks == []
     for name, split in first.splits.items():
         size = SAMPLE_SPLIT_SIZES[name]
         assert split.overall["example_count"] == size
@@ -124,6 +127,11 @@ def test_second_run_is_compared_with_the_first_as_baseline(second_run):
     assert comparison.value == pytest.approx(0.0, abs=1e-9)
     assert judged.baseline_overall["accuracy"] == pytest.approx(judged.overall["accuracy"])
     assert second.blessed is True
+    # The golden gate compared it with the stable model (the first push, the same model): the
+    # overall accuracy and each class's recall, every change 0.
+    assert second.golden_status == "passed" and second.golden_baseline_uri == first.model_uri
+    assert len(second.golden.checks) == 1 + features.NUM_CLASSES
+    assert all(check.passed and check.value == pytest.approx(0.0, abs=1e-9) for check in second.golden.checks)
 
 
 def _fail_rules(evaluation) -> set[str]:
@@ -140,6 +148,12 @@ def test_weak_model_with_no_baseline_is_not_blessed_and_nothing_is_pushed(tmp_pa
     assert weak.judged.validation_ok is False and weak.judged.failures
     assert weak.serving_validation["reason"] == NOT_EVALUATED  # never served: no time spent on it
     assert _pushed_versions(config) == []
+    # Only floors failed (no baseline to compare with): the model is not served, the span's data
+    # is kept for the windows that follow.
+    assert local_runner.record_verdict(config, None) == "accepted"
+    (verdict,) = span_verdicts.span_verdicts(config.metadata_path, config.pipeline_name).values()
+    assert verdict.reason.startswith("kept for training; its model missed the blessing floors (")
+    assert "accuracy 0." in verdict.reason and verdict.reason.endswith("), not pushed")
     report = cli.main(["report", "--pipeline-root", config.pipeline_root, "--mistakes", "8"])
     assert report == 0
     page = default_report_path(os.path.dirname(config.pipeline_root)).read_text()
@@ -196,8 +210,8 @@ def test_report_shows_the_latest_evaluation_with_baseline(second_run, tmp_path):
         assert image["src"].startswith("data:image/png;base64,"), "the page must be self-contained"
         decoded = Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1])))
         assert decoded.format == "PNG" and min(decoded.size) > 100 and image["alt"]
-    errors = round((1 - second_run["second"].splits[REPORTED_SPLIT].overall["accuracy"]) * 300)
-    assert f"{errors} of 300 test images are misclassified" in text
+    errors = round((1 - second_run["second"].splits[REPORTED_SPLIT].overall["accuracy"]) * 150)
+    assert f"{errors} of 150 test images are misclassified" in text
 
 
 def test_report_renders_in_a_headless_browser(second_run, tmp_path, screenshot):

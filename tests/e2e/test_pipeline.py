@@ -26,7 +26,8 @@ from tfx_pipeline import console, metadata
 EXPECTED_COMPONENTS = {
     "ExampleGen", "TestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
     "previous_span_resolver", "DriftGate", "span_window_resolver", "Transform", "Trainer",
-    "latest_blessed_model_resolver", "Evaluator", "TestEvaluator", "ServingValidator", "Pusher",
+    "latest_blessed_model_resolver", "stable_model_resolver", "Evaluator", "GoldenEvaluator", "BlessingGate",
+    "TestEvaluator", "ServingValidator", "Pusher",
     "UnlabelledExampleGen", "BulkInferrer",  # the good run also labels images (--bulk-inference-input)
 }
 
@@ -72,10 +73,12 @@ def test_example_splits_have_the_configured_sizes(good_run):
     (test_examples,) = _outputs(good_run, "TestExampleGen", "examples")
     assert examples.custom_properties["span"].int_value == 1  # the sample's train files, landed as span 1
     counts = {}
-    for uri, split in ((examples.uri, "train"), (examples.uri, "eval"), (test_examples.uri, "test")):
+    for uri, split in ((examples.uri, "train"), (examples.uri, "eval"), (test_examples.uri, "golden"),
+                       (test_examples.uri, "test")):
         files = tf.io.gfile.glob(f"{uri}/Split-{split}/*")
         counts[split] = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
-    assert counts == {"train": 800, "eval": 200, "test": 300}
+    # The official test split's 300: half the golden set (--golden-share 0.5), half reported.
+    assert counts == {"train": 800, "eval": 200, "golden": 150, "test": 150}
 
 
 def test_pushed_model_returns_probabilities_for_a_test_image(good_run, sample_dir):
@@ -188,7 +191,9 @@ def test_rerun_on_the_same_span_reuses_the_data_and_warm_starts_from_the_first_m
     drop = report.judged.baseline_overall["accuracy"] - report.judged.overall["accuracy"]
     if drop > good_run.thresholds.max_accuracy_drop + 1e-9:
         assert not validation.validation_ok, validation
-    assert report.blessed == validation.validation_ok
+    # The blessing is the eval hold-out's verdict and the golden gate's (vs stable: the first model).
+    assert report.golden_status in ("passed", "failed") and report.golden_baseline_uri == first_model.uri
+    assert report.blessed == (validation.validation_ok and report.golden_status == "passed")
     # A pushed retrain is released as the canary beside the first model, which stays stable.
     versions = sorted(int(v) for v in os.listdir(good_run.serving_model_dir))
     assert _release(good_run) == ((stable, versions[-1]) if report.blessed else (stable, None))
