@@ -193,7 +193,8 @@ def exclusive(directory: Path) -> Iterator[None]:
 
 def run(config: PipelineConfig, verbose: bool = True) -> None:
     """Runs the pipeline with LocalDagRunner and SQLite ML Metadata; raises if a component fails.
-    Progress lines go to the console, the full log to <output>/logs/pipeline.log."""
+    Records the span's verdict (record_verdict) and releases a push as the canary. Progress lines
+    go to the console, the full log to <output>/logs/pipeline.log."""
     tf_env.configure(verbose)
     from tfx import v1 as tfx
 
@@ -204,13 +205,18 @@ def run(config: PipelineConfig, verbose: bool = True) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     land_first_span(config)
     components = create_components(config)
-    with progress.attach(total=len(components), log_file=str(log_file), verbose=verbose):
-        tfx.orchestration.LocalDagRunner().run(create_pipeline(
-            config,
-            metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-                config.metadata_path),
-            components=components,
-        ))
+    try:
+        with progress.attach(total=len(components), log_file=str(log_file), verbose=verbose):
+            tfx.orchestration.LocalDagRunner().run(create_pipeline(
+                config,
+                metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+                    config.metadata_path),
+                components=components,
+            ))
+    except Exception as err:  # a gate's stop is a verdict too; then the failure goes on up
+        record_verdict(config, err)
+        raise
+    record_verdict(config, None)
     note = release_pushed(config)
     if note:
         print(f"release: {note}", flush=True)
@@ -377,12 +383,7 @@ def run_quietly(config: PipelineConfig, verbose: bool, then: Callable[[], None] 
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with progress.quiet_console(log_file, enabled=not verbose):
         try:
-            try:
-                run(config, verbose=verbose)
-            except Exception as err:
-                record_verdict(config, err)
-                raise
-            record_verdict(config, None)
+            run(config, verbose=verbose)
             if then is not None:
                 then()
         except Exception as err:  # the traceback goes to the log; the console gets the message

@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cli import watch
     from reports.spans import SpanRun, span_run
+    from serving.release import FileRelease
     from tfx_pipeline import metadata
 
     work = args.output_dir.resolve()
@@ -181,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                     [sys.executable, __file__, "--load-only", rest, f"127.0.0.1:{grpc_port}", str(args.data_dir),
                      str(args.rate), str(stop_file), str(load_file)], cwd=REPO)
             canary_s = None
-            if summary.pushed_version and server is not None and number > 1:
+            release = FileRelease(str(local_runner.release_config_file(config)))
+            if summary.pushed_version and server is not None and (
+                    str(release.status().canary) == summary.pushed_version):  # the first push is stable directly
                 pushed = int(summary.pushed_version)
                 canary_s = wait_for(lambda v=pushed: answering(rest, "canary") == v)
             decided_at = time.monotonic()

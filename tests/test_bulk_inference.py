@@ -98,7 +98,7 @@ def test_bulk_inferrer_labels_the_unlabelled_examples_with_the_blessed_candidate
     assert examples.exec_properties["input_base"] == str(unlabelled_dir)
     assert inferrer.inputs["examples"].producer_component_id == "UnlabelledExampleGen"
     assert inferrer.inputs["model"].producer_component_id == "Trainer"
-    assert inferrer.inputs["model_blessing"].producer_component_id == "Evaluator"
+    assert inferrer.inputs["model_blessing"].producer_component_id == "BlessingGate"  # eval and golden gate
     assert json.loads(inferrer.exec_properties["model_spec"])["model_signature_name"] == [features.CLASSIFY_SIGNATURE]
     assert json.loads(inferrer.exec_properties["data_spec"])["example_splits"] == [dataset.UNLABELLED]
     assert "inference_result" in inferrer.outputs

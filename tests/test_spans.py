@@ -19,11 +19,11 @@ from modules import model as model_lib
 from modules import warm_start
 from modules.config import TrainingConfig
 from reports.spans import SpanRun
-from tfx_pipeline import span_verdicts, span_window
+from tfx_pipeline import metadata, span_verdicts, span_window
 from tfx_pipeline.components import blessing_gate
 from tfx_pipeline.components import raw_example_gen as reg
 from tfx_pipeline.components.drift_gate import SPAN, Distance, SpanStatistics, drift_distances
-from tfx_pipeline.span_window import AcceptedSpanWindow, LatestTrainableSpanStatistics, newest_spans
+from tfx_pipeline.span_window import AcceptedSpanWindow, newest_spans
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = tfdv.load_schema_text(str(REPO / "schema" / "schema.pbtxt"))
@@ -152,39 +152,77 @@ def _examples(artifact_id: int, span: int, version: int = 0):
     return artifact
 
 
-def _judged(artifact, verdict: str | None):
-    if verdict is not None:
-        artifact.set_string_custom_property(span_verdicts.VERDICT, verdict)
-    return artifact
+def _verdicts(**by_span: str) -> dict[int, span_verdicts.Verdict]:
+    return {int(span[1:]): span_verdicts.Verdict(int(span[1:]), verdict, "why", "who", 0.0)
+            for span, verdict in by_span.items()}
 
 
 def test_the_window_holds_this_span_and_the_newest_trainable_ones_once_each():
-    examples = [_judged(_examples(1, 1), "accepted"), _judged(_examples(2, 2), "released"),
-                _judged(_examples(3, 3), "rejected"), _judged(_examples(4, 4), "accepted"),
-                _judged(_examples(5, 2, version=1), "accepted"), _judged(_examples(6, 5), "quarantined"),
-                _judged(_examples(7, 6), "drifted"), _examples(8, 7), _examples(9, 8)]
-    assert span_window.trainable_spans(examples) == {1, 2, 4}
+    examples = [_examples(1, 1), _examples(2, 2), _examples(3, 3), _examples(4, 4), _examples(5, 2, version=1),
+                _examples(6, 5), _examples(7, 6), _examples(8, 7), _examples(9, 8)]
+    verdicts = _verdicts(s1="accepted", s2="released", s3="rejected", s4="accepted", s5="quarantined", s6="drifted")
+    trainable = span_window.trainable_spans(verdicts)
+    assert trainable == {1, 2, 4}
     # Span 8 is this run's (no verdict yet); 3, 5 and 6 were judged out, 7's run never finished.
-    window = newest_spans(examples, current=8, num_spans=3)
+    window = newest_spans(examples, current=8, trainable=trainable, num_spans=3)
     assert [(a.get_int_custom_property(SPAN), a.id) for a in window] == [(2, 5), (4, 4), (8, 9)]
-    assert [a.id for a in newest_spans(examples, current=8, num_spans=1)] == [9]
-    assert newest_spans([_judged(_examples(1, 1), "rejected")], current=None, num_spans=3) == []
+    assert [a.id for a in newest_spans(examples, current=8, trainable=trainable, num_spans=1)] == [9]
+    assert newest_spans(examples[:1], current=None, trainable=set(), num_spans=3) == []
     with pytest.raises(ValueError, match="at least one span"):
         AcceptedSpanWindow(num_spans=0)
 
 
 def test_the_drift_baseline_is_the_newest_trainable_spans_statistics():
-    examples = [_judged(_examples(1, 1), "accepted"), _judged(_examples(2, 2), "rejected"), _examples(3, 3)]
     statistics = []
     for artifact_id, span in ((11, 1), (12, 2), (13, 3)):
         stats = SpanStatistics()
         stats.id = artifact_id
         stats.set_int_custom_property(SPAN, span)
         statistics.append(stats)
-    resolved = LatestTrainableSpanStatistics().resolve_artifacts(None, {"examples": examples, "previous": statistics})
-    assert [a.id for a in resolved["previous"]] == [11]
-    assert LatestTrainableSpanStatistics().resolve_artifacts(None, {"examples": [], "previous": statistics})[
-        "previous"] == []
+    trainable = span_window.trainable_spans(_verdicts(s1="accepted", s2="rejected"))
+    assert [a.id for a in span_window.latest_trainable(statistics, trainable)] == [11]
+    assert span_window.latest_trainable(statistics, set()) == []
+
+
+def test_verdicts_are_recorded_beside_the_examples_never_on_them(tmp_path):
+    """A verdict is its own artifact: the Examples keep their bytes, so TFX's cache (which hashes
+    input artifacts whole) still reuses every step downstream of an unchanged span."""
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    path = str(tmp_path / "metadata.sqlite")
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = path
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+    store = metadata_store.MetadataStore(config)
+    examples_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name="Examples"))
+    node_type = store.put_context_type(metadata_store_pb2.ContextType(name="node"))
+    pipeline_type = store.put_context_type(metadata_store_pb2.ContextType(name="pipeline"))
+    node = metadata_store_pb2.Context(type_id=node_type, name="p.ExampleGen")
+    pipeline = metadata_store_pb2.Context(type_id=pipeline_type, name="p")
+    [node.id, pipeline.id] = store.put_contexts([node, pipeline])
+    examples = metadata_store_pb2.Artifact(type_id=examples_type, uri="/x")
+    examples.custom_properties[SPAN].int_value = 3
+    [examples.id] = store.put_artifacts([examples])
+    store.put_attributions_and_associations([metadata_store_pb2.Attribution(artifact_id=examples.id,
+                                                                             context_id=node.id)], [])
+    before = store.get_artifacts_by_id([examples.id])[0].SerializeToString(deterministic=True)
+
+    span_verdicts.record(path, "p", 3, "rejected", "golden gate failed", by="loop")
+    made = span_verdicts.record(path, "p", 3, "released", "  relabelled,\nchecked ", by="qa",
+                                allowed_from=["rejected"])
+    assert (made.verdict, made.reason, made.by) == ("released", "relabelled, checked", "qa")
+    assert span_verdicts.span_verdicts(path, "p")[3].verdict == "released"
+    assert [v.verdict for v in span_verdicts.history(path, "p")] == ["rejected", "released"]
+    assert span_verdicts.span_verdicts(path, "other") == {}
+    reopened = metadata.open_store(path)
+    assert reopened.get_artifacts_by_id([examples.id])[0].SerializeToString(deterministic=True) == before
+    with pytest.raises(span_verdicts.VerdictError, match="span 3 is released; only a span that is rejected"):
+        span_verdicts.record(path, "p", 3, "released", "again", allowed_from=["rejected"])
+    with pytest.raises(span_verdicts.VerdictError, match="span 4 was never ingested"):
+        span_verdicts.record(path, "p", 4, "quarantined", "x")
+    with pytest.raises(span_verdicts.VerdictError, match="a verdict needs a reason"):
+        span_verdicts.record(path, "p", 3, "quarantined", "  ")
 
 
 @pytest.mark.parametrize(("evaluated", "golden", "blessed", "status"), [

@@ -97,10 +97,9 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     )
     anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
 
-    ingested = tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples, producer_component_id=EXAMPLE_GEN_ID,
-                               output_key="examples")  # every span ingested, with its verdict
     if config.vertex is None:
-        previous_span = tfx.dsl.Resolver(strategy_class=LatestTrainableSpanStatistics, examples=ingested,
+        previous_span = tfx.dsl.Resolver(strategy_class=LatestTrainableSpanStatistics,
+                                         config={"pipeline_name": config.pipeline_name},
                                          previous=tfx.dsl.Channel(type=SpanStatistics))
     else:  # see tfx_pipeline.span_window: Vertex compiles no such resolver
         previous_span = tfx.dsl.Resolver(strategy_class=tfx.dsl.experimental.LatestArtifactStrategy,
@@ -116,8 +115,9 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
     if config.vertex is None:  # see tfx_pipeline.span_window: Vertex compiles no such resolver
         window = tfx.dsl.Resolver(
             strategy_class=AcceptedSpanWindow,
-            config={"num_spans": config.settings.window_spans},
-            examples=ingested,
+            config={"num_spans": config.settings.window_spans, "pipeline_name": config.pipeline_name},
+            examples=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Examples,
+                                     producer_component_id=EXAMPLE_GEN_ID, output_key="examples"),
         ).with_id("span_window_resolver")
         window.add_upstream_node(drift_gate)  # after this run's span was accepted
         training_examples = window.outputs["examples"]

@@ -1,7 +1,7 @@
 """Span verdicts: what the loop decided about each ingested span, kept in ML Metadata.
 
-Every span a run ingests ends with one verdict, a custom property of its Examples artifact(s)
-(so a resolver reads it with the artifacts it already has):
+Every span a run ingests ends with one verdict, an artifact of type VERDICT_TYPE in ML Metadata
+(span, verdict, reason, who, when as properties; the newest for a span counts):
 
     accepted     its run was blessed (eval hold-out and golden gate) and infra-blessed; or its
                  model missed only the absolute floors (not pushed: nothing shows the data did
@@ -18,8 +18,11 @@ Only `accepted` and `released` spans enter a rolling window (tfx_pipeline.span_w
 their statistics become the drift gate's baseline: a bad span never reaches a later model unless
 someone releases it. A span with no verdict (its run crashed) is not trained on either.
 
-Each change is also an execution of type VERDICT_EXECUTION_TYPE, with the Examples as its input
-and who/why/when as properties: the audit trail `fmnist spans history` prints.
+Each verdict artifact is the output of an execution of type VERDICT_EXECUTION_TYPE whose input
+is the span's Examples: lineage from the data to every decision about it, and the audit trail
+`fmnist spans history` prints. The Examples artifacts themselves are never modified: TFX's cache
+key hashes its input artifacts whole, so a property written on them would re-run every step
+downstream of an unchanged span.
 """
 
 from __future__ import annotations
@@ -51,13 +54,15 @@ VERDICTS: Final = (ACCEPTED, DRIFTED, ANOMALOUS, REJECTED, QUARANTINED, RELEASED
 TRAINABLE: Final = frozenset({ACCEPTED, RELEASED})  # what a window and the drift baseline take
 BY_HAND: Final = (QUARANTINED, RELEASED)
 
-# Custom properties of an Examples artifact (and of each verdict execution).
-VERDICT: Final = "span_verdict"
-REASON: Final = "span_verdict_reason"
-BY: Final = "span_verdict_by"
-AT: Final = "span_verdict_time"  # seconds since the epoch
-VERDICT_EXECUTION_TYPE: Final = "fmnist.SpanVerdict"
-_SPAN = "span"  # ExampleGen's custom property
+# Custom properties of a verdict artifact (and of its execution).
+VERDICT: Final = "verdict"
+REASON: Final = "reason"
+BY: Final = "by"
+AT: Final = "time"  # seconds since the epoch
+PIPELINE: Final = "pipeline"
+VERDICT_TYPE: Final = "fmnist.SpanVerdict"
+VERDICT_EXECUTION_TYPE: Final = "fmnist.SpanVerdictChange"
+_SPAN = "span"  # ExampleGen's custom property, and the verdict's
 
 
 class VerdictError(ValueError):
@@ -77,12 +82,6 @@ class Verdict:
         return self.verdict in TRAINABLE
 
 
-def verdict_of(artifact) -> str | None:
-    """The verdict property of an Examples artifact (a tfx Artifact or an MLMD proto), None if unset."""
-    properties = getattr(artifact, "mlmd_artifact", artifact).custom_properties
-    return properties[VERDICT].string_value if VERDICT in properties else None
-
-
 def _span(artifact: metadata_store_pb2.Artifact) -> int:
     return artifact.custom_properties[_SPAN].int_value
 
@@ -96,14 +95,24 @@ def _ingestions(store: metadata_store.MetadataStore, pipeline_name: str) -> list
     return sorted(artifacts, key=lambda a: a.id)
 
 
+def _verdict_artifacts(store: metadata_store.MetadataStore, pipeline_name: str | None) -> list:
+    """Every verdict recorded (for `pipeline_name`, or any pipeline), oldest first."""
+    try:
+        found = store.get_artifacts_by_type(VERDICT_TYPE)
+    except errors.NotFoundError:  # the type does not exist before the first verdict
+        return []
+    mine = [a for a in found if pipeline_name is None or a.custom_properties[PIPELINE].string_value == pipeline_name]
+    return sorted(mine, key=lambda a: a.id)
+
+
+def current_verdicts(store: metadata_store.MetadataStore, pipeline_name: str | None = None) -> dict[int, Verdict]:
+    """{span: its newest verdict}, read from an open store (what the resolver strategies use)."""
+    return {verdict.span: verdict for verdict in map(_read, _verdict_artifacts(store, pipeline_name))}
+
+
 def span_verdicts(metadata_path: str, pipeline_name: str) -> dict[int, Verdict]:
-    """{span: its current verdict} for every ingested span that has one (the newest ingestion's)."""
-    store = metadata.open_store(metadata_path)
-    found: dict[int, Verdict] = {}
-    for artifact in _ingestions(store, pipeline_name):
-        if VERDICT in artifact.custom_properties:
-            found[_span(artifact)] = _read(artifact)
-    return found
+    """{span: its current verdict} for every span that has one."""
+    return current_verdicts(metadata.open_store(metadata_path), pipeline_name)
 
 
 def ingested_spans(metadata_path: str, pipeline_name: str) -> set[int]:
@@ -119,21 +128,14 @@ def _read(item) -> Verdict:
 
 def history(metadata_path: str, pipeline_name: str) -> list[Verdict]:
     """Every verdict ever recorded for this pipeline's spans, oldest first."""
-    store = metadata.open_store(metadata_path)
-    try:
-        executions = store.get_executions_by_type(VERDICT_EXECUTION_TYPE)
-    except errors.NotFoundError:  # the type does not exist before the first verdict
-        return []
-    pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
-    mine = set() if pipeline is None else {e.id for e in store.get_executions_by_context(pipeline.id)}
-    return [_read(e) for e in sorted(executions, key=lambda e: e.id) if e.id in mine]
+    return [_read(a) for a in _verdict_artifacts(metadata.open_store(metadata_path), pipeline_name)]
 
 
 def record(metadata_path: str, pipeline_name: str, span: int, verdict: str, reason: str, by: str | None = None,
-           allowed_from: Iterable[str] | None = None) -> Verdict:
-    """Sets `span`'s verdict (on each of its Examples artifacts) and appends an audit execution.
-    `allowed_from`: the verdicts the span may have now (None: any, or none yet); anything else is
-    a VerdictError and nothing is written. Returns the verdict recorded."""
+           allowed_from: Iterable[str | None] | None = None) -> Verdict:
+    """Records `span`'s new verdict (an artifact, output of an audit execution reading the span's
+    newest Examples). `allowed_from`: the verdicts the span may have now (None: any, or none yet);
+    anything else is a VerdictError and nothing is written. Returns the verdict recorded."""
     if verdict not in VERDICTS:
         raise VerdictError(f"unknown verdict {verdict!r} (one of {', '.join(VERDICTS)})")
     reason = " ".join(reason.split())
@@ -143,37 +145,43 @@ def record(metadata_path: str, pipeline_name: str, span: int, verdict: str, reas
     ingestions = [a for a in _ingestions(store, pipeline_name) if _span(a) == span]
     if not ingestions:
         raise VerdictError(f"span {span} was never ingested by pipeline {pipeline_name!r} ({metadata_path})")
-    current = verdict_of(ingestions[-1])
+    now = current_verdicts(store, pipeline_name).get(span)
+    current = now.verdict if now else None
     if allowed_from is not None and current not in set(allowed_from):
         raise VerdictError(f"span {span} is {current or 'without a verdict'}; only a span that is "
-                           f"{' or '.join(allowed_from)} can become {verdict}")
+                           f"{' or '.join(v for v in allowed_from if v)} can become {verdict}")
     made = Verdict(span, verdict, reason, by or f"{getpass.getuser()} (fmnist)", time.time())
-    for artifact in ingestions:
-        _set(artifact, made)
-    store.put_artifacts(ingestions)
-    _append_execution(store, pipeline_name, ingestions[-1], made)
+    _append(store, pipeline_name, ingestions[-1], made)
     return made
 
 
-def _set(item, made: Verdict) -> None:
+def _set(item, made: Verdict, pipeline_name: str) -> None:
     props = item.custom_properties
+    props[_SPAN].int_value = made.span
     props[VERDICT].string_value = made.verdict
     props[REASON].string_value = made.reason
     props[BY].string_value = made.by
     props[AT].double_value = made.at
+    props[PIPELINE].string_value = pipeline_name
 
 
-def _append_execution(store: metadata_store.MetadataStore, pipeline_name: str,
-                      examples: metadata_store_pb2.Artifact, made: Verdict) -> None:
-    type_id = store.put_execution_type(metadata_store_pb2.ExecutionType(name=VERDICT_EXECUTION_TYPE))
-    execution = metadata_store_pb2.Execution(type_id=type_id, last_known_state=metadata_store_pb2.Execution.COMPLETE)
-    execution.custom_properties[_SPAN].int_value = made.span
-    _set(execution, made)
-    event = metadata_store_pb2.Event(artifact_id=examples.id, type=metadata_store_pb2.Event.INPUT)
-    event.path.steps.add().key = "examples"
+def _append(store: metadata_store.MetadataStore, pipeline_name: str,
+            examples: metadata_store_pb2.Artifact, made: Verdict) -> None:
+    artifact_type = store.put_artifact_type(metadata_store_pb2.ArtifactType(name=VERDICT_TYPE))
+    execution_type = store.put_execution_type(metadata_store_pb2.ExecutionType(name=VERDICT_EXECUTION_TYPE))
+    artifact = metadata_store_pb2.Artifact(type_id=artifact_type, state=metadata_store_pb2.Artifact.LIVE)
+    _set(artifact, made, pipeline_name)
+    execution = metadata_store_pb2.Execution(type_id=execution_type,
+                                             last_known_state=metadata_store_pb2.Execution.COMPLETE)
+    _set(execution, made, pipeline_name)
+    read = metadata_store_pb2.Event(artifact_id=examples.id, type=metadata_store_pb2.Event.INPUT)
+    read.path.steps.add().key = "examples"
+    wrote = metadata_store_pb2.Event(type=metadata_store_pb2.Event.OUTPUT)
+    wrote.path.steps.add().key = "verdict"
     pipeline = store.get_context_by_type_and_name("pipeline", pipeline_name)
     contexts = [pipeline] if pipeline is not None else []
-    store.put_execution(execution, [(examples, event)], contexts, reuse_context_if_already_exist=True)
+    store.put_execution(execution, [(examples, read), (artifact, wrote)], contexts,
+                        reuse_context_if_already_exist=True)
 
 
 # -- the verdict of a finished run ------------------------------------------------------------------

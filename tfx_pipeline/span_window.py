@@ -19,6 +19,7 @@ latest blessed model.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import ml_metadata as mlmd
 from tfx import types
@@ -26,21 +27,16 @@ from tfx.components.example_gen import utils as example_gen_utils
 from tfx.dsl.components.common import resolver
 
 from tfx_pipeline.components.drift_gate import SPAN, SpanStatistics, span_of
-from tfx_pipeline.span_verdicts import TRAINABLE, verdict_of
+from tfx_pipeline.span_verdicts import Verdict, current_verdicts
 
 EXAMPLES_KEY = "examples"
 STATISTICS_KEY = "previous"
 MODEL_KEY, BLESSING_KEY, PUSHED_KEY = "model", "model_blessing", "pushed_model"
 
 
-def trainable_spans(examples: list[types.Artifact]) -> set[int]:
-    """Spans whose newest verdict (on any of their ingestions) is accepted or released."""
-    verdicts: dict[int, tuple[int, str]] = {}
-    for artifact in examples:
-        verdict = verdict_of(artifact)
-        if verdict is not None and verdicts.get(span_of(artifact), (-1, ""))[0] < artifact.id:
-            verdicts[span_of(artifact)] = (artifact.id, verdict)
-    return {span for span, (_, verdict) in verdicts.items() if verdict in TRAINABLE}
+def trainable_spans(verdicts: Mapping[int, Verdict]) -> set[int]:
+    """Spans whose current verdict is accepted or released."""
+    return {span for span, verdict in verdicts.items() if verdict.trainable}
 
 
 def current_span(store: mlmd.MetadataStore) -> int | None:
@@ -49,15 +45,16 @@ def current_span(store: mlmd.MetadataStore) -> int | None:
     return max(accepted, key=lambda a: a.id).custom_properties[SPAN].int_value if accepted else None
 
 
-def newest_spans(examples: list[types.Artifact], current: int | None, num_spans: int) -> list[types.Artifact]:
-    """The newest ingestion of `current` and of the newest `num_spans` - 1 other trainable spans,
-    oldest span first."""
+def newest_spans(examples: list[types.Artifact], current: int | None, trainable: set[int],
+                 num_spans: int) -> list[types.Artifact]:
+    """The newest ingestion of `current` and of the newest `num_spans` - 1 other `trainable`
+    spans, oldest span first."""
     by_span: dict[int, types.Artifact] = {}
 
     def order(artifact: types.Artifact) -> tuple[int, int, int]:  # span, then re-ingestions of it
         return span_of(artifact), artifact.get_int_custom_property(example_gen_utils.VERSION_PROPERTY_NAME), artifact.id
 
-    earlier = trainable_spans(examples) - {current}
+    earlier = trainable - {current}
     for artifact in sorted(examples, key=order):
         if span_of(artifact) in earlier or span_of(artifact) == current:
             by_span[span_of(artifact)] = artifact
@@ -67,30 +64,39 @@ def newest_spans(examples: list[types.Artifact], current: int | None, num_spans:
 
 
 class AcceptedSpanWindow(resolver.ResolverStrategy):
-    """Resolves `examples` to this run's span and the newest `num_spans` - 1 trainable spans
-    (None when there is none)."""
+    """Resolves `examples` to this run's span and the newest `num_spans` - 1 trainable spans of
+    `pipeline_name` (None when there is none)."""
 
-    def __init__(self, num_spans: int):
+    def __init__(self, num_spans: int, pipeline_name: str | None = None):
         if num_spans < 1:
             raise ValueError(f"the rolling window needs at least one span, got {num_spans}")
         self._num_spans = num_spans
+        self._pipeline_name = pipeline_name
 
     def resolve_artifacts(self, store: mlmd.MetadataStore,
                           input_dict: dict[str, list[types.Artifact]]) -> dict[str, list[types.Artifact]] | None:
-        window = newest_spans(input_dict.get(EXAMPLES_KEY, []), current_span(store), self._num_spans)
+        trainable = trainable_spans(current_verdicts(store, self._pipeline_name))
+        window = newest_spans(input_dict.get(EXAMPLES_KEY, []), current_span(store), trainable, self._num_spans)
         return {EXAMPLES_KEY: window} if window else None
 
 
+def latest_trainable(statistics: list[types.Artifact], trainable: set[int]) -> list[types.Artifact]:
+    """The SpanStatistics of the newest trainable span ([] when there is none)."""
+    candidates = [a for a in statistics if span_of(a) in trainable]
+    return [max(candidates, key=lambda a: (span_of(a), a.id))] if candidates else []
+
+
 class LatestTrainableSpanStatistics(resolver.ResolverStrategy):
-    """Resolves `previous` to the SpanStatistics of the newest trainable span (nothing when there
-    is none yet: the first span passes on the schema alone). `examples` carries the verdicts."""
+    """Resolves `previous` to the SpanStatistics of the newest trainable span of `pipeline_name`
+    (nothing when there is none yet: the first span passes on the schema alone)."""
+
+    def __init__(self, pipeline_name: str | None = None):
+        self._pipeline_name = pipeline_name
 
     def resolve_artifacts(self, store: mlmd.MetadataStore,
                           input_dict: dict[str, list[types.Artifact]]) -> dict[str, list[types.Artifact]]:
-        trainable = trainable_spans(input_dict.get(EXAMPLES_KEY, []))
-        candidates = [a for a in input_dict.get(STATISTICS_KEY, []) if span_of(a) in trainable]
-        # A resolver's outputs are its inputs' keys: `examples` passes through, unused downstream.
-        return {**input_dict, STATISTICS_KEY: [max(candidates, key=lambda a: (span_of(a), a.id))] if candidates else []}
+        trainable = trainable_spans(current_verdicts(store, self._pipeline_name))
+        return {STATISTICS_KEY: latest_trainable(input_dict.get(STATISTICS_KEY, []), trainable)}
 
 
 def stable_version(release_file: str) -> int | None:

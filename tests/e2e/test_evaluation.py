@@ -150,8 +150,8 @@ def test_weak_model_with_no_baseline_is_not_blessed_and_nothing_is_pushed(tmp_pa
     assert _pushed_versions(config) == []
     # Only floors failed (no baseline to compare with): the model is not served, the span's data
     # is kept for the windows that follow.
-    assert local_runner.record_verdict(config, None) == "accepted"
     (verdict,) = span_verdicts.span_verdicts(config.metadata_path, config.pipeline_name).values()
+    assert verdict.verdict == "accepted" and verdict.by == "pipeline run"
     assert verdict.reason.startswith("kept for training; its model missed the blessing floors (")
     assert "accuracy 0." in verdict.reason and verdict.reason.endswith("), not pushed")
     report = cli.main(["report", "--pipeline-root", config.pipeline_root, "--mistakes", "8"])
