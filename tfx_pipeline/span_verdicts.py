@@ -37,6 +37,7 @@ from ml_metadata import errors, metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
 from tfx_pipeline import metadata
+from tfx_pipeline.components import blessing_gate
 from tfx_pipeline.config import (
     BLESSING_GATE_ID,
     EVALUATOR_ID,
@@ -52,7 +53,6 @@ QUARANTINED: Final = "quarantined"
 RELEASED: Final = "released"
 VERDICTS: Final = (ACCEPTED, DRIFTED, ANOMALOUS, REJECTED, QUARANTINED, RELEASED)
 TRAINABLE: Final = frozenset({ACCEPTED, RELEASED})  # what a window and the drift baseline take
-BY_HAND: Final = (QUARANTINED, RELEASED)
 
 # Custom properties of a verdict artifact (and of its execution).
 VERDICT: Final = "verdict"
@@ -201,9 +201,10 @@ def run_verdict(metadata_path: str, pipeline_name: str, run_id: str, stopped_by:
     if gate is None:
         return None
     (blessing,) = gate.artifacts["blessing"]
-    if blessing.custom_properties["blessed"].int_value != 1:
-        if blessing.custom_properties["golden"].string_value == "failed":
-            return span, REJECTED, f"not blessed: {blessing.custom_properties['reason'].string_value}"
+    if not blessing_gate.blessing_state(blessing):
+        props = blessing.custom_properties
+        if props[blessing_gate.GOLDEN_KEY].string_value == blessing_gate.GOLDEN_FAILED:
+            return span, REJECTED, f"not blessed: {props[blessing_gate.REASON_KEY].string_value}"
         compared, floors = _evaluator_failures(metadata_path, pipeline_name, run_id)
         if compared:
             return span, REJECTED, f"not blessed: worse than the latest blessed model on its eval hold-out ({compared})"
