@@ -195,11 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             promoted_s = None
             if decision and " promoted " in decision:
                 pushed = int(summary.pushed_version)
-                promoted_s = wait_for(lambda v=pushed: answering(rest) == v)
+                promoted_s = wait_for(lambda v=pushed: answering(rest, "stable") == v)
             if number == len(sources):
                 timing = {"land": land_s, "run": run_s, "steps": steps, "canary answering": canary_s,
                           "bake + decision": decide_s, "promoted answering": promoted_s}
-            rows.append([label, summary, decision, answering(rest) if server else None])
+            rows.append([label, summary, decision, answering(rest, "stable") if server else None])
     finally:
         stop_file.touch()
         if load_process is not None:
