@@ -108,30 +108,22 @@ def release_step(config: PipelineConfig, options: AutoReleaseSettings) -> str | 
     from serving.release import FileRelease
 
     release = FileRelease(str(local_runner.release_config_file(config)), base_path=config.serving_model_dir)
-    if not release.config_file or not Path(release.config_file).exists() or release.status().canary is None:
+    if not Path(release.config_file).exists() or release.status().canary is None:
         return None
     decision = analysis.auto_release(release, options.server, options.policy(), options.bake(),
                                      actor="fmnist watch", on_inconclusive=options.on_inconclusive)
     line = decision.line()
     if decision.action == analysis.ROLLED_BACK:
-        span = _span_of_version(config, decision.canary)
-        if span is not None:
-            from tfx_pipeline import span_verdicts
+        from tfx_pipeline import span_verdicts
 
+        span = span_verdicts.span_of_pushed_version(config.metadata_path, config.pipeline_name, decision.canary)
+        if span is not None:
             failed = ", ".join(f"{c.name} {c.verdict}" for c in decision.checks if c.verdict == analysis.FAIL)
             span_verdicts.record(config.metadata_path, config.pipeline_name, span, span_verdicts.REJECTED,
                                  f"canary {decision.canary} rolled back: {failed or decision.note}",
                                  by="fmnist watch (canary analysis)")
             line += f"; span {span} rejected"
     return line
-
-
-def _span_of_version(config: PipelineConfig, version) -> int | None:
-    """The span whose run pushed `version` (None when no run of this pipeline did)."""
-    from reports.spans import span_table
-
-    return next((span for span, run in span_table(config.metadata_path, config.pipeline_name).items()
-                 if run.pushed_version == str(version)), None)
 
 
 def watch(config: PipelineConfig, interval: float, once: bool, verbose: bool = False,

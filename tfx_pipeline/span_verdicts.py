@@ -42,6 +42,7 @@ from tfx_pipeline.config import (
     BLESSING_GATE_ID,
     EVALUATOR_ID,
     EXAMPLE_GEN_ID,
+    PUSHER_ID,
     SERVING_VALIDATOR_ID,
 )
 
@@ -182,6 +183,18 @@ def _append(store: metadata_store.MetadataStore, pipeline_name: str,
     contexts = [pipeline] if pipeline is not None else []
     store.put_execution(execution, [(examples, read), (artifact, wrote)], contexts,
                         reuse_context_if_already_exist=True)
+
+
+def span_of_pushed_version(metadata_path: str, pipeline_name: str, version: int | str) -> int | None:
+    """The span ingested by the run whose Pusher pushed `version` (None when no run of this
+    pipeline did): lineage through the run context, no evaluation read."""
+    store = metadata.open_store(metadata_path)
+    for pushed in metadata.all_outputs(metadata_path, pipeline_name, PUSHER_ID, "pushed_model"):
+        if pushed.custom_properties["pushed_version"].string_value == str(version):
+            run_id = metadata.producing_run(store, pushed)
+            gen = metadata.latest_execution_outputs(metadata_path, pipeline_name, EXAMPLE_GEN_ID, run_id=run_id)
+            return _span(gen.artifacts["examples"][0]) if gen else None
+    return None
 
 
 # -- the verdict of a finished run ------------------------------------------------------------------
