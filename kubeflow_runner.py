@@ -45,6 +45,9 @@ class VertexRunSettings:
 SETTINGS = (PipelineSettings, VertexConfig, VertexRunSettings)
 
 
+TFX_DAG = "tfx-dag"  # the sub-DAG TFX puts every task in when the pipeline has an exit handler
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags generated from the setting declarations (each also an FMNIST_* variable and YAML key)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -87,36 +90,35 @@ def compile_pipeline(config: PipelineConfig, output: Path) -> Path:
     tf_env.configure()
     from tfx import v1 as tfx
 
-    from tfx_pipeline.pipeline import create_components, create_pipeline
+    from tfx_pipeline.pipeline import create_components, create_pipeline, vertex_exit_handler
 
     components = create_components(config, schema_dir=f"{IMAGE_WORKDIR}/schema")
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=config.vertex.image),
         output_filename=str(output),
     )
+    runner.set_exit_handler(vertex_exit_handler(config))  # records the span's verdict, whatever the run did
     runner.run(create_pipeline(config, components=components), write_out=True)
     pipeline = json.loads(output.read_text())
-    output.write_text(json.dumps(query_custom_types_by_title(pipeline), indent=2, sort_keys=True))
+    output.write_text(json.dumps(forward_parameters_to_tfx_dag(pipeline), indent=2, sort_keys=True))
     return output
 
 
-def query_custom_types_by_title(pipeline: dict) -> dict:
-    """Points each resolver query for a project artifact type (fmnist.*) at that type.
+def forward_parameters_to_tfx_dag(pipeline: dict) -> dict:
+    """Passes the pipeline's runtime parameters (range_config) into the `tfx-dag` sub-DAG.
 
-    TFX 1.16's Vertex compiler queries every non-TFX type as `schema_title="tfx.Artifact"`
-    (kubeflow/v2/compiler_utils.get_artifact_title) while it records the type's own name as the
-    artifact's schema title (get_artifact_schema), so the drift gate's previous-span resolver
-    would never find a SpanStatistics artifact and every span would pass unchecked."""
+    With an exit handler, TFX 1.16's Vertex compiler moves every task into a sub-DAG component
+    `tfx-dag` but declares the runtime parameters on the root only (kubeflow/v2/pipeline_builder.py,
+    build()), so ExampleGen's `componentInputParameter: range_config` would name a parameter its
+    DAG does not have. KFP's IR passes it down as an input of the sub-DAG and of the task that runs it."""
     spec = pipeline["pipelineSpec"]
-    for component in spec["components"].values():
-        executor = spec["deploymentSpec"]["executors"].get(component.get("executorLabel", ""), {})
-        queries = executor.get("resolver", {}).get("outputArtifactQueries", {})
-        for key, query in queries.items():
-            schema = component["outputDefinitions"]["artifacts"][key]["artifactType"].get("instanceSchema", "")
-            title = next((line.split(":", 1)[1].strip() for line in schema.splitlines() if line.startswith("title:")),
-                         None)
-            if title and not title.startswith("tfx."):
-                query["filter"] = query["filter"].replace('schema_title="tfx.Artifact"', f'schema_title="{title}"')
+    parameters = spec["root"].get("inputDefinitions", {}).get("parameters", {})
+    if TFX_DAG not in spec["components"] or not parameters:
+        return pipeline
+    spec["components"][TFX_DAG].setdefault("inputDefinitions", {})["parameters"] = dict(parameters)
+    task_inputs = spec["root"]["dag"]["tasks"][TFX_DAG].setdefault("inputs", {}).setdefault("parameters", {})
+    for name in parameters:
+        task_inputs[name] = {"componentInputParameter": name}
     return pipeline
 
 

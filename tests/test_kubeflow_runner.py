@@ -47,7 +47,10 @@ def compiled(tmp_path_factory):
 
 
 def _tasks(pipeline) -> dict:
-    return pipeline["pipelineSpec"]["root"]["dag"]["tasks"]
+    """Every task: the root's (the exit handler) and those of the `tfx-dag` sub-DAG it follows."""
+    spec = pipeline["pipelineSpec"]
+    inner = spec["components"].get(kubeflow_runner.TFX_DAG, {}).get("dag", {}).get("tasks", {})
+    return {**{k: v for k, v in spec["root"]["dag"]["tasks"].items() if k != kubeflow_runner.TFX_DAG}, **inner}
 
 
 def _parameter(pipeline, task: str, name: str) -> str:
@@ -63,14 +66,13 @@ def test_every_component_is_compiled_and_runs_in_the_project_image(compiled):
     tasks = set(_tasks(compiled))
     assert {"ExampleGen", "TestExampleGen", "StatisticsGen", "ImportSchemaGen", "ExampleValidator", "AnomaliesGate",
             "DriftGate", "Transform", "Trainer", "Evaluator", "GoldenEvaluator", "BlessingGate", "TestEvaluator",
-            "ServingValidator", "Pusher"} <= tasks
-    # No rolling-window resolver: the Vertex compiler has no span-range query (tfx_pipeline.span_window);
-    # the golden gate's baseline is the latest blessed model there (no release file to read).
+            "ServingValidator", "Pusher", "previous_span", "span_window", "span_verdict"} <= tasks
+    # No span resolver: the Vertex compiler has no custom-strategy query (tfx_pipeline.vertex_verdicts:
+    # steps read the verdicts instead); the golden gate's baseline is the latest blessed model there.
     assert {t for t in tasks if "resolver" in t} == {"latest_blessed_model_resolver-model-blessing-resolver",
                                                      "latest_blessed_model_resolver-model-resolver",
                                                      "stable_model_resolver-model-blessing-resolver",
-                                                     "stable_model_resolver-model-resolver",
-                                                     "previous_span_resolver"}
+                                                     "stable_model_resolver-model-resolver"}
     for task in tasks - {t for t in tasks if "resolver" in t}:
         container = _container(compiled, task)
         assert container["image"] == IMAGE, task
@@ -230,14 +232,35 @@ def test_the_span_is_a_runtime_parameter_of_example_gen_read_from_the_landing_pr
     assert (parsed.static_range.start_span_number, parsed.static_range.end_span_number) == (3, 3)
 
 
-def test_the_previous_span_resolver_queries_the_drift_gates_own_type(compiled):
-    executors = compiled["pipelineSpec"]["deploymentSpec"]["executors"]
-    (query,) = executors["previous_span_resolver_executor"]["resolver"]["outputArtifactQueries"].values()
-    assert query["filter"] == 'schema_title="fmnist.SpanStatistics" AND state=LIVE'
-    drift_inputs = _tasks(compiled)["DriftGate"]["inputs"]["artifacts"]
-    assert drift_inputs["previous"]["taskOutputArtifact"]["producerTask"] == "previous_span_resolver"
+def test_span_verdicts_drive_the_drift_baseline_and_the_window_on_vertex(compiled):
+    tasks = _tasks(compiled)
+    drift_inputs = tasks["DriftGate"]["inputs"]["artifacts"]
+    assert drift_inputs["previous"]["taskOutputArtifact"] == {"producerTask": "previous_span",
+                                                              "outputArtifactKey": "baseline_statistics"}
     assert drift_inputs["statistics"]["taskOutputArtifact"]["producerTask"] == "StatisticsGen"
-    assert "DriftGate" in _tasks(compiled)["Transform"]["dependentTasks"]
+    # The window merges this run's span with the trainable ones, after the drift gate accepted it.
+    assert "DriftGate" in tasks["span_window"]["dependentTasks"]
+    assert tasks["span_window"]["inputs"]["artifacts"]["examples"]["taskOutputArtifact"]["producerTask"] == "ExampleGen"
+    assert tasks["span_window"]["inputs"]["parameters"]["num_spans"]["runtimeValue"]["constantValue"]["intValue"] == "3"
+    assert tasks["Transform"]["inputs"]["artifacts"]["examples"]["taskOutputArtifact"] == {
+        "producerTask": "span_window", "outputArtifactKey": "window_examples"}
+    for task in ("previous_span", "span_window", "span_verdict"):
+        assert _parameter(compiled, task, "project") == "demo-proj"
+        assert _parameter(compiled, task, "pipeline_name") == "fashion-mnist"
+
+
+def test_the_exit_handler_records_every_runs_verdict_failed_or_not(compiled):
+    recorder = compiled["pipelineSpec"]["root"]["dag"]["tasks"]["span_verdict"]
+    assert recorder["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert recorder["inputs"]["parameters"]["final_status"] == {"taskFinalStatus": {"producerTask": "tfx-dag"}}
+    assert _container(compiled, "span_verdict")["image"] == IMAGE
+    # TFX puts the tasks in a sub-DAG but declares range_config on the root only: it is passed down.
+    spec = compiled["pipelineSpec"]
+    assert spec["components"]["tfx-dag"]["inputDefinitions"]["parameters"]["range_config"]["type"] == "STRING"
+    assert spec["root"]["dag"]["tasks"]["tfx-dag"]["inputs"]["parameters"]["range_config"] == {
+        "componentInputParameter": "range_config"}
+    assert _tasks(compiled)["ExampleGen"]["inputs"]["parameters"]["range_config"] == {
+        "componentInputParameter": "range_config"}
 
 
 def test_the_trainer_warm_starts_from_the_latest_blessed_model(compiled):

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from ml_metadata import errors, metadata_store
 from ml_metadata.proto import metadata_store_pb2
@@ -198,52 +198,69 @@ def span_of_pushed_version(metadata_path: str, pipeline_name: str, version: int 
 
 
 # -- the verdict of a finished run ------------------------------------------------------------------
-def run_verdict(metadata_path: str, pipeline_name: str, run_id: str, stopped_by: str | None,
-                stop_reason: str = "") -> tuple[int, str, str] | None:
-    """(span, verdict, reason) for pipeline run `run_id`: `stopped_by` is DRIFTED or ANOMALOUS when a
-    gate stopped it (with `stop_reason`, the gate's line); otherwise accepted when the blessing
-    gate and the serving check both said yes, else rejected with what said no. None when the run
-    ingested nothing, or failed otherwise (the span stays without a verdict, so out of windows)."""
-    gen = metadata.latest_execution_outputs(metadata_path, pipeline_name, EXAMPLE_GEN_ID, run_id=run_id)
-    if gen is None:
-        return None
-    span = _span(gen.artifacts["examples"][0])
+def decide(span: int, stopped_by: str | None, stop_reason: str, blessing: Mapping[str, Any] | None,
+           evaluation_uri: str | None, infra: Mapping[str, Any] | None) -> tuple[int, str, str] | None:
+    """The rule, on plain values so that both runners apply it (local ML Metadata here, Vertex task
+    outputs in tfx_pipeline.vertex_verdicts): `stopped_by` DRIFTED or ANOMALOUS when a gate stopped
+    the run (`stop_reason` its line); else accepted when the BlessingGate's `blessing` (its custom
+    properties) and the serving check's `infra` both said yes, rejected on evidence of harm, and
+    accepted "kept for training" when the model missed only the absolute floors (the Evaluator's
+    validation result under `evaluation_uri` tells which). None when a step the rule needs never
+    ran (the run failed otherwise: the span stays without a verdict, so out of windows)."""
     if stopped_by is not None:
         return span, stopped_by, stop_reason
-    gate = metadata.latest_execution_outputs(metadata_path, pipeline_name, BLESSING_GATE_ID, run_id=run_id)
-    if gate is None:
+    if blessing is None:
         return None
-    (blessing,) = gate.artifacts["blessing"]
-    if not blessing_gate.blessing_state(blessing):
-        props = blessing.custom_properties
-        if props[blessing_gate.GOLDEN_KEY].string_value == blessing_gate.GOLDEN_FAILED:
-            return span, REJECTED, f"not blessed: {props[blessing_gate.REASON_KEY].string_value}"
-        compared, floors = _evaluator_failures(metadata_path, pipeline_name, run_id)
+    if int(blessing.get(blessing_gate.BLESSED_KEY, 0)) != 1:
+        if blessing.get(blessing_gate.GOLDEN_KEY) == blessing_gate.GOLDEN_FAILED:
+            return span, REJECTED, f"not blessed: {blessing.get(blessing_gate.REASON_KEY, '')}"
+        compared, floors = evaluator_failures(evaluation_uri) if evaluation_uri else ("", "")
         if compared:
             return span, REJECTED, f"not blessed: worse than the latest blessed model on its eval hold-out ({compared})"
         # Only the absolute floors failed: the model is not good enough to serve, but nothing shows
         # the span's data did harm. Keeping it in the windows lets them grow until a model clears
         # the floors; rejecting it would starve a loop whose first spans are small.
         return span, ACCEPTED, f"kept for training; its model missed the blessing floors ({floors}), not pushed"
-    served = metadata.latest_execution_outputs(metadata_path, pipeline_name, SERVING_VALIDATOR_ID, run_id=run_id)
-    if served is None:
+    if infra is None:
         return None
-    (infra,) = served.artifacts["blessing"]
-    if infra.custom_properties["blessed"].int_value != 1:
-        why = infra.custom_properties["reason"].string_value if "reason" in infra.custom_properties else ""
-        return span, REJECTED, f"not infra-blessed: {why or 'the serving check failed'}"
+    if int(infra.get("blessed", 0)) != 1:
+        return span, REJECTED, f"not infra-blessed: {infra.get('reason') or 'the serving check failed'}"
     return span, ACCEPTED, "blessed (eval and golden gate) and infra-blessed"
 
 
-def _evaluator_failures(metadata_path: str, pipeline_name: str, run_id: str) -> tuple[str, str]:
-    """(failed comparisons with the baseline, failed absolute floors) of the run's Evaluator, each
-    as "what value" pieces joined by commas ("" when none failed)."""
+def _properties(artifact: metadata_store_pb2.Artifact) -> dict[str, Any]:
+    """An ML Metadata artifact's custom properties as plain values."""
+    return {key: getattr(value, value.WhichOneof("value")) for key, value in artifact.custom_properties.items()
+            if value.WhichOneof("value") in ("int_value", "double_value", "string_value")}
+
+
+def run_verdict(metadata_path: str, pipeline_name: str, run_id: str, stopped_by: str | None,
+                stop_reason: str = "") -> tuple[int, str, str] | None:
+    """(span, verdict, reason) for local pipeline run `run_id` by decide(): `stopped_by` is DRIFTED or
+    ANOMALOUS when a gate stopped it (with `stop_reason`, the gate's line). None when the run
+    ingested nothing, or failed otherwise."""
+    gen = metadata.latest_execution_outputs(metadata_path, pipeline_name, EXAMPLE_GEN_ID, run_id=run_id)
+    if gen is None:
+        return None
+
+    def outputs(node_id: str, key: str) -> metadata_store_pb2.Artifact | None:
+        found = metadata.latest_execution_outputs(metadata_path, pipeline_name, node_id, run_id=run_id)
+        return found.artifacts[key][0] if found is not None else None
+
+    blessing, infra, evaluation = (outputs(BLESSING_GATE_ID, "blessing"), outputs(SERVING_VALIDATOR_ID, "blessing"),
+                                   outputs(EVALUATOR_ID, "evaluation"))
+    return decide(_span(gen.artifacts["examples"][0]), stopped_by, stop_reason,
+                  _properties(blessing) if blessing is not None else None,
+                  evaluation.uri if evaluation is not None else None,
+                  _properties(infra) if infra is not None else None)
+
+
+def evaluator_failures(evaluation_uri: str) -> tuple[str, str]:
+    """(failed comparisons with the baseline, failed absolute floors) of the Evaluator output at
+    `evaluation_uri`, each as "what value" pieces joined by commas ("" when none failed)."""
     import tensorflow_model_analysis as tfma
 
-    judged = metadata.latest_execution_outputs(metadata_path, pipeline_name, EVALUATOR_ID, run_id=run_id)
-    if judged is None:
-        return "", ""
-    result = tfma.load_validation_result(judged.artifacts["evaluation"][0].uri)
+    result = tfma.load_validation_result(evaluation_uri)
     compared, floors = [], []
     for per_slice in result.metric_validations_per_slice:
         columns = {c.column: c.int64_value for c in per_slice.slice_key.single_slice_keys}

@@ -104,8 +104,11 @@ def DriftGate(
 ) -> None:
     current = _split_statistics(statistics)
     distances = []
+    baseline_file = os.path.join(previous.uri, f"Split-{COMPARED_SPLIT}", STATS_FILE) if previous else ""
+    if previous is not None and not fileio.exists(baseline_file):
+        previous = None  # Vertex's DriftBaseline found no trainable span yet: an empty artifact
     if previous is not None:
-        baseline = tfdv.load_stats_binary(os.path.join(previous.uri, f"Split-{COMPARED_SPLIT}", STATS_FILE))
+        baseline = tfdv.load_stats_binary(baseline_file)
         schema_proto = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(schema.uri))
         distances = drift_distances(current, baseline, schema_proto)
         drifted = [d for d in distances if d.drifted]
