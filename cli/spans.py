@@ -31,6 +31,9 @@ class SpanActionSettings:
 
     why: str | None = setting(None, "quarantine/release: the reason, recorded with the verdict (required)")
     by: str | None = setting(None, "quarantine/release: who decides (default: this user)")
+    vertex_project: str | None = setting(None, "the spans of a Vertex pipeline: the GCP project whose Vertex ML "
+                                               "Metadata holds their verdicts (default: the local store)")
+    vertex_region: str | None = setting(None, "with --vertex-project: its Vertex AI region")
 
 
 SETTINGS = (*local_runner.SETTINGS, SpanActionSettings)
@@ -81,32 +84,48 @@ def list_spans(config: PipelineConfig) -> str:
     return _table(rows, ["span", "examples", "verdict", "reason", "golden gate", "model version"])
 
 
+def _rows(found) -> list[list[str]]:
+    return [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.at)), str(v.span), v.verdict, v.by, v.reason]
+            for v in found]
+
+
 def _history(metadata_path: str, pipeline_name: str) -> str:
     from tfx_pipeline import span_verdicts
 
     found = span_verdicts.history(metadata_path, pipeline_name) if Path(metadata_path).exists() else []
     if not found:
         return f"no verdicts recorded for {pipeline_name}"
-    rows = [[time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(v.at)), str(v.span), v.verdict, v.by, v.reason]
-            for v in found]
-    return _table(rows, ["time", "span", "verdict", "by", "reason"])
+    return _table(_rows(found), ["time", "span", "verdict", "by", "reason"])
+
+
+def _effect(span: int, made) -> str:
+    effect = ("it enters the next rolling windows" if made.trainable else
+              "no later window trains on it (a model it trained stays served until rolled back: `fmnist release`)")
+    return f"span {span} is {made.verdict} ({made.by}: {made.reason}); {effect}"
 
 
 def change(metadata_path: str, pipeline_name: str, action: str, span: int, why: str, by: str | None) -> str:
     """Quarantines or releases `span`; returns the line saying so. Raises VerdictError."""
     from tfx_pipeline import span_verdicts
 
-    if action == "quarantine":
-        verdict = span_verdicts.QUARANTINED
-        allowed = [v for v in span_verdicts.VERDICTS if v != verdict]
-    else:
-        verdict = span_verdicts.RELEASED
-        allowed = [v for v in span_verdicts.VERDICTS if v not in span_verdicts.TRAINABLE]
+    verdict, allowed = span_verdicts.manual_change(action)
     made = span_verdicts.record(metadata_path, pipeline_name, span, verdict, why,
                                 by=by or f"{getpass.getuser()} (fmnist spans)", allowed_from=allowed)
-    effect = ("it enters the next rolling windows" if made.trainable else
-              "no later window trains on it (a model it trained stays served until rolled back: `fmnist release`)")
-    return f"span {span} is {made.verdict} ({made.by}: {made.reason}); {effect}"
+    return _effect(span, made)
+
+
+def on_vertex(store, action: str, span: int | None, why: str | None, by: str | None) -> str:
+    """`fmnist spans` against a tfx_pipeline.vertex_verdicts.VertexVerdicts `store`: list (each
+    span's current verdict), history, or quarantine/release `span`. Raises VerdictError."""
+    from tfx_pipeline import span_verdicts
+
+    if action in ("list", "history"):
+        found = [r.verdict for r in (store.current().values() if action == "list" else store.history())]
+        found = sorted(found, key=lambda v: v.span) if action == "list" else found
+        return _table(_rows(found), ["time", "span", "verdict", "by", "reason"]) if found else "no verdicts recorded"
+    verdict, allowed = span_verdicts.manual_change(action)
+    made = store.record(span, verdict, why, by=by or f"{getpass.getuser()} (fmnist spans)", allowed_from=allowed)
+    return _effect(span, made.verdict)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -127,6 +146,19 @@ def main(args: argparse.Namespace) -> int:
     if not listing and (args.span is None or not options.why):
         print(f"error: `fmnist spans {args.action}` needs a span number and --why TEXT", file=sys.stderr)
         return 2
+    if options.vertex_project:
+        from tfx_pipeline.vertex_verdicts import VertexVerdicts
+
+        if not options.vertex_region:
+            print("error: --vertex-project needs --vertex-region", file=sys.stderr)
+            return 2
+        try:
+            print(on_vertex(VertexVerdicts(options.vertex_project, options.vertex_region, config.pipeline_name),
+                            args.action, args.span, options.why, options.by))
+        except VerdictError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
     if not listing and not Path(config.metadata_path).exists():
         print(f"error: no ML Metadata store at {config.metadata_path}: no span was ingested yet", file=sys.stderr)
         return 2

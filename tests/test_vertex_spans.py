@@ -262,3 +262,24 @@ def test_the_baseline_step_gives_the_drift_gate_the_newest_trainable_spans_stati
     second_stats = _stats_artifact(tmp_path, "stats2", train.images[kept], train.labels[kept])
     with pytest.raises(drift_gate.DataDriftError, match=r"span 2 drifted from span 1 .*label L-infinity"):
         _run_drift_gate(tmp_path / "run2", second, second_stats, baseline)
+
+
+def test_fmnist_spans_quarantines_and_releases_a_vertex_pipelines_span():
+    from cli import spans
+
+    fake = FakeVertexMetadata()
+    store = vertex_verdicts.VertexVerdicts(PROJECT, REGION, PIPELINE, fake)
+    store.record(4, "accepted", "blessed", "gs://b/4", "gs://b/stats4", by="run")
+    line = spans.on_vertex(store, "quarantine", 4, "labels of class 2 found wrong", "qa")
+    assert line.startswith("span 4 is quarantined (qa: labels of class 2 found wrong); no later window")
+    assert vertex_verdicts.window(store.current(), current=9, num_spans=3) == []
+    with pytest.raises(span_verdicts.VerdictError, match=r"span 4 is quarantined; only a span that is .* can become"):
+        spans.on_vertex(store, "quarantine", 4, "again", None)
+    assert "it enters the next rolling windows" in spans.on_vertex(store, "release", 4, "relabelled", "qa")
+    assert store.current()[4].statistics_uri == "gs://b/stats4"  # the baseline step can still use it
+    with pytest.raises(span_verdicts.VerdictError, match="span 5 has no verdict in Vertex ML Metadata"):
+        spans.on_vertex(store, "quarantine", 5, "x", None)
+    listed = spans.on_vertex(store, "list", None, None, None).splitlines()
+    assert len(listed) == 2 and listed[1].split()[2:4] == ["4", "released"]
+    assert [line.split()[3] for line in spans.on_vertex(store, "history", None, None, None).splitlines()[1:]] == [
+        "accepted", "quarantined", "released"]

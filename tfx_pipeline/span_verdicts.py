@@ -132,25 +132,43 @@ def history(metadata_path: str, pipeline_name: str) -> list[Verdict]:
     return [_read(a) for a in _verdict_artifacts(metadata.open_store(metadata_path), pipeline_name)]
 
 
-def record(metadata_path: str, pipeline_name: str, span: int, verdict: str, reason: str, by: str | None = None,
-           allowed_from: Iterable[str | None] | None = None) -> Verdict:
-    """Records `span`'s new verdict (an artifact, output of an audit execution reading the span's
-    newest Examples). `allowed_from`: the verdicts the span may have now (None: any, or none yet);
-    anything else is a VerdictError and nothing is written. Returns the verdict recorded."""
+def checked(span: int, verdict: str, reason: str, current: str | None,
+            allowed_from: Iterable[str | None] | None) -> str:
+    """The reason, normalised, for `span` going from verdict `current` to `verdict`; VerdictError
+    when the verdict is unknown, the reason empty, or `current` is not one of `allowed_from` (None:
+    any). The rule of both stores (here and tfx_pipeline.vertex_verdicts)."""
     if verdict not in VERDICTS:
         raise VerdictError(f"unknown verdict {verdict!r} (one of {', '.join(VERDICTS)})")
     reason = " ".join(reason.split())
     if not reason:
         raise VerdictError("a verdict needs a reason")
+    if allowed_from is not None and current not in set(allowed_from):
+        allowed_from = list(allowed_from)
+        raise VerdictError(f"span {span} is {current or 'without a verdict'}; only a span that is "
+                           f"{' or '.join(v for v in allowed_from if v)} can become {verdict}")
+    return reason
+
+
+def manual_change(action: str) -> tuple[str, list[str]]:
+    """(the verdict, the verdicts a span may have now) of a person's `quarantine` or `release`."""
+    if action == "quarantine":
+        return QUARANTINED, [v for v in VERDICTS if v != QUARANTINED]
+    return RELEASED, [v for v in VERDICTS if v not in TRAINABLE]
+
+
+def record(metadata_path: str, pipeline_name: str, span: int, verdict: str, reason: str, by: str | None = None,
+           allowed_from: Iterable[str | None] | None = None) -> Verdict:
+    """Records `span`'s new verdict (an artifact, output of an audit execution reading the span's
+    newest Examples). `allowed_from`: the verdicts the span may have now (None: any, or none yet);
+    anything else is a VerdictError and nothing is written. Returns the verdict recorded."""
+    if verdict not in VERDICTS or not reason.strip():
+        checked(span, verdict, reason, None, None)  # the one-line error, before the store is opened
     store = metadata.open_store(metadata_path, writable=True)
     ingestions = [a for a in _ingestions(store, pipeline_name) if _span(a) == span]
     if not ingestions:
         raise VerdictError(f"span {span} was never ingested by pipeline {pipeline_name!r} ({metadata_path})")
     now = current_verdicts(store, pipeline_name).get(span)
-    current = now.verdict if now else None
-    if allowed_from is not None and current not in set(allowed_from):
-        raise VerdictError(f"span {span} is {current or 'without a verdict'}; only a span that is "
-                           f"{' or '.join(v for v in allowed_from if v)} can become {verdict}")
+    reason = checked(span, verdict, reason, now.verdict if now else None, allowed_from)
     made = Verdict(span, verdict, reason, by or f"{getpass.getuser()} (fmnist)", time.time())
     _append(store, pipeline_name, ingestions[-1], made)
     return made

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import getpass
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -33,9 +33,9 @@ from tfx_pipeline.span_verdicts import (
     REASON,
     VERDICT,
     VERDICT_TYPE,
-    VERDICTS,
     Verdict,
     VerdictError,
+    checked,
 )
 
 SCHEMA_TITLE: Final = "system.Artifact"  # a system schema: a custom one would need registering first
@@ -85,17 +85,18 @@ class VertexVerdicts:
         """{span: its newest verdict}."""
         return {record.verdict.span: record for record in self.history()}
 
-    def record(self, span: int, verdict: str, reason: str, examples_uri: str, statistics_uri: str = "",
-               by: str | None = None) -> SpanRecord:
-        """Records `span`'s new verdict; VerdictError (nothing written) for an unknown verdict or no reason."""
-        if verdict not in VERDICTS:
-            raise VerdictError(f"unknown verdict {verdict!r} (one of {', '.join(VERDICTS)})")
-        reason = " ".join(reason.split())
-        if not reason:
-            raise VerdictError("a verdict needs a reason")
-        if not statistics_uri:  # a re-judged span keeps where its statistics are
-            earlier = self.current().get(span)
-            statistics_uri = earlier.statistics_uri if earlier else ""
+    def record(self, span: int, verdict: str, reason: str, examples_uri: str = "", statistics_uri: str = "",
+               by: str | None = None, allowed_from: Iterable[str | None] | None = None) -> SpanRecord:
+        """Records `span`'s new verdict, by span_verdicts.checked()'s rule; empty URIs keep the
+        span's earlier ones. VerdictError (nothing written) for a change the rule refuses, or a
+        span with neither a verdict yet nor `examples_uri`."""
+        earlier = self.current().get(span)
+        examples_uri = examples_uri or (earlier.examples_uri if earlier else "")
+        statistics_uri = statistics_uri or (earlier.statistics_uri if earlier else "")
+        if not examples_uri:
+            raise VerdictError(f"span {span} has no verdict in Vertex ML Metadata for pipeline {self._pipeline!r} "
+                               f"({self._project}/{self._region}): no run recorded it")
+        reason = checked(span, verdict, reason, earlier.verdict.verdict if earlier else None, allowed_from)
         made = SpanRecord(Verdict(span, verdict, reason, by or f"{getpass.getuser()} (fmnist)", time.time()),
                           examples_uri, statistics_uri)
         self._aiplatform.Artifact.create(
