@@ -2,18 +2,23 @@
 the TF Serving model config that `fmnist serve`, tensorflow_model_server and the Kubernetes
 ConfigMap read (version labels stable/canary, serving/release.py), or on a Vertex AI endpoint's
 traffic split (serving/vertex_release.py); analyze/auto measure the canary over a bake window and
-decide (serving/canary_analysis.py). TensorFlow is never imported; aiplatform only for an endpoint."""
+decide (serving/canary_analysis.py; on an endpoint from Cloud Monitoring and its logging table,
+serving/vertex_canary.py). TensorFlow is imported only to replay instances through a Vertex
+canary's SavedModel (cli/canary_replay.py); aiplatform only for an endpoint."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import sys
 from pathlib import Path
 from typing import Any
 
-from fmnist import dataset
+from fmnist import bigquery, dataset
 from serving import canary_analysis as analysis
 from serving import release
+from serving.vertex_canary import REPLAY_INSTANCES
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -35,6 +40,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     target.add_argument("--project", default=None, help="Vertex: project of --endpoint-name")
     target.add_argument("--region", default=None, help="Vertex: region of --endpoint-name")
     target.add_argument("--endpoint-name", default=None, help="Vertex: the endpoint's display name")
+    target.add_argument("--history", default=None, metavar="FILE",
+                        help="Vertex: the JSONL release history that promote, rollback and auto append to and "
+                             "`history` reads (a config file's is release_history.jsonl beside it)")
 
     parser = commands.add_parser("release", help="canary releases: stable/canary version labels in a TF Serving "
                                                  "model config, or a Vertex AI endpoint's traffic split")
@@ -82,6 +90,13 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def _add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
+    vertex = parser.add_argument_group("a Vertex endpoint's evidence (serving/vertex_canary.py)")
+    vertex.add_argument("--bigquery-table", default=None, metavar="PROJECT.DATASET.TABLE",
+                        help="the endpoint's request-response logging table: each version's predicted classes, "
+                             "and stable's answers that the canary's SavedModel replays for agreement")
+    vertex.add_argument("--replay-instances", type=int, default=REPLAY_INSTANCES,
+                        help="stable's logged instances the canary answers again, at most "
+                             f"(default {REPLAY_INSTANCES})")
     bake = parser.add_argument_group("the bake window")
     bake.add_argument("--bake-seconds", type=float, default=analysis.Bake.seconds,
                       help=f"measure at most this long (default {analysis.Bake.seconds:g})")
@@ -112,36 +127,73 @@ def _policy(args: argparse.Namespace) -> tuple[analysis.Policy, analysis.Bake]:
 
 
 def _measured(args: argparse.Namespace) -> list[str]:
-    """analyze / auto: the lines to print. Only a config file's release on this project's server."""
-    if _vertex(args):
-        raise release.ReleaseError(f"`fmnist release {args.action}` measures a TF Serving server (--server); "
-                                   "a Vertex endpoint is not supported yet")
-    if not args.server:
-        raise release.ReleaseError(f"`fmnist release {args.action}` needs --server HOST:PORT (the REST port of the "
-                                   "`fmnist serve` running the release)")
-    target = open_release(args)
+    """analyze / auto: the lines to print. A config file's release measured on this project's
+    server (--server), or a Vertex endpoint's from Google Cloud (--bigquery-table)."""
     policy, bake = _policy(args)
+    if _vertex(args):
+        target, measure, bake = _vertex_measure(args, bake)
+    else:
+        if args.bigquery_table or args.history:
+            raise release.ReleaseError("--bigquery-table and --history are for a Vertex endpoint (--vertex-endpoint, "
+                                       "or --endpoint-name with --project and --region)")
+        if not args.server:
+            raise release.ReleaseError(f"`fmnist release {args.action}` needs --server HOST:PORT (the REST port of "
+                                       "the `fmnist serve` running the release)")
+        target, measure = open_release(args), functools.partial(analysis.analyze, args.server)
     if args.action == "auto":
-        decision = analysis.auto_release(target, args.server, policy, bake, actor="fmnist release auto",
+        decision = analysis.auto_release(target, measure, policy, bake, actor="fmnist release auto",
                                          on_inconclusive=args.on_inconclusive)
         return [*(decision.analysis.lines() if decision.analysis else []), decision.line()]
     state = target.status()
     if state.canary is None or state.stable is None:
         raise release.ReleaseError(f"{state.where} has no canary to analyze ({state.summary()})")
-    measured = analysis.analyze(args.server, state.model, state.stable, state.canary, policy, bake)
+    measured = measure(state.model, state.stable, state.canary, policy, bake, ())
     would = {"pass": "promote", "fail": "roll back"}.get(measured.verdict, "inconclusive: keep the canary")
     return [*measured.lines(), f"decision: {measured.verdict} ({would}; `fmnist release auto` acts on it)"]
 
 
+def _vertex_measure(args: argparse.Namespace, bake: analysis.Bake) -> tuple[release.Release, Any, analysis.Bake]:
+    """The endpoint's release, its Measure (Cloud Monitoring, the logging table, the canary's
+    replay through cli/canary_replay.py) and the bake polled at Vertex's pace."""
+    if args.server:
+        raise release.ReleaseError("--server measures a `fmnist serve`; a Vertex endpoint is measured from Cloud "
+                                   "Monitoring and --bigquery-table: give one or the other")
+    if not args.bigquery_table:
+        raise release.ReleaseError(f"`fmnist release {args.action}` on a Vertex endpoint needs --bigquery-table "
+                                   "PROJECT.DATASET.TABLE (the endpoint's request-response logging table)")
+    if args.action == "auto" and not args.history:
+        raise release.ReleaseError("`fmnist release auto` on a Vertex endpoint needs --history FILE (the JSONL release "
+                                   "history its decisions are recorded in, e.g. /gcs/... on the job's bucket)")
+    from google.cloud import monitoring_v3
+
+    from cli import bq_load, canary_replay
+    from serving.vertex_canary import POLL_SECONDS, VertexSource
+
+    target = open_release(args)
+    endpoint = target.endpoint
+
+    def canary_predict(images):  # the canary as it stands when the bake ends
+        return canary_replay.canary_classes(endpoint, target.status().canary, images)
+    source = VertexSource(endpoint.resource_name, args.bigquery_table, monitoring_v3.MetricServiceClient(),
+                          bq_load.make_client(bigquery.check_table_id(args.bigquery_table)), canary_predict,
+                          replay=args.replay_instances)
+    return target, source.analyze, dataclasses.replace(bake, poll_seconds=POLL_SECONDS)
+
+
 def _history(args: argparse.Namespace) -> list[str]:
-    if _vertex(args):
-        raise release.ReleaseError("a Vertex endpoint keeps no release history here (see its audit logs)")
-    target = release.FileRelease(str(args.model_config_file), args.model_name)
-    entries = target.history()
+    if _vertex(args) and not args.history:
+        raise release.ReleaseError("a Vertex endpoint's history is the file its job appends to: pass --history FILE")
+    if args.history and not _vertex(args):
+        raise release.ReleaseError("--history is for a Vertex endpoint; a config file's is release_history.jsonl "
+                                   "beside it")
+    target = (release.History(args.history) if _vertex(args)
+              else release.FileRelease(str(args.model_config_file), args.model_name))
+    history_file = args.history if _vertex(args) else target.history_file
+    entries = target.entries() if _vertex(args) else target.history()
     if args.last is not None:
         entries = entries[-args.last:] if args.last > 0 else []
     if not entries:
-        return [f"{target.history_file}: no entries yet"]
+        return [f"{history_file}: no entries yet"]
     rows = [list(analysis.HISTORY_COLUMNS), *analysis.history_rows(entries)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return [("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1]).rstrip()
@@ -159,7 +211,11 @@ def open_release(args: argparse.Namespace) -> release.Release:
 
         endpoint = open_endpoint(args.vertex_endpoint, args.project, args.region, args.endpoint_name)
         traffic = getattr(args, "traffic", None)
-        return VertexRelease(endpoint, DEFAULT_CANARY_TRAFFIC if traffic is None else traffic)
+        return VertexRelease(endpoint, DEFAULT_CANARY_TRAFFIC if traffic is None else traffic,
+                             history_file=args.history)
+    if args.history:
+        raise release.ReleaseError("--history is for a Vertex endpoint; a config file's is release_history.jsonl "
+                                   "beside it")
     if getattr(args, "traffic", None) is not None:
         raise release.ReleaseError("--traffic is for a Vertex endpoint; a config file's canary gets the share "
                                    "`fmnist serve --canary-traffic` gives it")

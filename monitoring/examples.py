@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fmnist import features
+from fmnist import answers, features
 
 PREDICTED_KEY = features.LABEL_KEY  # the served class stands in for the label: see statistics.py
 
@@ -69,17 +69,10 @@ def grey_levels(images: Any, where: str) -> np.ndarray:
 
 
 def _predicted_from_outputs(outputs: dict[str, np.ndarray], count: int, where: str) -> np.ndarray:
-    if features.CLASS_ID_OUTPUT in outputs:
-        predicted = outputs[features.CLASS_ID_OUTPUT].reshape(-1)
-    else:
-        # The probabilities (or a Vertex row's bare `predictions`): whichever output is [N, 10].
-        scores = next((v for v in outputs.values() if v.shape == (count, features.NUM_CLASSES)), None)
-        if scores is None:
-            raise RequestLogError(f"{where}: no class_id or [N, 10] output among {sorted(outputs)}")
-        predicted = np.argmax(scores, axis=1)
-    if predicted.shape != (count,):
-        raise RequestLogError(f"{where}: {predicted.size} predicted classes for {count} images")
-    return predicted.astype(np.int64)
+    try:
+        return answers.predicted_classes(outputs, count)
+    except ValueError as err:
+        raise RequestLogError(f"{where}: {err}") from None
 
 
 def _class_index(label: str, where: str) -> int:

@@ -31,15 +31,19 @@ Client side: imports no TensorFlow (checked by .importlinter), only httpx and pr
 from __future__ import annotations
 
 import datetime
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fmnist import features
 from serving import metrics as names
 from serving.release import FileRelease, ReleaseError, Version, metrics_text
+
+if TYPE_CHECKING:
+    from serving.vertex_release import VertexRelease
 
 PASS, FAIL, NA = "pass", "FAIL", "n/a"
 PROMOTED, ROLLED_BACK, INCONCLUSIVE, NO_CANARY = "promoted", "rolled back", "inconclusive", "no canary"
@@ -384,6 +388,13 @@ class Analysis:
             return INCONCLUSIVE
         return "fail" if any(check.verdict == FAIL for check in self.checks) else "pass"
 
+    @classmethod
+    def judged(cls, model: str, stable: Version, canary: Version, seconds: float, bake: Bake, evidence: Evidence,
+               policy: Policy, outcomes: Sequence[LabelledOutcome] = ()) -> Analysis:
+        """The checks of `evidence` against `policy`, as one bake's result."""
+        return cls(model, stable, canary, seconds, bake.requests, evidence,
+                   run_checks(evidence, policy, stable, canary, outcomes))
+
     def lines(self) -> list[str]:
         evidence = self.evidence
         return [f"canary {self.canary} vs stable {self.stable} of {self.model}: {self.seconds:.0f} s bake, "
@@ -403,6 +414,20 @@ def read_metrics(server: str) -> Snapshot:
     return snapshot
 
 
+def bake_until(seen: Callable[[], int], bake: Bake = Bake(), clock: Callable[[], float] = time.monotonic,
+               sleep: Callable[[float], None] = time.sleep) -> float:
+    """Calls `seen` (the requests the canary has run so far) now, then every bake.poll_seconds,
+    until it reaches bake.requests or bake.seconds have passed; returns the seconds elapsed. The
+    bake of every evidence source (a server's metrics, a Vertex endpoint's monitoring)."""
+    began = clock()
+    while True:
+        count = seen()
+        elapsed = clock() - began
+        if count >= bake.requests or elapsed >= bake.seconds:
+            return elapsed
+        sleep(min(bake.poll_seconds, max(0.0, bake.seconds - elapsed)))
+
+
 def analyze(server: str, model: str, stable: Version, canary: Version, policy: Policy = Policy(),
             bake: Bake = Bake(), outcomes: Sequence[LabelledOutcome] = (),
             read: Callable[[str], Snapshot] = read_metrics, clock: Callable[[], float] = time.monotonic,
@@ -410,17 +435,20 @@ def analyze(server: str, model: str, stable: Version, canary: Version, policy: P
     """Bakes the canary on `server`: reads its metrics now, then every bake.poll_seconds until
     the canary has run bake.requests requests or bake.seconds have passed, and judges the deltas.
     `outcomes`: labelled answers, when there are any (#24). AnalysisError if it cannot measure."""
-    began = clock()
     start = read(server)
-    while True:
-        now = read(server)
-        evidence = Evidence.between(now.minus(start), model, stable, canary)
-        elapsed = clock() - began
-        if evidence.seen >= bake.requests or elapsed >= bake.seconds:
-            break
-        sleep(min(bake.poll_seconds, max(0.0, bake.seconds - elapsed)))
-    return Analysis(model, stable, canary, elapsed, bake.requests, evidence,
-                    run_checks(evidence, policy, stable, canary, outcomes))
+    latest: list[Evidence] = []
+
+    def seen() -> int:
+        latest[:] = [Evidence.between(read(server).minus(start), model, stable, canary)]
+        return latest[0].seen
+    elapsed = bake_until(seen, bake, clock, sleep)
+    return Analysis.judged(model, stable, canary, elapsed, bake, latest[0], policy, outcomes)
+
+
+# What auto_release measures with: (model, stable, canary, policy, bake, outcomes) -> the bake's
+# Analysis; `analyze` on one server (a REST address given to auto_release), or the Vertex one
+# (serving/vertex_canary.py).
+Measure = Callable[[str, Version, Version, Policy, Bake, Sequence[LabelledOutcome]], "Analysis"]
 
 
 # -- deciding ---------------------------------------------------------------------------------------
@@ -460,13 +488,14 @@ class Decision:
         return found
 
 
-def auto_release(release: FileRelease, server: str, policy: Policy = Policy(), bake: Bake = Bake(),
-                 actor: str = "fmnist release auto", on_inconclusive: str = "keep",
+def auto_release(release: FileRelease | VertexRelease, server: str | Measure, policy: Policy = Policy(),
+                 bake: Bake = Bake(), actor: str = "fmnist release auto", on_inconclusive: str = "keep",
                  outcomes: Sequence[LabelledOutcome] = ()) -> Decision:
     """Analyzes the canary of `release` on `server` (REST host:port of the `fmnist serve` running
-    that release), then promotes it (every check passes), rolls it back (any check fails), or on
-    too little evidence does `on_inconclusive` (keep: the canary goes on, by default). Every
-    decision but NO_CANARY is appended to the release history with its evidence and `actor`.
+    that release; or a Measure, e.g. serving.vertex_canary's for a VertexRelease), then promotes
+    it (every check passes), rolls it back (any check fails), or on too little evidence does
+    `on_inconclusive` (keep: the canary goes on, by default). Every decision but NO_CANARY is
+    appended to the release history with its evidence and `actor`.
 
     For the continuous-training loop, after each push: `print(auto_release(FileRelease(config),
     "127.0.0.1:8501", bake=Bake(seconds=120, requests=300), actor="fmnist watch").line())`.
@@ -482,7 +511,8 @@ def auto_release(release: FileRelease, server: str, policy: Policy = Policy(), b
 
     if state.canary is None or state.stable is None:
         return decided(NO_CANARY)
-    analysis = analyze(server, state.model, state.stable, state.canary, policy, bake, outcomes)
+    measure = functools.partial(analyze, server) if isinstance(server, str) else server
+    analysis = measure(state.model, state.stable, state.canary, policy, bake, outcomes)
     verdict = analysis.verdict
     action = {"pass": PROMOTED, "fail": ROLLED_BACK}.get(verdict, INCONCLUSIVE)
     note = ""

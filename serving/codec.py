@@ -4,60 +4,16 @@
 from __future__ import annotations
 
 import base64
-import binascii
 
 import numpy as np
 import tensorflow as tf
 
 from serving.errors import bad_request
+from serving.predict_body import decode_b64, parse_predict_request  # noqa: F401 (serving.rest parses through codec)
 from serving.servables import EXAMPLE_FEATURE_RANGES
 
 
 # -- REST --------------------------------------------------------------------------------------
-def _decode_b64(value):
-    if isinstance(value, dict):
-        if set(value) != {"b64"} or not isinstance(value["b64"], str):
-            raise bad_request(f"a JSON object as a value must be {{\"b64\": \"...\"}}, got keys {sorted(value)}")
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except binascii.Error as err:
-            raise bad_request(f"invalid base64 in a \"b64\" value: {err}") from None
-    if isinstance(value, list):
-        return [_decode_b64(v) for v in value]
-    return value
-
-
-def parse_predict_request(body, input_names: list[str]) -> tuple[dict, bool]:
-    """({input name: value}, row_format) from a `:predict` JSON body."""
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object with \"instances\" or \"inputs\"")
-    has_rows, has_columns = "instances" in body, "inputs" in body
-    if has_rows == has_columns:
-        raise bad_request("the request must have exactly one of \"instances\" (row format) or \"inputs\" (columnar)")
-    unknown = set(body) - {"instances", "inputs", "signature_name"}
-    if unknown:
-        raise bad_request(f"unknown request fields {sorted(unknown)}")
-    if has_rows:
-        instances = body["instances"]
-        if not isinstance(instances, list) or not instances:
-            raise bad_request("\"instances\" must be a non-empty list")
-        if all(isinstance(i, dict) and "b64" not in i for i in instances):
-            keys = set(instances[0])
-            if any(set(i) != keys for i in instances):
-                raise bad_request("every instance must have the same named inputs")
-            return {k: _decode_b64([i[k] for i in instances]) for k in keys}, True
-        if len(input_names) != 1:
-            raise bad_request(f"this signature takes several inputs {sorted(input_names)}: "
-                              "give each instance as an object with those keys")
-        return {input_names[0]: _decode_b64(instances)}, True
-    inputs = body["inputs"]
-    if isinstance(inputs, dict) and "b64" not in inputs:
-        return {k: _decode_b64(v) for k, v in inputs.items()}, False
-    if len(input_names) != 1:
-        raise bad_request(f"this signature takes several inputs {sorted(input_names)}: \"inputs\" must name them")
-    return {input_names[0]: _decode_b64(inputs)}, False
-
-
 def _jsonable(array: np.ndarray):
     if array.dtype.kind in "SO":
         def text(value):
@@ -109,7 +65,7 @@ def examples_from_json(body) -> list[tf.train.Example]:
         merged = {**context, **raw}
         example = tf.train.Example()
         for name, value in merged.items():
-            example.features.feature[name].CopyFrom(_feature(name, _decode_b64(value)))
+            example.features.feature[name].CopyFrom(_feature(name, decode_b64(value)))
         examples.append(example)
     return examples
 

@@ -124,6 +124,50 @@ def _set_release(model, stable: int, canary: int | None) -> None:
     policy.specific.versions.extend(sorted(set(labels.values())))
 
 
+class History:
+    """A release history: one JSON object per line in `path`, appended to, never rewritten. Each
+    entry is {time, action, model, stable, canary, actor, **evidence}. FileRelease appends under
+    its config lock; VertexRelease's file (e.g. on a Cloud Storage FUSE mount) has no lock, so one
+    writer at a time (one job execution) is the caller's to ensure."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+
+    def append(self, action: str, model: str, stable: Version | None, canary: Version | None, actor: str,
+               evidence: Mapping[str, Any] | None = None) -> dict:
+        """Appends one entry; returns it."""
+        entry = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "action": action,
+                 "model": model, "stable": stable, "canary": canary, "actor": actor, **(evidence or {})}
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        # One write of one whole line on an O_APPEND descriptor, fsynced: a reader never sees half a line.
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(descriptor, line.encode())
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        return entry
+
+    def entries(self) -> list[dict]:
+        """Every entry, oldest first ([] before the first). Raises ReleaseError naming the line
+        that is not a JSON object (the file is append-only: a bad line was written by hand)."""
+        try:
+            with open(self.path) as stream:
+                lines = stream.read().splitlines()
+        except FileNotFoundError:
+            return []
+        entries = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ReleaseError(f"{self.path}, line {number}: not JSON ({err.msg})") from None
+            if not isinstance(entry, dict):
+                raise ReleaseError(f"{self.path}, line {number}: not a JSON object")
+            entries.append(entry)
+        return entries
+
+
 class FileRelease:
     """Releases by version labels in a ModelServerConfig text file (see the module docstring).
 
@@ -140,22 +184,13 @@ class FileRelease:
         self.model_name = model_name
         self.base_path = None if base_path is None else str(base_path)
         self.history_file = os.path.join(os.path.dirname(os.path.abspath(self.config_file)), HISTORY_FILE)
+        self._history = History(self.history_file)
 
     # -- history ----------------------------------------------------------------------------
     def _append(self, action: str, model, stable: Version | None, canary: Version | None, actor: str,
                 evidence: Mapping[str, Any] | None = None) -> dict:
         """Appends one history line (call under the lock, after the config write it records)."""
-        entry = {"time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "action": action,
-                 "model": model.name, "stable": stable, "canary": canary, "actor": actor, **(evidence or {})}
-        line = json.dumps(entry, separators=(",", ":")) + "\n"
-        # One write of one whole line on an O_APPEND descriptor, fsynced: a reader never sees half a line.
-        descriptor = os.open(self.history_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(descriptor, line.encode())
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        return entry
+        return self._history.append(action, model.name, stable, canary, actor, evidence)
 
     def record(self, action: str, actor: str, evidence: Mapping[str, Any] | None = None) -> dict:
         """Appends a decision that moves no label (e.g. an inconclusive analysis that keeps the
@@ -166,23 +201,8 @@ class FileRelease:
             return self._append(action, model, labels.get(STABLE), labels.get(CANARY), actor, evidence)
 
     def history(self) -> list[dict]:
-        """Every history entry, oldest first ([] before the first). Raises ReleaseError naming the
-        line that is not a JSON object (the file is append-only: a bad line was written by hand)."""
-        try:
-            with open(self.history_file) as stream:
-                lines = stream.read().splitlines()
-        except FileNotFoundError:
-            return []
-        entries = []
-        for number, line in enumerate(lines, start=1):
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ReleaseError(f"{self.history_file}, line {number}: not JSON ({err.msg})") from None
-            if not isinstance(entry, dict):
-                raise ReleaseError(f"{self.history_file}, line {number}: not a JSON object")
-            entries.append(entry)
-        return entries
+        """Every history entry, oldest first (see History.entries)."""
+        return self._history.entries()
 
     # -- reading ----------------------------------------------------------------------------
     def _read(self, create: bool = False):

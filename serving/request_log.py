@@ -14,7 +14,6 @@ protos load inside the functions: validating options must not cost the TF import
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -239,33 +238,6 @@ def read_request_logs(directory: str, start: datetime | float | None = None,
 
 
 # -- Vertex AI endpoint request-response logging (BigQuery) -------------------------------------
-def _payload_rows(payload: Any, key: str) -> list:
-    """Vertex writes one JSON string per instance / prediction (a REPEATED STRING column); a whole
-    body (`{"instances": [...]}`) in one string is taken too."""
-    items = [payload] if isinstance(payload, str | dict) else list(payload or [])
-    rows: list = []
-    for item in items:
-        value = json.loads(item) if isinstance(item, str) else item
-        if isinstance(value, dict) and key in value:
-            rows.extend(value[key])
-        else:
-            rows.append(value)
-    return rows
-
-
-def _arrays(rows: list, name: str) -> dict[str, np.ndarray]:
-    from serving import codec
-
-    # The REST API's own row-format parsing (b64 values, named or bare instances), then the dtype
-    # the REST API would pick: JSON floats as float32, the model's input and output type.
-    columns, _ = codec.parse_predict_request({"instances": rows}, [name])
-    arrays = {}
-    for key, values in columns.items():
-        array = np.asarray(values)
-        arrays[key] = array.astype(np.float32) if array.dtype == np.float64 else array
-    return arrays
-
-
 def rows_to_prediction_logs(rows: Iterable[Mapping[str, Any]], model_name: str = features.MODEL_NAME,
                             input_name: str = features.IMAGES_INPUT,
                             output_name: str = "predictions") -> Iterator[prediction_log_pb2.PredictionLog]:
@@ -278,10 +250,10 @@ def rows_to_prediction_logs(rows: Iterable[Mapping[str, Any]], model_name: str =
     not instances raises ServingError (or json.JSONDecodeError)."""
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from serving import codec
+    from serving import codec, vertex_rows
 
     for row in rows:
-        predictions = _payload_rows(row.get("response_payload"), "predictions")
+        predictions = vertex_rows.payload_rows(row.get("response_payload"), "predictions")
         if not predictions:
             continue
         logged = prediction_log_pb2.PredictionLog()
@@ -296,7 +268,8 @@ def rows_to_prediction_logs(rows: Iterable[Mapping[str, Any]], model_name: str =
         logged.log_metadata.timestamp_secs = int(_timestamp(moment) or 0)
         for message in (logged.predict_log.request, logged.predict_log.response):
             message.model_spec.CopyFrom(spec)
-        instances = _payload_rows(row.get("request_payload"), "instances")
-        codec.protos_from_arrays(_arrays(instances, input_name), logged.predict_log.request.inputs)
-        codec.protos_from_arrays(_arrays(predictions, output_name), logged.predict_log.response.outputs)
+        inputs, outputs = vertex_rows.row_arrays(row, input_name, output_name)
+        codec.protos_from_arrays(inputs, logged.predict_log.request.inputs)
+        codec.protos_from_arrays(outputs, logged.predict_log.response.outputs)
         yield logged
+

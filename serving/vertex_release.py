@@ -8,15 +8,19 @@ all traffic to the canary and then undeploys the old stable, rollback moves it a
 stable and then undeploys the canary. Traffic moves before anything is undeployed, so requests
 always have a deployed model to go to. google-cloud-aiplatform is imported only when an
 endpoint is opened; the operations use nothing of it but the `aiplatform.Endpoint` object.
+
+With a `history_file`, promote, rollback and record append to it as FileRelease does to its
+release_history.jsonl (serving.release.History), so `fmnist release auto` on an endpoint leaves the
+same record of its decisions and their evidence.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from serving.release import Gate, ReleaseError, ReleaseState
+from serving.release import Gate, History, ReleaseError, ReleaseState, Version
 
 DEFAULT_CANARY_TRAFFIC = 10  # percent
 
@@ -46,13 +50,16 @@ class VertexRelease:
     """Releases by traffic split on `endpoint` (an aiplatform.Endpoint, or anything with its
     resource_name, display_name, traffic_split, list_models(), update(traffic_split=...) and
     undeploy(deployed_model_id=...)). Versions are deployed model IDs. start_canary gives the
-    canary `canary_traffic` percent. Refusals raise ReleaseError (one line) and change nothing."""
+    canary `canary_traffic` percent. Refusals raise ReleaseError (one line) and change nothing.
+    `history_file`: the JSONL history promote/rollback/record append to (None: none kept)."""
 
-    def __init__(self, endpoint: Any, canary_traffic: int = DEFAULT_CANARY_TRAFFIC):
+    def __init__(self, endpoint: Any, canary_traffic: int = DEFAULT_CANARY_TRAFFIC, history_file: str | None = None):
         if not 0 < canary_traffic < 100:
             raise ReleaseError(f"a canary's traffic share is a percent within 1..99, got {canary_traffic}")
         self.endpoint = endpoint
         self.canary_traffic = canary_traffic
+        self.history_file = None if history_file is None else str(history_file)
+        self._history = None if history_file is None else History(str(history_file))
 
     def _tracks(self, strict: bool = True) -> ReleaseState:
         deployed = self.endpoint.list_models()
@@ -96,25 +103,55 @@ class VertexRelease:
         return self._with_note(f"canary {version} gets {self.canary_traffic} % of the traffic, "
                                f"stable {state.stable} {100 - self.canary_traffic} %")
 
-    def promote(self, gates: Sequence[Gate] = ()) -> ReleaseState:
+    def promote(self, gates: Sequence[Gate] = (), actor: str = "fmnist release promote",
+                expect_canary: Version | None = None, evidence: Mapping[str, Any] | None = None) -> ReleaseState:
         """All traffic to the canary, then the old stable undeployed. Gates run first; a refusal
-        raises GateRefusedError and nothing changes."""
+        raises GateRefusedError and nothing changes. `expect_canary`: refuse unless that deployed
+        model is still the canary; `evidence` goes into the history."""
         state = self._tracks()
         if state.canary is None:
             raise ReleaseError(f"{state.where} has no canary to promote (stable: {state.stable or 'none'})")
+        self._check_expected(state, expect_canary)
         measured = [gate(state) for gate in gates]
         self.endpoint.update(traffic_split={state.canary: 100})
         self.endpoint.undeploy(deployed_model_id=state.stable)
+        self._record("promoted", state.model, state.canary, None, actor,
+                     {"previous_stable": state.stable, **({"gates": measured} if measured else {}), **(evidence or {})})
         return self._with_note(*measured, f"{state.canary} is stable with all traffic; {state.stable} undeployed")
 
-    def rollback(self) -> ReleaseState:
-        """All traffic back to stable, then the canary undeployed."""
+    def rollback(self, actor: str = "fmnist release rollback", expect_canary: Version | None = None,
+                 evidence: Mapping[str, Any] | None = None) -> ReleaseState:
+        """All traffic back to stable, then the canary undeployed (`expect_canary`, `evidence`: as
+        for promote)."""
         state = self._tracks()
         if state.canary is None:
             raise ReleaseError(f"{state.where} has no canary to roll back (stable: {state.stable or 'none'})")
+        self._check_expected(state, expect_canary)
         self.endpoint.update(traffic_split={state.stable: 100})
         self.endpoint.undeploy(deployed_model_id=state.canary)
+        self._record("rolled back", state.model, state.stable, state.canary, actor, evidence)
         return self._with_note(f"stable {state.stable} has all traffic again; canary {state.canary} undeployed")
+
+    def record(self, action: str, actor: str, evidence: Mapping[str, Any] | None = None) -> dict | None:
+        """Appends a decision that moves no traffic (an inconclusive analysis) to the history, with
+        the release as it stands; the entry (None without a history file)."""
+        state = self.status()
+        return self._record(action, state.model, state.stable, state.canary, actor, evidence)
+
+    def history(self) -> list[dict]:
+        """The history's entries, oldest first ([] without a history file)."""
+        return [] if self._history is None else self._history.entries()
+
+    def _record(self, action: str, model: str, stable: Version | None, canary: Version | None, actor: str,
+                evidence: Mapping[str, Any] | None) -> dict | None:
+        return None if self._history is None else self._history.append(action, model, stable, canary, actor,
+                                                                         evidence)
+
+    @staticmethod
+    def _check_expected(state: ReleaseState, expected: Version | None) -> None:
+        if expected is not None and str(state.canary) != str(expected):
+            raise ReleaseError(f"the canary on {state.where} is now deployed model {state.canary}, not {expected}: "
+                               "it changed while it was measured, nothing done")
 
     def _with_note(self, *notes: str) -> ReleaseState:
         return dataclasses.replace(self._tracks(strict=False), notes=notes)

@@ -1,0 +1,50 @@
+"""Rows of a Vertex AI endpoint's request-response logging table (BigQuery) as arrays: the
+:predict instances and predictions each row logged, parsed as the REST API parses a request.
+TensorFlow-free, so the Vertex canary analysis can read them (serving/vertex_canary.py), and
+serving.request_log turns them into PredictionLogs for `fmnist monitor --bigquery-table`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fmnist import features
+from serving.predict_body import parse_predict_request
+
+
+def payload_rows(payload: Any, key: str) -> list:
+    """Vertex writes one JSON string per instance / prediction (a REPEATED STRING column); a whole
+    body (`{"instances": [...]}`) in one string is taken too."""
+    items = [payload] if isinstance(payload, str | dict) else list(payload or [])
+    rows: list = []
+    for item in items:
+        value = json.loads(item) if isinstance(item, str) else item
+        if isinstance(value, dict) and key in value:
+            rows.extend(value[key])
+        else:
+            rows.append(value)
+    return rows
+
+
+def _arrays(rows: list, name: str) -> dict[str, np.ndarray]:
+    # The REST API's own row-format parsing (b64 values, named or bare instances), then the dtype
+    # the REST API would pick: JSON floats as float32, the model's input and output type.
+    columns, _ = parse_predict_request({"instances": rows}, [name])
+    arrays = {}
+    for key, values in columns.items():
+        array = np.asarray(values)
+        arrays[key] = array.astype(np.float32) if array.dtype == np.float64 else array
+    return arrays
+
+
+def row_arrays(row: Mapping[str, Any], input_name: str = features.IMAGES_INPUT,
+               output_name: str = "predictions") -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The (inputs, outputs) arrays of one logging-table row, by input/output name (bare instances
+    and predictions named input_name / output_name); outputs {} for a row without a response. A
+    payload that is not JSON or not instances raises ServingError (or json.JSONDecodeError)."""
+    predictions = payload_rows(row.get("response_payload"), "predictions")
+    instances = payload_rows(row.get("request_payload"), "instances")
+    return _arrays(instances, input_name), (_arrays(predictions, output_name) if predictions else {})
