@@ -1,13 +1,13 @@
-"""Where the golden gate's margins sit: golden-set accuracy and per-class recall of each pushed
-model against the one pushed before it, with the paired bootstrap spread of each difference.
+"""Where the golden gate's margins sit: every candidate a finished loop trained (e.g.
+benchmarks/unattended_loop.py's output), scored on the golden set against the stable model it was
+judged against (the golden baseline its GoldenEvaluator recorded), with paired-bootstrap spreads.
 
 The golden gate refuses a candidate that loses more than --max-golden-drop of accuracy, or more
 than --max-golden-class-drop of any class's recall, against the stable model on the golden set.
-A margin below the spread between two equally good models would refuse clean spans; one far
-above it would let a labelling error through. This prints, for a finished loop (e.g.
-benchmarks/unattended_loop.py's output), each consecutive pair of pushed versions: the accuracy
-change, the largest per-class recall drop, and the 95 % paired-bootstrap half-width of each on
-the golden set, so the margins can be read against them.
+A margin below the spread between two equally good models refuses clean spans; one far above it
+lets a labelling error through. Per candidate this prints its span, the accuracy change, the
+largest per-class recall drop, and the 95 % paired-bootstrap half-width of each (the same images
+resampled for both models), so the margins can be read against clean and bad spans side by side.
 
     .venv/bin/python benchmarks/golden_margins.py --output-dir /tmp/fmnist-unattended \
         [--data-dir ../shared/data/fashion-mnist] [--resamples 2000]
@@ -16,7 +16,6 @@ the golden set, so the margins can be read against them.
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from pathlib import Path
 
@@ -47,6 +46,32 @@ def recalls(correct: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.array([correct[labels == c].mean() for c in range(features.NUM_CLASSES)])
 
 
+def candidates(config) -> list[tuple[int, str, str]]:
+    """(span, candidate SavedModel dir, the stable SavedModel dir it was judged against) for every
+    run whose GoldenEvaluator had a baseline, oldest first."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    from tfx_pipeline import metadata
+    from tfx_pipeline.config import EXAMPLE_GEN_ID, GOLDEN_EVALUATOR_ID
+
+    store = metadata.open_store(config.metadata_path)
+    found = []
+    for evaluation in metadata.all_outputs(config.metadata_path, config.pipeline_name, GOLDEN_EVALUATOR_ID,
+                                           "evaluation"):
+        run_id = metadata.producing_run(store, evaluation)
+        judged = metadata.latest_execution_outputs(config.metadata_path, config.pipeline_name, GOLDEN_EVALUATOR_ID,
+                                                   run_id=run_id)
+        inputs = metadata.execution_artifacts(store, judged.execution.id, (metadata_store_pb2.Event.INPUT,))
+        if not inputs.get("baseline_model"):
+            continue
+        gen = metadata.latest_execution_outputs(config.metadata_path, config.pipeline_name, EXAMPLE_GEN_ID,
+                                                run_id=run_id)
+        span = gen.artifacts["examples"][0].custom_properties["span"].int_value
+        found.append((span, f"{inputs['model'][0].uri}/Format-Serving",
+                      f"{inputs['baseline_model'][0].uri}/Format-Serving"))
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", type=Path, required=True)
@@ -60,25 +85,32 @@ def main(argv: list[str] | None = None) -> int:
     test = dataset.read_split(config.data_root, dataset.TEST, config.input_format)
     rows = golden_rows(config)
     golden = dataset.RawSplit(test.images[rows], test.labels[rows], test.source)
-    versions = sorted(Path(config.serving_model_dir).iterdir(), key=lambda p: int(p.name))
-    print(f"CPU: {cpu_model()}\n{len(golden.labels):,} golden images; {len(versions)} pushed versions", flush=True)
-    correct = {v.name: predict_classes(str(v), golden) == golden.labels for v in versions}
+    pairs = candidates(config)
+    print(f"CPU: {cpu_model()}\n{len(golden.labels):,} golden images; {len(pairs)} candidates judged against a "
+          "stable model", flush=True)
+    scored: dict[str, np.ndarray] = {}
+
+    def correct(model_dir: str) -> np.ndarray:
+        if model_dir not in scored:
+            scored[model_dir] = predict_classes(model_dir, golden) == golden.labels
+        return scored[model_dir]
+
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(golden.labels), size=(args.resamples, len(golden.labels)))
     table = []
-    for before, after in itertools.pairwise(versions):
-        old, new = correct[before.name], correct[after.name]
+    for span, candidate, baseline in pairs:
+        old, new = correct(baseline), correct(candidate)
         change = new.mean() - old.mean()
         class_change = recalls(new, golden.labels) - recalls(old, golden.labels)
         worst = int(np.argmin(class_change))
         boot_acc = new[draws].mean(axis=1) - old[draws].mean(axis=1)
         boot_class = [recalls(new[d], golden.labels[d])[worst] - recalls(old[d], golden.labels[d])[worst]
                       for d in draws[:200]]  # per-class: fewer resamples (a loop over classes each)
-        table.append([f"{before.name} -> {after.name}", f"{old.mean():.4f} -> {new.mean():.4f}",
+        table.append([str(span), f"{old.mean():.4f} -> {new.mean():.4f}",
                       f"{100 * change:+.2f}", f"±{100 * 1.96 * boot_acc.std():.2f}",
                       f"{100 * class_change[worst]:+.1f} (class {worst})", f"±{100 * 1.96 * np.std(boot_class):.1f}",
                       f"{float(np.mean(old == new)):.4f}"])
-    print(markdown_table(["versions", "golden accuracy", "change (pt)", "95 % bootstrap (pt)",
+    print(markdown_table(["span", "golden accuracy (stable -> candidate)", "change (pt)", "95 % bootstrap (pt)",
                           "largest class recall drop (pt)", "95 % bootstrap (pt)", "same verdict per image"],
                          table))
     print(f"\nmargins now: accuracy {100 * config.thresholds.max_golden_drop:.1f} pt, class recall "
