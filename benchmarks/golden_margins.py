@@ -7,7 +7,10 @@ than --max-golden-class-drop of any class's recall, against the stable model on 
 A margin below the spread between two equally good models refuses clean spans; one far above it
 lets a labelling error through. Per candidate this prints its span, the accuracy change, the
 largest per-class recall drop, and the 95 % paired-bootstrap half-width of each (the same images
-resampled for both models), so the margins can be read against clean and bad spans side by side.
+resampled for both models), so the margins can be read against clean and bad spans side by side;
+then what the gate judges: the one-sided upper confidence bound of the paired change
+(tfx_pipeline/tfma_metrics.py, at --golden-confidence), overall and for the worst class, and the
+verdict those bounds give against the margins.
 
     .venv/bin/python benchmarks/golden_margins.py --output-dir /tmp/fmnist-unattended \
         [--data-dir ../shared/data/fashion-mnist] [--resamples 2000]
@@ -95,8 +98,23 @@ def main(argv: list[str] | None = None) -> int:
             scored[model_dir] = predict_classes(model_dir, golden) == golden.labels
         return scored[model_dir]
 
+    from tfx_pipeline.tfma_metrics import paired_change_upper_bound
+
+    def bound(old: np.ndarray, new: np.ndarray) -> float:
+        return paired_change_upper_bound(len(old), float(np.sum(old & ~new)), float(np.sum(new & ~old)),
+                                         config.thresholds.golden_confidence)
+
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(golden.labels), size=(args.resamples, len(golden.labels)))
+    def gate(old: np.ndarray, new: np.ndarray) -> list[str]:
+        overall = bound(old, new)
+        by_class = [bound(old[golden.labels == c], new[golden.labels == c]) for c in range(features.NUM_CLASSES)]
+        worst = int(np.argmin(by_class))
+        passed = (overall >= -config.thresholds.max_golden_drop
+                  and min(by_class) >= -config.thresholds.max_golden_class_drop)
+        return [f"{100 * overall:+.2f}", f"{100 * by_class[worst]:+.1f} (class {worst})",
+                "passed" if passed else "failed"]
+
     table = []
     for span, candidate, baseline in pairs:
         old, new = correct(baseline), correct(candidate)
@@ -109,12 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         table.append([str(span), f"{old.mean():.4f} -> {new.mean():.4f}",
                       f"{100 * change:+.2f}", f"±{100 * 1.96 * boot_acc.std():.2f}",
                       f"{100 * class_change[worst]:+.1f} (class {worst})", f"±{100 * 1.96 * np.std(boot_class):.1f}",
-                      f"{float(np.mean(old == new)):.4f}"])
+                      f"{float(np.mean(old == new)):.4f}", *gate(old, new)])
     print(markdown_table(["span", "golden accuracy (stable -> candidate)", "change (pt)", "95 % bootstrap (pt)",
-                          "largest class recall drop (pt)", "95 % bootstrap (pt)", "same verdict per image"],
+                          "largest class recall drop (pt)", "95 % bootstrap (pt)", "same verdict per image",
+                          "gate bound (pt)", "worst class bound (pt)", "gate"],
                          table))
     print(f"\nmargins now: accuracy {100 * config.thresholds.max_golden_drop:.1f} pt, class recall "
-          f"{100 * config.thresholds.max_golden_class_drop:.1f} pt")
+          f"{100 * config.thresholds.max_golden_class_drop:.1f} pt, on the paired bound at "
+          f"{config.thresholds.golden_confidence:.0%} one-sided confidence")
     return 0
 
 

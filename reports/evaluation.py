@@ -194,18 +194,22 @@ def _class_of(key, slice_key: tuple) -> int | None:
     (which is class c's recall)."""
     if key.sub_key is not None and key.sub_key.class_id is not None:
         return key.sub_key.class_id
-    if key.name == names.ACCURACY and len(slice_key) == 1 and slice_key[0][0] == features.LABEL_KEY:
+    if (key.name in (names.ACCURACY, names.ACCURACY_CHANGE_BOUND) and len(slice_key) == 1
+            and slice_key[0][0] == features.LABEL_KEY):
         return int(slice_key[0][1])
     return None
 
 
 def describe_metric(key, slice_key: tuple = ()) -> str:
     """Names a judged value as a reviewer would, e.g. accuracy on `label == 6` is Shirt's recall."""
-    text = key.name
+    bound = key.name == names.ACCURACY_CHANGE_BOUND  # the golden gate's: already a change
+    text = names.ACCURACY if bound else key.name
     c = _class_of(key, slice_key)
     if c is not None:
         metric = key.name if key.sub_key is not None else "recall"
         text = f"{metric} of {features.CLASS_NAMES[c]} (class {c})"
+    if bound:
+        return f"{text}, change vs baseline (paired upper bound)"
     return f"{text}, change vs baseline" if key.is_diff else text
 
 

@@ -119,3 +119,33 @@ def test_rules_read_as_a_reviewer_would_write_them():
         direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -0.005})) == ">= -0.0050"
     assert _describe_bound(tfma.GenericChangeThreshold(
         direction=tfma.MetricDirection.LOWER_IS_BETTER, relative={"value": 0.1})) == "<= +10.00% relative"
+
+
+@pytest.mark.parametrize("has_baseline", [False, True])
+def test_golden_gate_judges_the_paired_change_bound_only_against_a_baseline(has_baseline):
+    """The golden config adds the paired bound for the candidate (a diff key the change thresholds
+    bind to, one per slice rule); with no stable model TFX drops those thresholds and the bound
+    is not computed, so the golden Evaluator judges nothing."""
+    config = eval_config.create_eval_config(THRESHOLDS, golden=True)
+    prepared = tfma.utils.update_eval_config_with_defaults(config, has_baseline=has_baseline, rubber_stamp=True)
+    thresholds = tfma.metrics.metric_thresholds_from_metrics_specs(prepared.metrics_specs, prepared)
+    keys = {key for computation in _computations(config, has_baseline) for key in computation.keys}
+    bound = tfma.metrics.MetricKey(name=eval_config.ACCURACY_CHANGE_BOUND, model_name="candidate", is_diff=True)
+    if not has_baseline:
+        assert not thresholds and not any(key.name == eval_config.ACCURACY_CHANGE_BOUND for key in keys)
+        return
+    # (TFMA also keys each threshold for the baseline, and skips those: a model is not judged against itself.)
+    assert bound in keys and [key for key in thresholds if key.model_name == "candidate"] == [bound]
+    margins = sorted(-threshold.absolute.value for _, threshold in thresholds[bound])
+    assert margins == [THRESHOLDS.max_golden_drop] + [THRESHOLDS.max_golden_class_drop] * features.NUM_CLASSES
+    # Accuracy itself carries no golden threshold: a point drop within noise refuses nothing.
+    assert not any(key.name == eval_config.ACCURACY for key in thresholds)
+
+
+def test_golden_confidence_is_a_one_sided_level():
+    from fmnist.settings import SettingsError
+    from tfx_pipeline.config import EvaluationThresholds
+
+    for bad in (0.4, 1.0):
+        with pytest.raises(SettingsError, match="golden_confidence"):
+            EvaluationThresholds(golden_confidence=bad)

@@ -387,3 +387,71 @@ def test_new_config_judges_as_the_old_one(evaluations, run):
     else:  # only the comparison with the baseline fails
         (failure,) = old_failures
         assert "is_diff: true" in failure
+
+
+# --- the golden gate's paired change bound -------------------------------------------------------
+
+
+def test_paired_change_bound_is_the_one_sided_upper_confidence_bound():
+    # 500 images of a class: 30 the baseline got right and the candidate wrong, 11 the reverse.
+    change, z95 = (11 - 30) / 500, 1.6448536269514722
+    se = math.sqrt(((11 + 30) / 500 - change ** 2) / 500)
+    assert tfma_metrics.paired_change_upper_bound(500, 30, 11, 0.95) == pytest.approx(change + z95 * se)
+    # -3.8 points is a real drop, but not one of more than 3 points at 95 %: the gate lets it pass.
+    assert -0.03 < tfma_metrics.paired_change_upper_bound(500, 30, 11, 0.95) < 0
+    assert tfma_metrics.paired_change_upper_bound(500, 30, 11, 0.5) == pytest.approx(change)
+    # No disagreement: no change, whatever the confidence; an empty slice changes nothing.
+    assert tfma_metrics.paired_change_upper_bound(500, 0, 0, 0.99) == 0
+    assert tfma_metrics.paired_change_upper_bound(0, 0, 0, 0.95) == 0
+    # A collapsed class (12 of 15 golden images lost) is refused even on the sample's tiny slices.
+    assert tfma_metrics.paired_change_upper_bound(15, 12, 0, 0.95) < -0.2
+    with pytest.raises(ValueError, match="confidence"):
+        tfma_metrics.PairedAccuracyChange(confidence=1.0)
+
+
+def test_paired_counts_compare_both_models_on_the_same_example():
+    from tensorflow_model_analysis.metrics import metric_types
+
+    key = metric_types.MetricKey(name="_paired_counts", model_name="candidate")
+    config = tfma.EvalConfig(model_specs=[tfma.ModelSpec(name="candidate", label_key="label"),
+                                          tfma.ModelSpec(name="baseline", label_key="label", is_baseline=True)])
+    combiner = tfma_metrics._PairedCountsCombiner(key, "baseline", config, example_weighted=False)
+    right, wrong = np.array([0.1, 0.9], np.float32), np.array([0.9, 0.1], np.float32)
+    # (candidate, baseline) per example, label 1: both right, lost, lost, gained, both wrong.
+    answers = [(right, right), (wrong, right), (wrong, right), (right, wrong), (wrong, wrong)]
+    accumulators = []
+    for candidate, baseline in answers:
+        element = metric_types.StandardMetricInputs(labels={"label": np.array([1])},
+                                                    predictions={"candidate": candidate, "baseline": baseline},
+                                                    example_weights=None)
+        accumulators.append(combiner.add_input(combiner.create_accumulator(), element))
+    (counts,) = combiner.extract_output(combiner.merge_accumulators(accumulators)).values()
+    assert counts.tolist() == [5, 2, 1]
+
+
+def test_golden_config_binds_its_margins_to_the_bound_in_the_evaluator(tmp_path, exported_model, sample_dir):
+    """The golden EvalConfig through TFX's Evaluator, the candidate as its own baseline: the bound
+    is 0 on every slice; asking for a gain overall (a negative margin) fails that slice alone."""
+    import shutil
+
+    import tensorflow as tf
+
+    from reports.evaluation import load_split_evaluation
+
+    shutil.copytree(exported_model, tmp_path / "model" / "Format-Serving")
+    examples, _ = _serialized_examples(sample_dir)
+    (tmp_path / "examples" / "Split-eval").mkdir(parents=True)
+    with tf.io.TFRecordWriter(str(tmp_path / "examples" / "Split-eval" / "data.tfrecord")) as writer:
+        for example in examples:
+            writer.write(example)
+    thresholds = EvaluationThresholds(max_golden_drop=-0.001)
+    uri, blessed = _run_evaluator(tmp_path / "golden", eval_config.create_eval_config(thresholds, golden=True),
+                                  tmp_path / "model", tmp_path / "examples", baseline_uri=tmp_path / "model")
+    assert blessed is False
+    bounds = {slice_key: value for (slice_key, key), value in _metrics(uri).items()
+              if key.name == eval_config.ACCURACY_CHANGE_BOUND}
+    assert len(bounds) == 1 + features.NUM_CLASSES and set(bounds.values()) == {0.0}
+    checks = load_split_evaluation(uri, "eval", "GoldenEvaluator").checks
+    assert [check.slice for check in checks if not check.passed] == ["overall"]
+    assert {check.rule for check in checks if check.class_id == 6} == {
+        "recall of Shirt (class 6), change vs baseline (paired upper bound)"}

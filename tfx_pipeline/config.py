@@ -61,6 +61,13 @@ class EvaluationThresholds:
     max_golden_drop: float = setting(0.003, "golden gate: largest drop in golden-set accuracy vs the stable model")
     max_golden_class_drop: float = setting(0.03, "golden gate: largest drop in any class's golden-set recall vs "
                                                  "the stable model")
+    golden_confidence: float = setting(0.95, "golden gate: refuse only when a drop exceeds its margin at this "
+                                             "one-sided confidence (paired, same golden images)")
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.golden_confidence < 1:
+            raise SettingsError(f"golden_confidence is a one-sided confidence in [0.5, 1), "
+                                f"got {self.golden_confidence:g}")
 
 
 SERVING_VALIDATORS = ("auto", "project", "tfx")

@@ -22,6 +22,7 @@ from tfx_pipeline.config import EvaluationThresholds
 EXAMPLE_COUNT = "example_count"
 ACCURACY = tfma_metrics.ACCURACY
 CROSS_ENTROPY = tfma_metrics.CROSS_ENTROPY
+ACCURACY_CHANGE_BOUND = tfma_metrics.ACCURACY_CHANGE_BOUND  # golden gate: paired change vs stable, upper bound
 PRECISION = tfma_metrics.PRECISION  # per class, one-vs-rest, top-1 (sub-key classId:c topK:1)
 RECALL = tfma_metrics.RECALL
 AUC = tfma_metrics.AUC  # per class, one-vs-rest over the class probability (sub-key classId:c)
@@ -70,10 +71,13 @@ def _metric(class_name: str, thresholds: list | None = None, module: str = "", *
 
 
 def _golden_thresholds(thresholds: EvaluationThresholds) -> list[tfma.PerSliceMetricThreshold]:
-    """Change thresholds only, against the stable model: overall accuracy, and accuracy on each
-    `label == c` slice (that class's recall). No floors: the golden gate asks "no worse than what
-    serves", the eval split's floors ask "good enough". With no stable model yet TFX drops change
-    thresholds, and the golden Evaluator then judges nothing (its blessing has no `blessed`)."""
+    """Change thresholds against the stable model, on the paired change bound (tfma_metrics'
+    PairedAccuracyChange) of overall accuracy and of accuracy on each `label == c` slice (class c's
+    recall): refuse a candidate when it is worse than stable by more than the margin at the gate's
+    confidence, not when a few golden images fall the other way. No floors: the golden gate asks
+    "no worse than what serves", the eval split's floors ask "good enough". With no stable model
+    yet TFX drops change thresholds, and the golden Evaluator judges nothing (its blessing has no
+    `blessed`)."""
 
     def drop(limit: float) -> tfma.MetricThreshold:
         return tfma.MetricThreshold(change_threshold=tfma.GenericChangeThreshold(
@@ -87,9 +91,12 @@ def _golden_thresholds(thresholds: EvaluationThresholds) -> list[tfma.PerSliceMe
 def create_eval_config(thresholds: EvaluationThresholds | None, golden: bool = False) -> tfma.EvalConfig:
     """The EvalConfig for one split; `thresholds=None` reports without judging (no blessing).
     `golden`: the golden gate's rules (change vs the stable baseline) instead of the blessing's."""
-    accuracy_thresholds = None
-    if thresholds is not None:
-        accuracy_thresholds = _golden_thresholds(thresholds) if golden else _accuracy_thresholds(thresholds)
+    accuracy_thresholds = golden_metrics = None
+    if thresholds is not None and golden:
+        golden_metrics = [_metric("PairedAccuracyChange", _golden_thresholds(thresholds), module=METRICS_MODULE,
+                                  name=ACCURACY_CHANGE_BOUND, confidence=thresholds.golden_confidence)]
+    elif thresholds is not None:
+        accuracy_thresholds = _accuracy_thresholds(thresholds)
     metrics = tfma.MetricsSpec(metrics=[
         _metric("ExampleCount"),
         # The project's numpy twins of the Keras metrics: same names, same float32 values.
@@ -98,6 +105,7 @@ def create_eval_config(thresholds: EvaluationThresholds | None, golden: bool = F
         _metric(CONFUSION_MATRIX_PLOT, module=METRICS_MODULE),
         # Per-class precision/recall (top-1) and AUC, and the macro averages: no `binarize` here.
         _metric("ClassificationSummary", module=METRICS_MODULE, num_classes=features.NUM_CLASSES),
+        *(golden_metrics or []),
     ])
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(

@@ -33,6 +33,15 @@ model never predicts, and for the off-class entries of each `label == k` slice);
 example is top-1 c and some probability is exactly 1.0, it counts only those. Here the counts are
 the confusion matrix's. Values agree wherever TFMA's histogram has its usual buckets.
 
+`accuracy_change_upper_bound` (PairedAccuracyChange, against the baseline model): the golden
+gate's evidence. Both models answer the same examples, so their accuracy change is a paired
+difference: with n examples, `lost` that the baseline got right and the candidate wrong and
+`gained` the reverse, the change is (gained - lost) / n and its variance
+((gained + lost) / n - change^2) / n (the paired-proportion, McNemar-style estimate). The metric
+is the change's one-sided upper confidence bound: below -margin means "worse by more than the
+margin, at that confidence". A change threshold on it refuses a real drop and lets the sampling
+noise of a small golden slice through.
+
 `MacroAverage` stays for evaluations written before these metrics existed: their saved EvalConfig
 names it, and TFMA instantiates every metric of a saved config when reports list its thresholds.
 """
@@ -40,6 +49,7 @@ names it, and TFMA instantiates every metric of a saved config when reports list
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -47,6 +57,7 @@ import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import metric_types, metric_util, multi_class_confusion_matrix_metrics
 from tensorflow_model_analysis.metrics.multi_class_confusion_matrix_plot import MULTI_CLASS_CONFUSION_MATRIX_PLOT_NAME
+from tensorflow_model_analysis.utils import model_util
 
 PRECISION = "precision"
 RECALL = "recall"
@@ -63,6 +74,8 @@ AUC_NUM_THRESHOLDS = 10_000
 _EPSILON = 1e-7
 _KERAS_EPSILON = np.float32(1e-7)  # tf_keras.backend.epsilon(), as the float32 tensor it becomes
 
+ACCURACY_CHANGE_BOUND = "accuracy_change_upper_bound"
+_PAIRED_COUNTS = "_paired_counts"  # private, as _ROWS
 _ROWS = "_classification_rows"  # private: TFMA drops keys starting with "_" from its outputs
 
 
@@ -470,6 +483,89 @@ class ArgmaxConfusionMatrixPlot(metric_types.Metric):
 
     def __init__(self, name: str = MULTI_CLASS_CONFUSION_MATRIX_PLOT_NAME):
         super().__init__(_confusion_matrix_plot, name=name)
+
+
+class _PairedCountsCombiner(beam.CombineFn):
+    """Per slice, weighted [examples, lost, gained]: examples the baseline got right and the
+    candidate wrong, and the reverse (top-1 class, argmax as `accuracy`)."""
+
+    def __init__(self, key: metric_types.MetricKey, baseline_model_name: str, eval_config: Any,
+                 example_weighted: bool):
+        self._key = key
+
+        def rows(model_name: str) -> _RowsCombiner:  # its lookup, for one model
+            return _RowsCombiner(metric_types.MetricKey(name=_ROWS, model_name=model_name, output_name=key.output_name,
+                                                        example_weighted=example_weighted),
+                                 eval_config, example_weighted)
+
+        self._candidate, self._baseline = rows(key.model_name), rows(baseline_model_name)
+
+    def create_accumulator(self) -> np.ndarray:
+        return np.zeros(3)
+
+    def add_input(self, accumulator: np.ndarray, element: metric_types.StandardMetricInputs) -> np.ndarray:
+        label, candidate, weight = self._candidate._lookup(element)
+        _, baseline, _ = self._baseline._lookup(element)
+        candidate_right, baseline_right = np.argmax(candidate) == label, np.argmax(baseline) == label
+        accumulator += weight * np.array([1.0, baseline_right and not candidate_right,
+                                          candidate_right and not baseline_right])
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[np.ndarray]) -> np.ndarray:
+        return np.sum(list(accumulators), axis=0)
+
+    def extract_output(self, accumulator: np.ndarray) -> dict[metric_types.MetricKey, np.ndarray]:
+        return {self._key: accumulator}
+
+
+def paired_change_upper_bound(examples: float, lost: float, gained: float, confidence: float) -> float:
+    """One-sided upper confidence bound of the accuracy change (candidate - baseline) from the
+    paired counts (see the module docstring); 0.0 on an empty slice."""
+    if examples <= 0:
+        return 0.0
+    change = (gained - lost) / examples
+    variance = max((gained + lost) / examples - change * change, 0.0) / examples
+    return change + statistics.NormalDist().inv_cdf(confidence) * math.sqrt(variance)
+
+
+def _paired_change(name: str, confidence: float, eval_config: Any = None, model_names: list[str] | None = None,
+                   output_names: list[str] | None = None, sub_keys: list | None = None, aggregation_type: Any = None,
+                   example_weighted: bool = False, query_key: str | None = None) -> metric_types.MetricComputations:
+    _reject_unsupported(name, sub_keys, aggregation_type, query_key)
+    baseline = model_util.get_baseline_model_spec(eval_config) if eval_config is not None else None
+    if baseline is None:  # nothing to compare with: no value, and TFX drops the change thresholds
+        return []
+    computations = []
+    for model_name in model_names or [""]:
+        if model_name == baseline.name:
+            continue
+        for output_name in output_names or [""]:
+            counts_key = metric_types.MetricKey(name=_PAIRED_COUNTS, model_name=model_name, output_name=output_name,
+                                                example_weighted=example_weighted)
+            # A diff key, as TFMA's flip rates: the value is already a comparison with the baseline,
+            # so change thresholds bind to it and TFMA computes no diff of it.
+            key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name,
+                                         example_weighted=example_weighted, is_diff=True)
+
+            def result(metrics, counts_key=counts_key, key=key):
+                return {key: paired_change_upper_bound(*metrics[counts_key], confidence)}
+
+            computations += [
+                metric_types.MetricComputation(keys=[counts_key], preprocessors=None, combiner=_PairedCountsCombiner(
+                    counts_key, baseline.name, eval_config, example_weighted)),
+                metric_types.DerivedMetricComputation(keys=[key], result=result)]
+    return computations
+
+
+class PairedAccuracyChange(metric_types.Metric):
+    """`accuracy_change_upper_bound`: the one-sided `confidence` upper bound of the candidate's
+    accuracy change against the baseline model on the same examples (a diff key; none without a
+    baseline). On the slice `label == c` that is the change of class c's recall."""
+
+    def __init__(self, confidence: float = 0.95, name: str = ACCURACY_CHANGE_BOUND):
+        if not 0.5 <= confidence < 1:
+            raise ValueError(f"{name}: confidence must be in [0.5, 1), got {confidence}")
+        super().__init__(_paired_change, confidence=confidence, name=name)
 
 
 # --- kept for evaluations written before ClassificationSummary --------------------------------
