@@ -101,7 +101,7 @@ class ServingMetrics:
             self.requests.labels(model, version, api, transport, str(outcome.get("code", OK))).inc()
 
     def record_warmup(self, model: str, version: int, requests: int, seconds: float) -> None:
-        """A version's warmup finished (Servable's on_warmup callback)."""
+        """A version's warmup finished (serving.warmup.loader's on_warmup callback)."""
         self.warmup_requests.labels(model, str(version)).inc(requests)
         self.warmup_seconds.labels(model, str(version)).set(seconds)
 

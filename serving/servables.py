@@ -3,10 +3,7 @@ callable signatures, and the input checks every request goes through before it r
 
 from __future__ import annotations
 
-import logging
 import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,9 +13,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from fmnist import features
 from serving.errors import bad_request
 
-log = logging.getLogger(__name__)
 # Called after a version's warmup with (model name, version, requests replayed, seconds taken).
-WarmupCallback = Callable[[str, int, int, float], None]
 
 # Value ranges the model was trained on; TF would happily run on anything else.
 INPUT_RANGES = {features.IMAGES_INPUT: (features.PIXEL_MIN, features.PIXEL_MAX)}
@@ -109,14 +104,14 @@ def tf_error_line(err: tf.errors.OpError) -> str:
 class Servable:
     """A SavedModel version loaded for serving.
 
-    Construction loads it (seconds; raises whatever TF raises for a bad SavedModel), then replays
-    its warmup file if it has one (serving.warmup; raises WarmupError if that fails), so a manager
-    that marks the version AVAILABLE when this returns only does so once it is warm. After that it
-    is read-only and thread-safe: prepare() raises a 400 ServingError naming what is wrong with an
-    input, run() calls TF and is safe to call from several threads at once.
+    Construction loads it (seconds; raises whatever TF raises for a bad SavedModel); the server
+    loads through serving.warmup.loader, which also replays the version's warmup file before the
+    manager marks it AVAILABLE. After that it is read-only and thread-safe: prepare() raises a 400
+    ServingError naming what is wrong with an input, run() calls TF and is safe to call from
+    several threads at once.
     """
 
-    def __init__(self, model_name: str, version: int, path: str, on_warmup: WarmupCallback | None = None):
+    def __init__(self, model_name: str, version: int, path: str):
         self.model_name = model_name
         self.version = version
         self.path = path
@@ -130,21 +125,6 @@ class Servable:
             sig: {key: InputSpec.from_tensor_info(key, info) for key, info in sig_def.inputs.items()}
             for sig, sig_def in self.signature_defs.items()
         }
-        # Imported here: warmup runs requests through serving.service, which imports this module.
-        from serving import warmup
-
-        started = time.perf_counter()
-        replayed = warmup.replay(self, warmup.warmup_path(path))
-        seconds = time.perf_counter() - started
-        log.info("replayed %d warmup requests for %s version %d in %.0f ms", replayed, model_name, version,
-                 seconds * 1000)
-        if on_warmup is not None:
-            on_warmup(model_name, version, replayed, seconds)
-
-    @classmethod
-    def loader(cls, on_warmup: WarmupCallback) -> Callable[[str, int, str], Servable]:
-        """A ModelManager loader `(name, version, path) -> Servable` that reports each warmup."""
-        return lambda name, version, path: cls(name, version, path, on_warmup=on_warmup)
 
     def signature(self, name: str | None) -> str:
         name = name or features.SERVING_DEFAULT

@@ -191,13 +191,13 @@ class RunningServer:
         from serving.metrics import ServingMetrics
         from serving.request_log import RequestLogger
         from serving.rest import create_app
-        from serving.servables import Servable
         from serving.service import InferenceService
         from serving.shadow import ShadowMirror
+        from serving.warmup import loader
 
         self.options = options
         self.metrics = ServingMetrics()
-        self.manager = ModelManager(_model_config_source(options), Servable.loader(self.metrics.record_warmup),
+        self.manager = ModelManager(_model_config_source(options), loader(self.metrics.record_warmup),
                                     options.poll_seconds, canary_traffic=options.canary_traffic,
                                     config_name=options.model_config_file or "model config",
                                     shadow_traffic=options.shadow_traffic)

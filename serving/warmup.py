@@ -10,8 +10,10 @@ model_spec names.
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable
 
 import tensorflow as tf
 from google.protobuf.message import DecodeError
@@ -21,10 +23,11 @@ from fmnist import features
 from serving.batching import Batcher
 from serving.grpc_service import PredictionServicer
 from serving.metrics import ServingMetrics
+from serving.servables import Servable
 from serving.service import InferenceService
 
-if TYPE_CHECKING:
-    from serving.servables import Servable
+log = logging.getLogger(__name__)
+WarmupCallback = Callable[[str, int, int, float], None]  # (model, version, requests replayed, seconds)
 
 # PredictionLog kinds that can be replayed, with the servicer method that runs them.
 # TF Serving also replays regress_log and multi_inference_log; this server has no Regress or
@@ -114,6 +117,24 @@ def replay(servable: Servable, path: str) -> int:
     finally:
         batcher.close()
     return len(logs)
+
+
+def loader(on_warmup: WarmupCallback | None = None) -> Callable[[str, int, str], Servable]:
+    """A ModelManager loader `(name, version, path) -> Servable`: loads the version, then replays
+    its warmup file (WarmupError if that fails), so the manager marks it AVAILABLE only once it is
+    warm; `on_warmup` hears of each replay."""
+    def load(model_name: str, version: int, path: str) -> Servable:
+        servable = Servable(model_name, version, path)
+        started = time.perf_counter()
+        replayed = replay(servable, warmup_path(path))
+        seconds = time.perf_counter() - started
+        log.info("replayed %d warmup requests for %s version %d in %.0f ms", replayed, model_name, version,
+                 seconds * 1000)
+        if on_warmup is not None:
+            on_warmup(model_name, version, replayed, seconds)
+        return servable
+
+    return load
 
 
 def _one_line(message: str) -> str:

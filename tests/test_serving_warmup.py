@@ -136,7 +136,7 @@ def test_a_failing_warmup_request_fails_the_load_naming_the_record(server, rest)
 def test_a_pushed_version_is_available_only_once_warm(server, rest, exported_model, images, caplog):
     """The metrics are written by the load itself, so whenever the version shows AVAILABLE they
     must already count every warmup request."""
-    caplog.set_level(logging.INFO, logger="serving.servables")
+    caplog.set_level(logging.INFO, logger="serving.warmup")
     _push(server.base, PUSHED_LATER, exported_model, _log_records(requests.build_requests(images, 3)))
     deadline = time.monotonic() + 120
     while _status(rest).get(PUSHED_LATER, ("",))[0] != "AVAILABLE":
