@@ -79,8 +79,9 @@ def _serve(args: argparse.Namespace) -> int:
     for flag, share in (("--canary-traffic", args.canary_traffic), ("--shadow-traffic", args.shadow_traffic)):
         if not 0 <= share <= 100:
             raise ValueError(f"{flag} is a percent within 0..100, got {share:g}")
-    if args.log_sampling is not None and args.log_requests is None:
-        raise ValueError("--log-sampling needs --log-requests DIR (where the sampled requests go)")
+    for flag, value in (("--log-sampling", args.log_sampling), ("--log-retention-days", args.log_retention_days)):
+        if value is not None and args.log_requests is None:
+            raise ValueError(f"{flag} needs --log-requests DIR (where the sampled requests go)")
     config_file = args.model_config_file
     if (config_file is None and not args.label and args.model_base_path == Path(ServerOptions.base_path)
             and Path(DEFAULT_CONFIG_FILE).is_file()):
@@ -99,7 +100,9 @@ def _serve(args: argparse.Namespace) -> int:
         log_requests_dir=str(args.log_requests) if args.log_requests else None,
         # Only the request log flags given: the rest keep ServerOptions' defaults.
         **{field: value for field, value in (("log_sampling", args.log_sampling), ("log_max_bytes", args.log_max_bytes),
-                                             ("log_max_seconds", args.log_max_seconds)) if value is not None},
+                                             ("log_max_seconds", args.log_max_seconds),
+                                             ("log_retention_days", args.log_retention_days)) if value is not None},
+        request_ids=args.request_ids,
     ))
     return 0
 
@@ -247,6 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start a new request log file past this size (default 64 MiB)")
     serve.add_argument("--log-max-seconds", type=float, default=None,
                        help="start a new request log file past this age (default 3600)")
+    serve.add_argument("--log-retention-days", type=float, default=None, metavar="DAYS",
+                       help="delete closed request log files opened more than DAYS ago, at start and at each "
+                            "rotation (default 0: keep forever)")
+    serve.add_argument("--request-ids", action=argparse.BooleanOptionalAction, default=True,
+                       help="answer every :predict/:classify with a request id (X-Request-Id header, x-request-id "
+                            "gRPC trailing metadata) and log it; --no-request-ids only to measure their cost "
+                            "(this project's server only)")
     serve.set_defaults(handler=_serve)
 
     predict = commands.add_parser("predict", help="classify images through a running server")

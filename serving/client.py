@@ -5,7 +5,11 @@ TensorFlow runtime either, see serving/protos.py). Both return the same `Predict
 
 Both speak TLS when given a CA file (PEM: the certificates that signed the server's): REST over
 https verified against it, gRPC over a secure channel. An `https://` REST server without a CA file
-is verified against the system's CAs (Cloud Run, a public ingress)."""
+is verified against the system's CAs (Cloud Run, a public ingress).
+
+predict and explain send the `request_id` they are given (fmnist/request_ids.py: the server
+answers with it) or none (the server makes one); the id the server answered with is the result's
+`request_id`, and a ClientError's when the call failed (None from a server without ids)."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fmnist import features
+from fmnist import features, request_ids
 
 DEFAULT_MODEL = features.MODEL_NAME
 # Not TF Serving's: this project's REST server names the version that answered :predict/:classify
@@ -23,7 +27,12 @@ VERSION_HEADER = "X-Model-Version"
 
 
 class ClientError(RuntimeError):
-    """The server answered with an error (its message included) or could not be reached."""
+    """The server answered with an error (its message included) or could not be reached.
+    `request_id`: the id the server answered that error under, if it sent one."""
+
+    def __init__(self, message: str, request_id: str | None = None):
+        super().__init__(message)
+        self.request_id = request_id
 
 
 def _trust(ca_file: str) -> tuple[bytes, ssl.SSLContext]:
@@ -44,6 +53,7 @@ def _trust(ca_file: str) -> tuple[bytes, ssl.SSLContext]:
 class Prediction:
     probabilities: np.ndarray  # [N, classes]
     version: int | None = None
+    request_id: str | None = None  # what the server answered under (None: it sends no ids)
 
     @property
     def class_ids(self) -> np.ndarray:
@@ -73,9 +83,19 @@ _PREDICT_OUTPUTS = (features.PROBABILITIES_OUTPUT,)
 _EXPLAIN_OUTPUTS = (features.PROBABILITIES_OUTPUT, features.ATTRIBUTIONS_OUTPUT)
 
 
-def _explanation(outputs: dict[str, np.ndarray], version: int | None) -> Explanation:
-    return Explanation(Prediction(outputs[features.PROBABILITIES_OUTPUT], version=version),
+def _explanation(outputs: dict[str, np.ndarray], version: int | None, request_id: str | None) -> Explanation:
+    return Explanation(Prediction(outputs[features.PROBABILITIES_OUTPUT], version, request_id),
                        outputs[features.ATTRIBUTIONS_OUTPUT])
+
+
+def _id_to_send(request_id: str | None) -> str | None:
+    """`request_id` checked here, so a bad one is the caller's ClientError before any request."""
+    if request_id is None:
+        return None
+    try:
+        return request_ids.check(request_id)
+    except ValueError as err:
+        raise ClientError(str(err)) from None
 
 
 def _as_images(images) -> np.ndarray:
@@ -103,37 +123,43 @@ class RestClient:
         self.version = version
         self._http = httpx.Client(timeout=timeout, verify=_trust(ca_file)[1] if ca_file else True)
 
-    def _send(self, method: str, url: str, payload: dict | None = None):
+    def _send(self, method: str, url: str, payload: dict | None = None, request_id: str | None = None):
         import httpx
 
+        headers = {request_ids.HEADER: request_id} if request_id else None
         try:
-            response = self._http.request(method, url, json=payload)
+            response = self._http.request(method, url, json=payload, headers=headers)
         except httpx.HTTPError as err:
             raise ClientError(f"cannot reach {url}: {err}") from None
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         if response.status_code != 200:
-            raise ClientError(f"HTTP {response.status_code}: {body.get('error', response.text)}")
+            raise ClientError(f"HTTP {response.status_code}: {body.get('error', response.text)}",
+                              response.headers.get(request_ids.HEADER))
         return body, response.headers
 
     def _call(self, method: str, url: str, payload: dict | None = None) -> dict:
         return self._send(method, url, payload)[0]
 
-    def _predict(self, signature: str, images, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], int]:
-        """The float32 outputs `names` of `signature` for `images`, and the version that answered."""
+    def _predict(self, signature: str, images, names: tuple[str, ...],
+                 request_id: str | None) -> tuple[dict[str, np.ndarray], int, str | None]:
+        """The float32 outputs `names` of `signature` for `images`, the version that answered and
+        the request id it answered under."""
         body, headers = self._send("POST", f"{self.model_url}:predict",
                                    {"signature_name": signature, "inputs": {
-                                       features.IMAGES_INPUT: _as_images(images).tolist()}})
+                                       features.IMAGES_INPUT: _as_images(images).tolist()}},
+                                   _id_to_send(request_id))
         outputs = {name: np.asarray(body["outputs"][name], dtype=np.float32) for name in names}
-        return outputs, self._served_version(headers)
+        return outputs, self._served_version(headers), headers.get(request_ids.HEADER)
 
-    def predict(self, images) -> Prediction:
-        """Probabilities for [N, 28, 28] (or [N, 784]) grey levels, and the version that answered."""
-        outputs, version = self._predict(features.SERVING_DEFAULT, images, _PREDICT_OUTPUTS)
-        return Prediction(outputs[features.PROBABILITIES_OUTPUT], version=version)
+    def predict(self, images, request_id: str | None = None) -> Prediction:
+        """Probabilities for [N, 28, 28] (or [N, 784]) grey levels, the version that answered and
+        the request id (`request_id` if given)."""
+        outputs, version, answered_id = self._predict(features.SERVING_DEFAULT, images, _PREDICT_OUTPUTS, request_id)
+        return Prediction(outputs[features.PROBABILITIES_OUTPUT], version, answered_id)
 
-    def explain(self, images) -> Explanation:
+    def explain(self, images, request_id: str | None = None) -> Explanation:
         """Probabilities and attributions [N, 28, 28] for [N, 28, 28] (or [N, 784]) grey levels."""
-        return _explanation(*self._predict(features.EXPLAIN_SIGNATURE, images, _EXPLAIN_OUTPUTS))
+        return _explanation(*self._predict(features.EXPLAIN_SIGNATURE, images, _EXPLAIN_OUTPUTS, request_id))
 
     def _served_version(self, headers) -> int:
         if VERSION_HEADER in headers:
@@ -190,15 +216,24 @@ class GrpcClient:
             target.version_label = self.label
 
     def _call(self, method, request):
+        return self._answered(method, request)[0]
+
+    def _answered(self, method, request, request_id: str | None = None) -> tuple:
+        """(the response, the request id of the server's trailing metadata or None), sending
+        `request_id` in the invocation metadata when given."""
         import grpc
 
+        metadata = ((request_ids.METADATA_KEY, request_id),) if request_id else None
         try:
-            return method(request, timeout=self.timeout)
+            response, call = method.with_call(request, timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as err:
-            raise ClientError(f"gRPC {err.code().name}: {err.details()}") from None
+            raise ClientError(f"gRPC {err.code().name}: {err.details()}", _trailing_id(err)) from None
+        return response, _trailing_id(call)
 
-    def _predict(self, signature: str, images, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], int]:
-        """The float32 outputs `names` of `signature` for `images`, and the version that answered."""
+    def _predict(self, signature: str, images, names: tuple[str, ...],
+                 request_id: str | None) -> tuple[dict[str, np.ndarray], int, str | None]:
+        """The float32 outputs `names` of `signature` for `images`, the version that answered and
+        the request id it answered under."""
         array = _as_images(images)
         request = self._pb.predict_pb2.PredictRequest()
         self._spec(request.model_spec, signature)
@@ -207,22 +242,23 @@ class GrpcClient:
         tensor.tensor_shape.dim.extend([tensor.tensor_shape.Dim(size=s) for s in array.shape])
         tensor.tensor_content = array.astype("<f4").tobytes()
         request.output_filter.extend(names)
-        response = self._call(self._prediction.Predict, request)
+        response, answered_id = self._answered(self._prediction.Predict, request, _id_to_send(request_id))
         outputs = {}
         for name in names:
             proto = response.outputs[name]
             values = (np.frombuffer(proto.tensor_content, dtype="<f4") if proto.tensor_content
                       else np.asarray(proto.float_val, dtype=np.float32))
             outputs[name] = values.reshape([d.size for d in proto.tensor_shape.dim])
-        return outputs, response.model_spec.version.value
+        return outputs, response.model_spec.version.value, answered_id
 
-    def predict(self, images) -> Prediction:
-        outputs, version = self._predict(features.SERVING_DEFAULT, images, _PREDICT_OUTPUTS)
-        return Prediction(outputs[features.PROBABILITIES_OUTPUT], version=version)
+    def predict(self, images, request_id: str | None = None) -> Prediction:
+        """As RestClient.predict."""
+        outputs, version, answered_id = self._predict(features.SERVING_DEFAULT, images, _PREDICT_OUTPUTS, request_id)
+        return Prediction(outputs[features.PROBABILITIES_OUTPUT], version, answered_id)
 
-    def explain(self, images) -> Explanation:
+    def explain(self, images, request_id: str | None = None) -> Explanation:
         """Probabilities and attributions [N, 28, 28] for [N, 28, 28] (or [N, 784]) grey levels."""
-        return _explanation(*self._predict(features.EXPLAIN_SIGNATURE, images, _EXPLAIN_OUTPUTS))
+        return _explanation(*self._predict(features.EXPLAIN_SIGNATURE, images, _EXPLAIN_OUTPUTS, request_id))
 
     def classify(self, images) -> list[list[tuple[str, float]]]:
         pixels = np.rint(_as_images(images)).astype(np.int64).reshape(-1, features.NUM_PIXELS)
@@ -248,6 +284,11 @@ class GrpcClient:
 
     def close(self) -> None:
         self._channel.close()
+
+
+def _trailing_id(call) -> str | None:
+    """The request id in a finished gRPC call's trailing metadata (None: the server sent none)."""
+    return next((value for key, value in call.trailing_metadata() or () if key == request_ids.METADATA_KEY), None)
 
 
 def connect(transport: str, server: str | None = None, model: str = DEFAULT_MODEL, version: int | None = None,

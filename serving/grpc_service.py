@@ -1,5 +1,9 @@
 """TF Serving's gRPC API: PredictionService (Predict, Classify, GetModelMetadata) and ModelService
-(GetModelStatus), on the tensorflow-serving-api protos, so stock TF Serving clients work."""
+(GetModelStatus), on the tensorflow-serving-api protos, so stock TF Serving clients work.
+
+Predict and Classify answer, errors included, with the request id (fmnist/request_ids.py) in the
+`x-request-id` trailing metadata: the client's own from the same invocation metadata, or a new one.
+Trailing, not initial: it is set before the call runs and goes out with any status, aborts too."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from fmnist import request_ids
 from serving import codec
 from serving.errors import INTERNAL, ServingError, bad_request
 from serving.service import CLASSIFY_API, METADATA_API, PREDICT_API, STATUS_API, InferenceService
@@ -31,17 +36,30 @@ def _target(model_spec) -> tuple[str, int | None, str | None]:
     return model_spec.name, version, label
 
 
+def _client_id(context) -> str | None:
+    """The request id the client sent in its invocation metadata (the first, if several), or None."""
+    return next((value for key, value in context.invocation_metadata() if key == request_ids.METADATA_KEY), None)
+
+
 class _Handler:
-    """Runs one call with metrics and turns ServingErrors into gRPC status codes."""
+    """Runs one call with metrics and turns ServingErrors into gRPC status codes. `body` gets the
+    outcome dict and the request id the call is answered under (None: this call carries none)."""
 
     def __init__(self, service: InferenceService):
         self.service = service
 
     def call(self, api: str, request, context, body):
         outcome: dict = {}
+        # Metadata read only when ids are on: warmup replays run with a stand-in context that has none.
+        client_id = _client_id(context) if self.service.request_ids else None
+        request_id, refused = self.service.request_id(api, client_id, request_ids.METADATA_KEY)
+        if request_id is not None:
+            context.set_trailing_metadata(((request_ids.METADATA_KEY, request_id),))
         with self.service.metrics.observe(request.model_spec.name, api, "grpc", outcome):
             try:
-                return body(outcome)
+                if refused is not None:
+                    raise refused
+                return body(outcome, request_id)
             except ServingError as err:
                 outcome["code"] = err.code_name
                 context.abort(err.grpc_code, err.message)
@@ -66,11 +84,11 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return servable, shadow
 
     def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
-        def body(outcome):
+        def body(outcome, request_id):
             servable, shadow = self._route(request, outcome)
             signature, future = self.service.submit_predict(
                 servable, request.model_spec.signature_name or None, codec.arrays_from_protos(request.inputs),
-                shadow)
+                shadow, request_id)
             outputs = future.result()
             if request.output_filter:
                 unknown = set(request.output_filter) - set(outputs)
@@ -87,7 +105,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self.handler.call(PREDICT_API, request, context, body)
 
     def Classify(self, request: classification_pb2.ClassificationRequest, context):
-        def body(outcome):
+        def body(outcome, request_id):
             servable, shadow = self._route(request, outcome)
             kind = request.input.WhichOneof("kind")
             if kind == "example_list":
@@ -105,7 +123,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             if not examples:
                 raise bad_request("ClassificationRequest.input has no examples")
             outputs = self.service.submit_classify(servable, request.model_spec.signature_name or None,
-                                                   codec.serialize_examples(examples), shadow).result()
+                                                   codec.serialize_examples(examples), shadow,
+                                                   request_id).result()
             response = classification_pb2.ClassificationResponse()
             response.model_spec.name = request.model_spec.name
             response.model_spec.version.value = servable.version
@@ -115,7 +134,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self.handler.call(CLASSIFY_API, request, context, body)
 
     def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context):
-        def body(outcome):
+        def body(outcome, _request_id):
             unsupported = set(request.metadata_field) - {"signature_def"}
             if unsupported:
                 raise bad_request(f"metadata_field {sorted(unsupported)} not supported (only signature_def)")
@@ -137,7 +156,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.handler = _Handler(service)
 
     def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context):
-        def body(outcome):
+        def body(outcome, _request_id):
             response = get_model_status_pb2.GetModelStatusResponse()
             for version, state, error in self.service.manager.status(*_target(request.model_spec)):
                 status = response.model_version_status.add(version=version, state=state)

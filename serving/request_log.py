@@ -4,8 +4,11 @@ and of warmup files), on both transports.
 
 Files are `requests-<UTC open time>-<seq>.tfrecord` in one directory, so their names sort by
 time; each is written as `<name>.tmp` and renamed once closed (by size, age or shutdown), so a
-reader never sees half a file. Writing runs on one background thread fed by a bounded queue: when
-the queue is full the record is dropped and counted, the request itself never waits or fails.
+reader never sees half a file. With a retention, closed files opened more than that many days ago
+are deleted at start and whenever a file is closed: the name says when, no file is opened for it.
+Each record keeps the request id its answer carried (fmnist/request_ids.py: `of_log`).
+Writing runs on one background thread fed by a bounded queue: when the queue is full the record
+is dropped and counted, the request itself never waits or fails.
 
 Also reads them back (read_request_logs) and converts Vertex AI endpoint request-response logging
 rows (BigQuery) to the same PredictionLogs (rows_to_prediction_logs). TensorFlow and the serving
@@ -29,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter
 
-from fmnist import features
+from fmnist import features, request_ids
 
 if TYPE_CHECKING:
     from tensorflow_serving.apis import prediction_log_pb2
@@ -41,10 +44,11 @@ PREFIX, SUFFIX, PARTIAL = "requests-", ".tfrecord", ".tmp"
 _TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 _RECORD_OVERHEAD = 16  # TFRecord framing: length (8) + its CRC (4) + the data's CRC (4)
 PREDICT, CLASSIFY = "predict_log", "classify_log"
+_DAY_SECONDS = 86400.0
 
 
 def check_options(directory: str | None, sampling: float, max_bytes: int, max_seconds: float,
-                  queue_size: int) -> None:
+                  queue_size: int, retention_days: float = 0.0) -> None:
     """Raises ValueError (one line, naming the option and its CLI flag) for a value out of range."""
     if directory is None:
         return
@@ -56,6 +60,9 @@ def check_options(directory: str | None, sampling: float, max_bytes: int, max_se
         raise ValueError(f"log_max_seconds (--log-max-seconds) must be positive, got {max_seconds:g}")
     if queue_size <= 0:
         raise ValueError(f"log_queue_size must be positive, got {queue_size}")
+    if not retention_days >= 0:  # `not >=`: NaN is refused too
+        raise ValueError(f"log_retention_days (--log-retention-days) must be >= 0 (0: keep forever), "
+                         f"got {retention_days:g}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class _Entry:
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]
     timestamp: float
+    request_id: str = ""  # "" when the server answers without ids
 
 
 class RequestLogger:
@@ -76,19 +84,24 @@ class RequestLogger:
 
     Thread-safe: watch_predict/watch_classify are called from any request thread and never block.
     close() writes what is queued, closes and renames the open file; nothing is logged after it.
-    `random_source` (a [0, 1) draw per call) is there so tests can seed the sampling.
+    `random_source` (a [0, 1) draw per call) is there so tests can seed the sampling, `clock`
+    (epoch seconds) so they can age files for the retention.
     """
 
     def __init__(self, directory: str, sampling: float = 1.0, max_bytes: int = 64 << 20,
                  max_seconds: float = 3600.0, queue_size: int = 1024,
-                 registry: CollectorRegistry | None = None, random_source: Callable[[], float] = random.random):
-        check_options(directory, sampling, max_bytes, max_seconds, queue_size)
+                 registry: CollectorRegistry | None = None, random_source: Callable[[], float] = random.random,
+                 retention_days: float = 0.0, clock: Callable[[], float] = time.time):
+        """retention_days > 0: closed files opened longer ago than that are deleted (0: kept forever)."""
+        check_options(directory, sampling, max_bytes, max_seconds, queue_size, retention_days)
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
         self.sampling = sampling
         self.max_bytes = max_bytes
         self.max_seconds = max_seconds
+        self.retention_days = retention_days
         self._random = random_source
+        self._clock = clock
         self._queue: queue.Queue[_Entry | None] = queue.Queue(maxsize=queue_size)
         self.written = Counter("fmnist_serving_request_log_written", "Requests written to the request log",
                                registry=registry)
@@ -97,21 +110,24 @@ class RequestLogger:
                                registry=registry)
         self._sequence = 0
         self._closed = False
+        self.expire()  # what a previous run left beyond the retention goes before anything is written
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
         self._thread.start()
 
     # -- request side: called on request / batcher threads, must stay cheap -------------------
     def watch_predict(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],
-                      future: Future) -> None:
-        """Logs the call once `future` ({output: array}) succeeds, if this call is sampled."""
-        self._watch(PREDICT, servable, signature, inputs, future)
+                      future: Future, request_id: str = "") -> None:
+        """Logs the call once `future` ({output: array}) succeeds, if this call is sampled, under
+        `request_id` (the id its answer carries; "" for none)."""
+        self._watch(PREDICT, servable, signature, inputs, future, request_id)
 
     def watch_classify(self, servable: Servable, signature: str, serialized_examples: np.ndarray,
-                       future: Future) -> None:
+                       future: Future, request_id: str = "") -> None:
         """Logs the call once `future` ({"classes", "scores"}) succeeds, if this call is sampled."""
-        self._watch(CLASSIFY, servable, signature, {"examples": serialized_examples}, future)
+        self._watch(CLASSIFY, servable, signature, {"examples": serialized_examples}, future, request_id)
 
-    def _watch(self, kind: str, servable: Servable, signature: str, inputs: dict, future: Future) -> None:
+    def _watch(self, kind: str, servable: Servable, signature: str, inputs: dict, future: Future,
+               request_id: str) -> None:
         # Decided before the call runs, so an unsampled request costs one random draw and nothing more.
         if self._closed or self._random() >= self.sampling:
             return
@@ -121,7 +137,7 @@ class RequestLogger:
             if settled.cancelled() or settled.exception() is not None:
                 return  # as TF Serving: only answered calls are logged
             self._offer(_Entry(kind, servable.model_name, servable.version, signature, inputs,
-                               settled.result(), timestamp))
+                               settled.result(), timestamp, request_id))
         future.add_done_callback(done)
 
     def _offer(self, entry: _Entry) -> None:
@@ -166,8 +182,29 @@ class RequestLogger:
                 writer.close()
                 os.replace(path + PARTIAL, path)
                 writer = None
+                self.expire()
             if entry is None and not aged:
                 return
+
+    def expire(self) -> list[str]:
+        """Deletes the closed log files opened more than retention_days ago (by the time in their
+        names) and returns their paths; none with no retention. Never raises: a file it cannot
+        delete is logged and tried again next time."""
+        if self.retention_days <= 0:
+            return []
+        cutoff = self._clock() - self.retention_days * _DAY_SECONDS
+        deleted = []
+        for path in request_log_files(self.directory):
+            try:
+                if opened_at(path) < cutoff:
+                    os.remove(path)
+                    deleted.append(path)
+            except (OSError, ValueError) as err:  # a renamed-by-hand file or a race with an operator
+                log.warning("request log retention: cannot delete %s: %s", path, err)
+        if deleted:
+            log.info("request log retention: deleted %d file(s) older than %g days", len(deleted),
+                     self.retention_days)
+        return deleted
 
     def _append(self, writer: Any, record: bytes) -> None:
         writer.write(record)
@@ -192,6 +229,8 @@ def to_prediction_log(entry: _Entry) -> prediction_log_pb2.PredictionLog:
     spec.name, spec.signature_name = entry.model_name, entry.signature
     spec.version.value = entry.version
     logged.log_metadata.timestamp_secs = int(entry.timestamp)
+    if entry.request_id:
+        request_ids.set_on_log(logged, entry.request_id)
     call = getattr(logged, entry.kind)
     for message in (call.request, call.response):
         message.model_spec.CopyFrom(spec)
@@ -207,6 +246,13 @@ def to_prediction_log(entry: _Entry) -> prediction_log_pb2.PredictionLog:
 
 def _timestamp(moment: datetime | float | None) -> float | None:
     return moment.timestamp() if isinstance(moment, datetime) else moment
+
+
+def opened_at(path: str) -> float:
+    """When the log file at `path` was opened (epoch seconds), read from its name; ValueError for
+    a name that is not a log file's."""
+    stamp = os.path.basename(path)[len(PREFIX):].rsplit("-", 1)[0]
+    return datetime.strptime(stamp, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
 
 
 def request_log_files(directory: str) -> list[str]:
@@ -225,8 +271,7 @@ def read_request_logs(directory: str, start: datetime | float | None = None,
 
     low, high = _timestamp(start), _timestamp(end)
     for path in request_log_files(directory):
-        stamp = os.path.basename(path)[len(PREFIX):].rsplit("-", 1)[0]
-        opened = datetime.strptime(stamp, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+        opened = opened_at(path)
         if high is not None and int(opened) >= high:
             return  # this file and every later one began after the window (record stamps are >= open time)
         # Not warmup.read_logs: that one caps the count at TF Serving's warmup limit and rejects kinds.

@@ -10,6 +10,8 @@ Errors are `{"error": "..."}` with a 4xx status for anything the client can fix.
 
 :predict and :classify answers carry the version that ran in an `X-Model-Version` header: the
 bodies stay exactly TF Serving's, which has no version in them, and a client still learns it.
+They also carry, errors included, the request id in `X-Request-Id` (fmnist/request_ids.py): the
+client's own from the same request header, or a new one.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fmnist import request_ids
 from serving import codec
 from serving.client import VERSION_HEADER
 from serving.errors import INTERNAL, ServingError, bad_request, not_found
@@ -86,44 +89,57 @@ def create_app(service: InferenceService, max_request_bytes: int) -> Starlette:
         api = {None: STATUS_API, "predict": PREDICT_API, "classify": CLASSIFY_API}.get(verb, verb)
         if match["metadata"]:
             api = METADATA_API
+        # Taken first: every answer of a :predict/:classify carries it, refusals included.
+        request_id, refused = service.request_id(api, request.headers.get(request_ids.HEADER), request_ids.HEADER)
         outcome: dict = {}
         with metrics.observe(name, api, "rest", outcome):
-            try:
-                expected = "POST" if verb else "GET"
-                if request.method != expected:
-                    raise ServingError(f"{api} takes {expected}, not {request.method}", HTTPStatus.METHOD_NOT_ALLOWED)
-                if api == STATUS_API:
-                    return _json(_status_json(manager, name, version, label))
-                servable, shadow = service.route(name, version, label)
-                outcome["version"] = servable.version
-                if api == METADATA_API:
-                    return _json({
-                        "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
-                        "metadata": {"signature_def": json_format.MessageToDict(
-                            service.signature_def_map(servable), preserving_proto_field_name=True)},
-                    })
-                body = await _read_json(request, max_request_bytes)
-                served = {VERSION_HEADER: str(servable.version)}
-                if api == PREDICT_API:
-                    signature = servable.signature(body.get("signature_name") if isinstance(body, dict) else None)
-                    raw, row_format = codec.parse_predict_request(body, list(servable.inputs[signature]))
-                    _, future = service.submit_predict(servable, signature, raw, shadow)
-                    return _json(codec.predict_response(await asyncio.wrap_future(future), row_format),
-                                 headers=served)
-                if api == CLASSIFY_API:
-                    examples = codec.serialize_examples(codec.examples_from_json(body))
-                    future = service.submit_classify(servable, body.get("signature_name"), examples, shadow)
-                    outputs = await asyncio.wrap_future(future)
-                    return _json(codec.classify_response_json(outputs["classes"], outputs["scores"]),
-                                 headers=served)
-                raise not_found(f"unknown method ':{verb}' (supported: :predict, :classify)")
-            except ServingError as err:
-                outcome["code"] = err.code_name
-                return _error(err)
-            except Exception as err:  # the server stays up; the client learns it was not its fault
-                log.exception("internal error on %s", request.url.path)
-                outcome["code"] = INTERNAL
-                return _json({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
+            response = await answer(request, name, version, label, verb, api, outcome, refused, request_id)
+        if request_id is not None:
+            response.headers[request_ids.HEADER] = request_id
+        return response
+
+    async def answer(request: Request, name: str, version: int | None, label: str | None, verb: str | None,
+                     api: str, outcome: dict, refused: ServingError | None, request_id: str | None) -> Response:
+        """The response to one /v1/models call, errors included; `outcome` gets what metrics record."""
+        try:
+            if refused is not None:
+                raise refused  # before the body is read
+            expected = "POST" if verb else "GET"
+            if request.method != expected:
+                raise ServingError(f"{api} takes {expected}, not {request.method}", HTTPStatus.METHOD_NOT_ALLOWED)
+            if api == STATUS_API:
+                return _json(_status_json(manager, name, version, label))
+            servable, shadow = service.route(name, version, label)
+            outcome["version"] = servable.version
+            if api == METADATA_API:
+                return _json({
+                    "model_spec": {"name": name, "signature_name": "", "version": str(servable.version)},
+                    "metadata": {"signature_def": json_format.MessageToDict(
+                        service.signature_def_map(servable), preserving_proto_field_name=True)},
+                })
+            body = await _read_json(request, max_request_bytes)
+            served = {VERSION_HEADER: str(servable.version)}
+            if api == PREDICT_API:
+                signature = servable.signature(body.get("signature_name") if isinstance(body, dict) else None)
+                raw, row_format = codec.parse_predict_request(body, list(servable.inputs[signature]))
+                _, future = service.submit_predict(servable, signature, raw, shadow, request_id)
+                return _json(codec.predict_response(await asyncio.wrap_future(future), row_format),
+                             headers=served)
+            if api == CLASSIFY_API:
+                examples = codec.serialize_examples(codec.examples_from_json(body))
+                future = service.submit_classify(servable, body.get("signature_name"), examples, shadow,
+                                                 request_id)
+                outputs = await asyncio.wrap_future(future)
+                return _json(codec.classify_response_json(outputs["classes"], outputs["scores"]),
+                             headers=served)
+            raise not_found(f"unknown method ':{verb}' (supported: :predict, :classify)")
+        except ServingError as err:
+            outcome["code"] = err.code_name
+            return _error(err)
+        except Exception as err:  # the server stays up; the client learns it was not its fault
+            log.exception("internal error on %s", request.url.path)
+            outcome["code"] = INTERNAL
+            return _json({"error": f"internal error: {type(err).__name__}: {err}"}, 500)
 
     async def prometheus(_: Request) -> Response:
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4")

@@ -58,6 +58,10 @@ class ServerOptions:
     log_max_bytes: int = 64 << 20  # a file is closed (and a new one begun) at this size ...
     log_max_seconds: float = 3600.0  # ... or this age
     log_queue_size: int = 1024  # records waiting for the writer; beyond, they are dropped and counted
+    log_retention_days: float = 0.0  # > 0: closed log files older than this are deleted (0: kept forever)
+    # Request ids on every Predict/Classify answer and in the request log (fmnist/request_ids.py).
+    # Off only to measure what they cost (benchmarks/request_ids.py): labels cannot be joined without.
+    request_ids: bool = True
 
 
 @dataclass(frozen=True)
@@ -206,12 +210,13 @@ class RunningServer:
                                on_batch=self.metrics.batch_size.observe)
         self.request_log = None if options.log_requests_dir is None else RequestLogger(
             options.log_requests_dir, options.log_sampling, options.log_max_bytes, options.log_max_seconds,
-            options.log_queue_size, registry=self.metrics.registry)
+            options.log_queue_size, registry=self.metrics.registry, retention_days=options.log_retention_days)
         # Made even at 0 %: a test or an operator may raise manager.shadow_traffic on a live server.
         self.shadow = ShadowMirror(self.metrics, options.shadow_queue_size)
         service = InferenceService(self.manager, self.batcher, self.metrics,
                                    max_request_instances=options.max_request_instances,
-                                   request_log=self.request_log, shadow=self.shadow)
+                                   request_log=self.request_log, shadow=self.shadow,
+                                   request_ids=options.request_ids)
         credentials = grpc.ssl_server_credentials([(tls.private_key, tls.cert_chain)]) if tls else None
         self.grpc_server, self.grpc_port = create_server(service, options.grpc_port, options.host,
                                                          max_message_bytes=options.max_request_bytes,
@@ -274,7 +279,7 @@ def _check_request_log(options: ServerOptions) -> None:
     from serving.request_log import check_options
 
     check_options(options.log_requests_dir, options.log_sampling, options.log_max_bytes,
-                  options.log_max_seconds, options.log_queue_size)
+                  options.log_max_seconds, options.log_queue_size, options.log_retention_days)
 
 
 def tf_serving_command(options: ServerOptions, workdir: str) -> list[str]:
@@ -339,6 +344,8 @@ def serve(options: ServerOptions) -> None:
                    "front of it)"] if options.shadow_traffic else []
         limits += ["it writes no request log: --log-requests is ignored (its LoggingConfig needs a log "
                    "collector the open-source build lacks, deploy/README.md)"] if options.log_requests_dir else []
+        limits += ["it sends no request ids (X-Request-Id / x-request-id): answers cannot be joined with "
+                   "labels that come back later"] if options.request_ids else []
         if limits:
             log.warning("%s: %s", TF_SERVING_BINARY, "; ".join(limits))
         log.info("running %s", " ".join(command))

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2
 
-from fmnist import features
+from fmnist import features, request_ids
 from serving.batching import Batcher
-from serving.errors import bad_request
+from serving.errors import ServingError, bad_request
 from serving.manager import ModelManager
 from serving.metrics import ServingMetrics
 from serving.servables import Servable
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from serving.shadow import ShadowMirror
 
 PREDICT_API, CLASSIFY_API, METADATA_API, STATUS_API = "predict", "classify", "metadata", "status"
+ANSWERED_APIS = (PREDICT_API, CLASSIFY_API)  # the calls whose answers carry a request id
 
 
 class InferenceService:
@@ -33,18 +34,32 @@ class InferenceService:
 
     def __init__(self, manager: ModelManager, batcher: Batcher, metrics: ServingMetrics,
                  max_request_instances: int | None = None, request_log: RequestLogger | None = None,
-                 shadow: ShadowMirror | None = None):
+                 shadow: ShadowMirror | None = None, request_ids: bool = True):
         """max_request_instances: the most instances (rows) one Predict or Classify may carry; None
         for no limit (warmup replays, which are the model's own files). request_log: where a
         sample of answered Predict/Classify calls is logged, both transports alike (None: not).
         shadow: where the manager's shadow_traffic share of stable's answers is run again on the
-        canary (None: never)."""
+        canary (None: never). request_ids: whether Predict/Classify answers carry a request id
+        (off only to measure what ids cost)."""
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics
         self.max_request_instances = max_request_instances
         self.request_log = request_log
         self.shadow = shadow
+        self.request_ids = request_ids
+
+    def request_id(self, api: str, client_value: str | None, where: str) -> tuple[str | None, ServingError | None]:
+        """(the id a call of `api` is answered under, None when it carries none; the 400 to answer
+        with when the client's id is refused, or None). `client_value` is what the client sent in
+        `where` (header or metadata key). A refused id is not echoed: that answer carries a new id,
+        so even it can be found in the server's logs."""
+        if not self.request_ids or api not in ANSWERED_APIS:
+            return None, None
+        try:
+            return request_ids.accept(client_value, where), None
+        except ValueError as err:
+            return request_ids.new_id(), bad_request(str(err))
 
     def route(self, name: str, version: int | None, label: str | None) -> tuple[Servable, Servable | None]:
         """(the Servable that answers a request for `name` with this version/label, the canary's
@@ -56,27 +71,28 @@ class InferenceService:
         return servable, self.manager.shadow_target(name, servable.version)
 
     def submit_predict(self, servable: Servable, signature_name: str | None, raw_inputs: dict,
-                       shadow: Servable | None = None) -> tuple[str, Future]:
+                       shadow: Servable | None = None, request_id: str | None = None) -> tuple[str, Future]:
         """(the signature used, a Future of {output: array}) for {input: JSON/proto values};
         signature_name None means serving_default. Bad inputs, or more than max_request_instances
         rows, raise a 400 ServingError now; the Future can still fail with one if the model
         rejects what passed the checks. `shadow` (from route()) also gets the inputs once the
-        answer is in, off the request path."""
+        answer is in, off the request path. `request_id` (from request_id()) is logged with the call."""
         signature = servable.signature(signature_name)
         inputs = servable.prepare(signature, raw_inputs)
         # prepare() has checked that every input has the same number of rows: any one counts.
         self._check_instances(next((a.shape[0] for a in inputs.values() if a.ndim), 1))
         future = self._submit(servable, signature, inputs, shadow)
         if self.request_log is not None:
-            self.request_log.watch_predict(servable, signature, inputs, future)
+            self.request_log.watch_predict(servable, signature, inputs, future, request_id or "")
         return signature, future
 
     def submit_classify(self, servable: Servable, signature_name: str | None,
-                        serialized_examples: np.ndarray, shadow: Servable | None = None) -> Future:
+                        serialized_examples: np.ndarray, shadow: Servable | None = None,
+                        request_id: str | None = None) -> Future:
         """A Future of {"classes", "scores"} for serialized tf.Examples [N]; without signature_name,
         the model's classification signature. A signature that is not a classifier, bad inputs, or
-        more than max_request_instances examples raise a 400 ServingError now. `shadow`: as for
-        submit_predict."""
+        more than max_request_instances examples raise a 400 ServingError now. `shadow` and
+        `request_id`: as for submit_predict."""
         self._check_instances(len(serialized_examples))
         signature = servable.signature(signature_name or self._classify_signature(servable))
         if servable.method_name(signature) != features.CLASSIFY_METHOD_NAME:
@@ -86,7 +102,7 @@ class InferenceService:
         inputs = servable.prepare(signature, {input_name: serialized_examples})
         future = self._submit(servable, signature, inputs, shadow)
         if self.request_log is not None:
-            self.request_log.watch_classify(servable, signature, serialized_examples, future)
+            self.request_log.watch_classify(servable, signature, serialized_examples, future, request_id or "")
         return future
 
     def _submit(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray],

@@ -105,7 +105,9 @@ def replay(servable: Servable, path: str) -> int:
         return 0
     # A batcher of its own: the server's may not exist yet (the first load runs before it is made).
     batcher = Batcher()
-    servicer = PredictionServicer(InferenceService(_LoadingVersion(servable), batcher, ServingMetrics()))
+    # No request ids: a replay answers no client, and _CallContext has no metadata to carry one.
+    servicer = PredictionServicer(InferenceService(_LoadingVersion(servable), batcher, ServingMetrics(),
+                                                   request_ids=False))
     try:
         for index, log in enumerate(logs):
             kind = log.WhichOneof("log_type")

@@ -164,9 +164,63 @@ def test_a_file_is_closed_by_age_without_traffic(tmp_path):
         logger.close()
 
 
+DAY = 86400.0
+NOW = datetime(2030, 1, 15, 12, tzinfo=UTC).timestamp()  # the fake clock of the retention tests
+
+
+def _log_file(directory, opened: float, suffix: str = request_log.SUFFIX) -> str:
+    """An (empty) log file named as one opened at `opened` would be."""
+    stamp = datetime.fromtimestamp(opened, UTC).strftime(request_log._TIME_FORMAT)
+    path = os.path.join(directory, f"{request_log.PREFIX}{stamp}-000001{suffix}")
+    open(path, "wb").close()
+    return path
+
+
+def _entry() -> request_log._Entry:
+    return request_log._Entry(request_log.PREDICT, MODEL, 1, features.SERVING_DEFAULT,
+                              {"x": np.ones((1, 2), np.float32)}, {"y": np.zeros((1,), np.float32)}, time.time())
+
+
+def test_retention_deletes_closed_files_older_than_the_days_at_start(tmp_path):
+    old, kept = _log_file(tmp_path, NOW - 3 * DAY), _log_file(tmp_path, NOW - 0.5 * DAY)
+    partial = _log_file(tmp_path, NOW - 9 * DAY, request_log.SUFFIX + request_log.PARTIAL)
+    other = tmp_path / "notes.txt"
+    other.write_text("not a log")
+    logger = RequestLogger(str(tmp_path), retention_days=1, clock=lambda: NOW)
+    try:
+        assert not os.path.exists(old)
+        assert os.path.exists(kept) and os.path.exists(partial) and other.exists()  # open files: never
+        assert logger.expire() == []
+    finally:
+        logger.close()
+
+
+def test_no_retention_keeps_every_file(tmp_path):
+    ancient = _log_file(tmp_path, NOW - 3650 * DAY)
+    logger = RequestLogger(str(tmp_path), clock=lambda: NOW)
+    logger.close()
+    assert os.path.exists(ancient)
+
+
+def test_retention_runs_each_time_a_file_is_closed(tmp_path):
+    logger = RequestLogger(str(tmp_path), max_bytes=1, retention_days=2)  # each record closes its file
+    try:
+        old, kept = _log_file(tmp_path, time.time() - 2.5 * DAY), _log_file(tmp_path, time.time() - 1.5 * DAY)
+        logger._offer(_entry())
+        deadline = time.monotonic() + 10
+        while os.path.exists(old) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(old)
+        files = request_log.request_log_files(str(tmp_path))
+        assert kept in files and len(files) == 2  # the one just written, and the younger planted one
+    finally:
+        logger.close()
+
+
 @pytest.mark.parametrize(("options", "message"), [
     ({"log_sampling": 2.0}, "log_sampling (--log-sampling) is a share within 0..1, got 2"),
     ({"log_max_bytes": 0}, "log_max_bytes (--log-max-bytes) must be positive, got 0"),
+    ({"log_retention_days": -1.0}, "log_retention_days (--log-retention-days) must be >= 0 (0: keep forever), got -1"),
 ])
 def test_bad_log_options_are_refused_in_one_line(tmp_path, options, message):
     with pytest.raises(ValueError, match=r"^" + message.replace("(", r"\(").replace(")", r"\)") + "$"):
