@@ -21,7 +21,7 @@ from tensorflow_model_analysis.slicer import slicer_lib
 
 from fmnist import features
 from tfx_pipeline import eval_config as names
-from tfx_pipeline import metadata
+from tfx_pipeline import label_agreement, metadata
 from tfx_pipeline.components import blessing_gate
 from tfx_pipeline.components.serving_validator import RESULT_FILE
 from tfx_pipeline.config import (
@@ -107,6 +107,7 @@ class Evaluation:
     blessing_reason: str = ""  # the BlessingGate's: "passed", or what failed
     golden_status: str = blessing_gate.GOLDEN_NOT_JUDGED  # passed | failed | not judged (no stable model)
     golden_baseline_uri: str | None = None  # the stable model the golden gate compared with
+    labels_status: str = label_agreement.NOT_JUDGED  # the BlessingGate's label check: agree | disagree
 
     @property
     def golden(self) -> SplitEvaluation | None:
@@ -332,6 +333,8 @@ def load_latest(metadata_path: str, pipeline_name: str | None = None, run_id: st
         golden_status=(properties[blessing_gate.GOLDEN_KEY].string_value if gate else
                        blessing_gate.GOLDEN_NOT_JUDGED),
         golden_baseline_uri=golden_baseline.uri if golden_baseline else None,
+        labels_status=(properties[blessing_gate.LABELS_KEY].string_value
+                       if gate and blessing_gate.LABELS_KEY in properties else label_agreement.NOT_JUDGED),
     )
 
 

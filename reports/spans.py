@@ -18,7 +18,7 @@ from ml_metadata.proto import metadata_store_pb2
 
 from modules.trainer import TRAINING_SUMMARY_FILE
 from reports.evaluation import EvaluationNotFoundError, load_latest
-from tfx_pipeline import metadata, span_verdicts
+from tfx_pipeline import label_agreement, metadata, span_verdicts
 from tfx_pipeline.components.drift_gate import SPAN, STATS_FILE, Distance, read_drift
 from tfx_pipeline.config import BLESSING_SPLIT, DRIFT_GATE_ID, EXAMPLE_GEN_ID, REPORTED_SPLIT, TRAINER_ID
 
@@ -41,6 +41,7 @@ class SpanRun:
     golden_accuracy: float | None = None
     golden_stable_accuracy: float | None = None  # the stable model's, when the golden gate judged
     golden_status: str | None = None  # passed | failed | not judged
+    labels_status: str | None = None  # the label check: agree | disagree | not judged
     blessed: bool | None = None
     pushed_version: str | None = None
     verdict: str | None = None  # tfx_pipeline.span_verdicts: the span's verdict now
@@ -59,6 +60,8 @@ class SpanRun:
         accuracy = f"eval {self.eval_accuracy:.4f}" if self.eval_accuracy is not None else "eval -"
         if self.golden_accuracy is not None:
             accuracy += f", {self.golden_line()}"
+        if self.labels_status == label_agreement.DISAGREE:
+            accuracy += ", labels disagree with golden"
         if self.test_accuracy is not None:
             accuracy += f", test {self.test_accuracy:.4f}"
         blessing = {True: "blessed", False: "NOT blessed", None: "not judged"}[self.blessed]
@@ -122,6 +125,7 @@ def span_run(metadata_path: str, pipeline_name: str, run_id: str | None = None) 
             values["golden_accuracy"] = golden.overall["accuracy"]
             values["golden_stable_accuracy"] = golden.baseline_overall.get("accuracy")
             values["golden_status"] = evaluation.golden_status
+        values["labels_status"] = evaluation.labels_status
     if values["span"] is not None:
         verdict = span_verdicts.span_verdicts(metadata_path, pipeline_name).get(values["span"])
         if verdict is not None:

@@ -232,6 +232,9 @@ def test_the_blessing_needs_the_evaluator_and_a_golden_gate_that_did_not_fail(ev
     decided, reason, golden_status = blessing_gate.decide(evaluated, golden)
     assert (decided, golden_status) == (blessed, status)
     assert (reason == "passed") == blessed
+    # Labels that disagree with the golden set's refuse the blessing whatever the gates said.
+    refused, why, _ = blessing_gate.decide(evaluated, golden, "class 2 (Pullover) recall 0.000")
+    assert not refused and why == "the span's labels disagree with the golden set's: class 2 (Pullover) recall 0.000"
 
 
 # -- warm start ---------------------------------------------------------------------------------
@@ -298,6 +301,11 @@ def test_the_summary_line_says_what_happened_to_the_span():
                                  verdict="accepted")
     assert judged.line().endswith("eval 0.8600, golden 0.8100 vs stable 0.8000 (passed), test 0.8267; blessed; "
                                   "pushed version 17; span accepted")
+    poisoned = dataclasses.replace(judged, labels_status="disagree", blessed=False, pushed_version=None,
+                                   verdict="rejected")
+    assert poisoned.line().endswith("golden 0.8100 vs stable 0.8000 (passed), labels disagree with golden, "
+                                    "test 0.8267; NOT blessed; nothing pushed; span rejected")
+    assert dataclasses.replace(judged, labels_status="agree").line() == judged.line()  # said only when it matters
     stopped = SpanRun(run_id="r", span=3, examples=500)
     assert stopped.line("span 3 drifted") == "span 3: 500 examples; stopped: span 3 drifted"
 

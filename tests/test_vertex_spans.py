@@ -128,6 +128,11 @@ DRIFT_OK = {"accepted": ("gs://b/DriftGate/accepted/7", {"span": 7.0})}
       _task("BlessingGate", blessing=("gs://b/bg", {"blessed": 0.0, "golden": "failed",
                                                     "reason": "golden gate: class 4 recall -0.31"}))),
      "SUCCEEDED", "rejected", "not blessed: golden gate: class 4 recall -0.31", "gs://b/DriftGate/accepted/7"),
+    # The golden gate passed, the floors alone failed: "kept for training", unless the labels disagree.
+    ((_task("ExampleGen", **EXAMPLES), _task("DriftGate", **DRIFT_OK),
+      _task("BlessingGate", blessing=("gs://b/bg", {"blessed": 0.0, "golden": "passed", "labels": "disagree",
+                                                    "reason": "the span's labels disagree: class 2"}))),
+     "SUCCEEDED", "rejected", "not blessed: the span's labels disagree: class 2", "gs://b/DriftGate/accepted/7"),
     ((_task("ExampleGen", **EXAMPLES), _task("DriftGate", **DRIFT_OK),
       _task("BlessingGate", blessing=("gs://b/bg", {"blessed": 1.0, "golden": "passed", "reason": "ok"})),
       _task("ServingValidator", blessing=("gs://b/sv", {"blessed": 0.0, "reason": "warmup failed"}))),

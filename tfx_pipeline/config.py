@@ -63,11 +63,17 @@ class EvaluationThresholds:
                                                  "the stable model")
     golden_confidence: float = setting(0.95, "golden gate: refuse only when a drop exceeds its margin at this "
                                              "one-sided confidence (paired, same golden images)")
+    max_label_disagreement: float = setting(0.15, "label check: largest fall of a class's recall by the latest "
+                                                  "blessed model on a span's hold-out below the stable model's "
+                                                  "golden recall (its upper bound at golden_confidence)")
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.golden_confidence < 1:
             raise SettingsError(f"golden_confidence is a one-sided confidence in [0.5, 1), "
                                 f"got {self.golden_confidence:g}")
+        if not 0 <= self.max_label_disagreement <= 1:
+            raise SettingsError(f"max_label_disagreement is a fall in recall in [0, 1], "
+                                f"got {self.max_label_disagreement:g}")
 
 
 SERVING_VALIDATORS = ("auto", "project", "tfx")

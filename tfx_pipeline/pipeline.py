@@ -178,7 +178,11 @@ def create_components(config: PipelineConfig, schema_dir: str = SCHEMA_DIR) -> l
         eval_config=eval_config.create_eval_config(config.thresholds, golden=True),
     ).with_id(GOLDEN_EVALUATOR_ID)
     blessing_gate = BlessingGate(model=trainer.outputs["model"], model_blessing=evaluator.outputs["blessing"],
-                                 golden_blessing=golden_evaluator.outputs["blessing"]).with_id(BLESSING_GATE_ID)
+                                 golden_blessing=golden_evaluator.outputs["blessing"],
+                                 evaluation=evaluator.outputs["evaluation"],
+                                 golden_evaluation=golden_evaluator.outputs["evaluation"],
+                                 max_label_disagreement=config.thresholds.max_label_disagreement,
+                                 confidence=config.thresholds.golden_confidence).with_id(BLESSING_GATE_ID)
     # One Evaluator per split: the TFX Evaluator flattens all its splits into one evaluation.
     # Without thresholds this one writes a ModelBlessing with no `blessed` property, so the
     # latest-blessed-model resolver (local and on Vertex) never takes it for a blessing.

@@ -36,7 +36,7 @@ from typing import Any, Final
 from ml_metadata import errors, metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from tfx_pipeline import metadata
+from tfx_pipeline import label_agreement, metadata
 from tfx_pipeline.components import blessing_gate
 from tfx_pipeline.config import (
     BLESSING_GATE_ID,
@@ -221,7 +221,8 @@ def decide(span: int, stopped_by: str | None, stop_reason: str, blessing: Mappin
     """The rule, on plain values so that both runners apply it (local ML Metadata here, Vertex task
     outputs in tfx_pipeline.vertex_verdicts): `stopped_by` DRIFTED or ANOMALOUS when a gate stopped
     the run (`stop_reason` its line); else accepted when the BlessingGate's `blessing` (its custom
-    properties) and the serving check's `infra` both said yes, rejected on evidence of harm, and
+    properties) and the serving check's `infra` both said yes, rejected on evidence of harm (the
+    golden gate failed, the span's labels disagree, worse than the latest blessed model), and
     accepted "kept for training" when the model missed only the absolute floors (the Evaluator's
     validation result under `evaluation_uri` tells which). None when a step the rule needs never
     ran (the run failed otherwise: the span stays without a verdict, so out of windows)."""
@@ -230,7 +231,8 @@ def decide(span: int, stopped_by: str | None, stop_reason: str, blessing: Mappin
     if blessing is None:
         return None
     if int(blessing.get(blessing_gate.BLESSED_KEY, 0)) != 1:
-        if blessing.get(blessing_gate.GOLDEN_KEY) == blessing_gate.GOLDEN_FAILED:
+        if (blessing.get(blessing_gate.GOLDEN_KEY) == blessing_gate.GOLDEN_FAILED
+                or blessing.get(blessing_gate.LABELS_KEY) == label_agreement.DISAGREE):
             return span, REJECTED, f"not blessed: {blessing.get(blessing_gate.REASON_KEY, '')}"
         compared, floors = evaluator_failures(evaluation_uri) if evaluation_uri else ("", "")
         if compared:

@@ -6,8 +6,9 @@ spans 1+2, is blessed and pushed as v2, and the server switches to it while requ
 failing none. Span 3 (span 2 with inverted images) stops at the drift gate with one line;
 nothing is pushed and the server stays on v2. Span 4 (the whole sample with the labels of
 Trouser and Bag swapped: an upstream labelling error that moves neither distribution) passes the
-drift gate and fools its own eval hold-out, but the golden gate sees it: not blessed, not
-pushed, its verdict `rejected`. Span 5 (400 images: small, its hold-out the 200-image floor) is
+drift gate and fools its own eval hold-out, but the label check (the latest blessed model misses
+exactly those classes on the span, not on the golden set) and the golden gate see it: not
+blessed, not pushed, its verdict `rejected`. Span 5 (400 images: small, its hold-out the 200-image floor) is
 accepted and trains on spans 1, 2 and 5: neither the drifted nor the rejected span enters the
 rolling window; its push replaces span 2's as the canary. Span 6 (250 images) is refused in one
 line before a run. Then, with a server on the release file mirroring stable's traffic to the
@@ -245,7 +246,7 @@ def test_served_traffic_is_logged_and_checked_against_the_answering_versions_tra
     assert code in (0, 3) and ("verdict  ALERT" in out) == (code == 3)
 
 
-def test_a_label_corrupted_span_fools_its_eval_hold_out_but_not_the_golden_gate(loop, sample_dir):
+def test_a_label_corrupted_span_fools_its_eval_hold_out_but_not_the_label_check_or_the_golden_gate(loop, sample_dir):
     config = loop["config"]
     before = _pushed(config)
     line = _land_and_watch(loop, 4)
@@ -254,6 +255,7 @@ def test_a_label_corrupted_span_fools_its_eval_hold_out_but_not_the_golden_gate(
                     line), line
     golden, stable = map(float, re.search(r"golden (0\.\d{4}) vs stable (0\.\d{4}) \(failed\)", line).groups())
     assert golden < stable - config.thresholds.max_golden_drop
+    assert ", labels disagree with golden, " in line, line
     assert line.endswith("; NOT blessed; nothing pushed; span rejected"), line
     assert _pushed(config) == before
     evaluation = load_latest(config.metadata_path, config.pipeline_name)
@@ -264,7 +266,11 @@ def test_a_label_corrupted_span_fools_its_eval_hold_out_but_not_the_golden_gate(
     stable_version = FileRelease(str(local_runner.release_config_file(config))).status().stable
     assert stable_version == before[0]
     verdict = span_verdicts.span_verdicts(config.metadata_path, config.pipeline_name)[4]
-    assert verdict.verdict == "rejected" and "golden gate failed" in verdict.reason
+    assert verdict.verdict == "rejected" and "labels disagree with the golden set's" in verdict.reason
+    # The swapped classes, by the model that never saw the span: it names exactly them.
+    named = {int(c) for c in re.findall(r"class (\d+) \(", verdict.reason)}
+    assert named == {TROUSER, BAG}, verdict.reason
+    assert evaluation.labels_status == "disagree"
 
 
 def test_a_small_span_runs_and_no_rejected_span_enters_the_rolling_window(loop):
