@@ -174,8 +174,26 @@ class RequestLogger:
 
     def _next_path(self, opened: float) -> str:
         self._sequence += 1
-        stamp = datetime.fromtimestamp(opened, UTC).strftime(_TIME_FORMAT)
-        return os.path.join(self.directory, f"{PREFIX}{stamp}-{self._sequence:06d}{SUFFIX}")
+        return os.path.join(self.directory, log_file_name(opened, self._sequence))
+
+
+def log_file_name(opened: float, sequence: int) -> str:
+    """The name of the log file opened at `opened` (epoch seconds), the `sequence`th of its writer."""
+    return f"{PREFIX}{datetime.fromtimestamp(opened, UTC).strftime(_TIME_FORMAT)}-{sequence:06d}{SUFFIX}"
+
+
+def write_log_file(directory: str, logs: Iterable[prediction_log_pb2.PredictionLog], opened: float,
+                   sequence: int = 1) -> str:
+    """Writes `logs` as one closed log file, as RequestLogger does (`.tmp`, then renamed); returns
+    its path. For tools and tests that build logs themselves (imports, benchmarks)."""
+    import tensorflow as tf
+
+    path = os.path.join(directory, log_file_name(opened, sequence))
+    with tf.io.TFRecordWriter(path + PARTIAL) as writer:
+        for logged in logs:
+            writer.write(logged.SerializeToString())
+    os.replace(path + PARTIAL, path)
+    return path
 
 
 def to_prediction_log(entry: _Entry) -> prediction_log_pb2.PredictionLog:
