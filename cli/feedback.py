@@ -132,8 +132,9 @@ def land_from_feedback(log_dir: Path, landing_dir: Path, since: float | None = N
     split = dataset.RawSplit(images=found.images.astype(np.int64), labels=found.labels,
                              source=f"{log_dir} (labelled requests)")
     number, target, examples = landing.land_split(split, landing_dir, span)
+    skipped = f"; {found.skipped:,} labelled requests without images skipped" if found.skipped else ""
     return (f"landed span {number}: {examples:,} labelled images from {found.requests:,} requests "
-            f"({window}) in {target}")
+            f"({window}) in {target}{skipped}")
 
 
 def land(args: argparse.Namespace) -> int:

@@ -6,9 +6,9 @@ Layout, under a request-log directory (`fmnist serve --log-requests DIR`):
 
 Each file is CSV with the header `request_id,label,time`: the request id the answer carried
 (fmnist/request_ids.py), the true class id, and when the label was observed (ISO 8601, may be
-empty). Files are written under a temporary name and renamed (atomic); a request id appears in at
-most one row across all files (the writer refuses duplicates), so readers can take the files in
-any order.
+empty). Files are written under a temporary name and renamed (atomic); a key (below) appears in
+at most one row across all files (the writer skips repeats and refuses conflicting labels), so
+readers can take the files in any order.
 
 One request may carry several images, and each needs its own label, so the `request_id` cell is an
 image key: `ID` for a request of one image, `ID#N` for image N (from 0) of a request of several

@@ -125,9 +125,12 @@ def logged_answers(logged: Any, count: int, where: str) -> np.ndarray:
     import tensorflow as tf
 
     if logged.WhichOneof("log_type") == "predict_log":
+        protos = logged.predict_log.response.outputs
+        # class_id alone answers it; else every output but the strings (never needed, and slow to decode).
+        wanted = [features.CLASS_ID_OUTPUT] if features.CLASS_ID_OUTPUT in protos else \
+            [name for name in protos if name != "class_name"]
         try:
-            outputs = {name: tf.make_ndarray(proto) for name, proto in logged.predict_log.response.outputs.items()
-                       if name != "class_name"}  # strings: never needed, and make_ndarray on them is slow
+            outputs = {name: tf.make_ndarray(protos[name]) for name in wanted}
         except (TypeError, ValueError) as err:
             raise RequestLogError(f"{where}: malformed tensor ({' '.join(str(err).split())})") from None
         return _predicted_from_outputs(outputs, count, where)

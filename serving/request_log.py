@@ -41,6 +41,7 @@ PREFIX, SUFFIX, PARTIAL = "requests-", ".tfrecord", ".tmp"
 _TIME_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 _RECORD_OVERHEAD = 16  # TFRecord framing: length (8) + its CRC (4) + the data's CRC (4)
 PREDICT, CLASSIFY = "predict_log", "classify_log"
+_READ_BATCH = 256  # records per step when reading logs back
 
 
 def check_options(directory: str | None, sampling: float, max_bytes: int, max_seconds: float,
@@ -248,8 +249,9 @@ def read_request_logs(directory: str, start: datetime | float | None = None,
         if high is not None and int(opened) >= high:
             return  # this file and every later one began after the window (record stamps are >= open time)
         # Not warmup.read_logs: that one caps the count at TF Serving's warmup limit and rejects kinds.
-        for record in tf.data.TFRecordDataset(path):
-            logged = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        # Batched: one eager iterator step per record cost more than parsing the record.
+        for record in (r for batch in tf.data.TFRecordDataset(path).batch(_READ_BATCH) for r in batch.numpy()):
+            logged = prediction_log_pb2.PredictionLog.FromString(record)
             stamp_secs = logged.log_metadata.timestamp_secs
             if (low is None or stamp_secs >= int(low)) and (high is None or stamp_secs < high):
                 yield logged

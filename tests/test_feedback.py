@@ -235,9 +235,12 @@ def test_land_from_feedback_lands_the_served_images_as_the_next_span(tmp_path, l
     # The rest of the log: only b1 is labelled (and tfex, a Predict of tf.Examples, is not an image input).
     source = _labels_csv(tmp_path, f"tfex,{originals.labels[7]}\n", "tfex.csv")
     assert main(["feedback", str(source), "--requests", str(logs)]) == 0
+    capsys.readouterr()
     assert main(["land", "--from-feedback", str(logs), "--landing", str(spans_dir),
                  "--since", "2026-12-01T12:30:00Z"]) == 0
-    assert "landed span 3: 1 labelled images from 1 requests" in capsys.readouterr().out
+    assert capsys.readouterr().out.strip() == (
+        f"landed span 3: 1 labelled images from 1 requests (requests logged from 2026-12-01T12:30:00Z until -) in "
+        f"{spans_dir / 'span-3'}; 1 labelled requests without images skipped")
     assert _idx_pixels(spans_dir / "span-3") == originals.images[6:7].astype(np.uint8).tobytes()
 
 
