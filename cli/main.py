@@ -1,4 +1,4 @@
-"""`fmnist`: project commands (fetch, sample, land, bq-load, watch, report, serve, predict): the
+"""`fmnist`: project commands (fetch, sample, land, feedback, bq-load, watch, report, serve, predict): the
 top layer. Heavy libraries load only inside the command that needs them, so `fmnist --help`
 answers at once and `fmnist predict` never loads TensorFlow."""
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cli import bq_load, monitor, predictions, release, spans, watch
+from cli import bq_load, feedback, monitor, predictions, release, spans, watch
 from fmnist import dataset, features, landing, tf_env
 from serving.release import DEFAULT_CONFIG_FILE
 
@@ -35,6 +35,12 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _land(args: argparse.Namespace) -> int:
+    if (args.source is None) == (args.from_feedback is None):
+        raise ValueError("`fmnist land` takes a SOURCE directory or --from-feedback LOGDIR (one of them)")
+    if args.from_feedback is not None:
+        return feedback.land(args)
+    if args.since is not None or args.until is not None:
+        raise ValueError("--since/--until select logged requests: they go with --from-feedback")
     number, target, examples = landing.land(args.source, args.landing, args.format, args.span)
     print(f"landed span {number}: {examples:,} examples in {target}")
     return 0
@@ -180,12 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.set_defaults(handler=_sample)
 
     land = commands.add_parser("land", help="check new labelled data and land it as the next span")
-    land.add_argument("source", type=Path, help="a directory: official train IDX-gz files, the Kaggle train CSV, "
-                                                "or one image sub-folder per class name")
+    land.add_argument("source", type=Path, nargs="?",
+                      help="a directory: official train IDX-gz files, the Kaggle train CSV, or one image sub-folder "
+                           "per class name (or --from-feedback LOGDIR instead)")
     land.add_argument("--landing", type=Path, default=Path("data/landing"), help="where spans live (span-N/)")
     land.add_argument("--format", choices=landing.SOURCE_KINDS, default=dataset.IDX, help="what the source holds")
     land.add_argument("--span", type=int, default=None, help="span number (default: the next one)")
+    feedback.add_land_arguments(land)
     land.set_defaults(handler=_land)
+    feedback.add_parser(commands)
     bq_load.add_parser(commands)
     watch.add_parser(commands)
     spans.add_parser(commands)

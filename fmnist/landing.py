@@ -109,7 +109,15 @@ def land(source: Path, landing: Path, kind: str = dataset.IDX, span: int | None 
     """Checks `source` and lands it as the next span (or `span`, which must be newer than every
     landed one). Returns (span number, its directory, examples). Raises DatasetError naming the
     file and the problem; then nothing is landed and earlier spans are untouched."""
-    split = read_source(source, kind)
+    return land_split(read_source(source, kind), landing, span)
+
+
+def land_split(split: dataset.RawSplit, landing: Path, span: int | None = None) -> tuple[int, Path, int]:
+    """Lands labelled examples already in memory (e.g. logged requests whose labels came back) as
+    `land` does: the same checks, layout and atomic rename. Same return value and errors."""
+    dataset.check_split(split)
+    if not len(split):
+        raise dataset.DatasetError(f"{split.source}: the span is empty")
     landing.mkdir(parents=True, exist_ok=True)
     with _exclusive(landing):
         landed = spans(landing)

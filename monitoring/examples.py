@@ -51,16 +51,22 @@ class ServedExamples:
                                           [features.IMAGE_KEY, PREDICTED_KEY])
 
 
-def grey_levels(images: Any, where: str) -> np.ndarray:
-    """int64 [N, 784] within 0..255 from grey levels [N, 28, 28] or [N, 784] (floats rounded, then
-    clipped: the model saw the floats, the schema's domain is whole grey levels)."""
+def pixel_rows(images: Any, where: str) -> np.ndarray:
+    """The images as logged, [N, 784] of their own numeric type, from [N, 28, 28] or [N, 784];
+    RequestLogError for another shape or type."""
     array = np.asarray(images)
     if array.ndim not in (2, 3) or int(np.prod(array.shape[1:])) != features.NUM_PIXELS or \
             (array.ndim == 3 and array.shape[1:] != features.IMAGE_SHAPE):
         raise RequestLogError(f"{where}: images of shape {list(array.shape)}, expected [N, 28, 28] or [N, 784]")
     if not np.issubdtype(array.dtype, np.number):
         raise RequestLogError(f"{where}: images of type {array.dtype}, expected grey levels")
-    flat = array.reshape(len(array), features.NUM_PIXELS)
+    return array.reshape(len(array), features.NUM_PIXELS)
+
+
+def grey_levels(images: Any, where: str) -> np.ndarray:
+    """int64 [N, 784] within 0..255 from grey levels [N, 28, 28] or [N, 784] (floats rounded, then
+    clipped: the model saw the floats, the schema's domain is whole grey levels)."""
+    flat = pixel_rows(images, where)
     if np.issubdtype(flat.dtype, np.floating):
         if not np.isfinite(flat).all():
             raise RequestLogError(f"{where}: images hold NaN or infinite values")
@@ -83,45 +89,59 @@ def _class_index(label: str, where: str) -> int:
     raise RequestLogError(f"{where}: unknown class {label!r}")
 
 
-def _predict_call(logged: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+def logged_pixels(logged: Any, where: str) -> np.ndarray:
+    """The images of a logged Predict call (its `images` input) or Classify call (each example's
+    `image` feature), [N, 784] as logged (not rounded). RequestLogError when it carries none."""
     import tensorflow as tf
 
-    request, response = logged.predict_log.request, logged.predict_log.response
-    if features.IMAGES_INPUT not in request.inputs:
-        raise RequestLogError(f"{where}: no `{features.IMAGES_INPUT}` input (has {sorted(request.inputs)})")
-    try:
-        images = grey_levels(tf.make_ndarray(request.inputs[features.IMAGES_INPUT]), where)
-        outputs = {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()
-                   if name != "class_name"}  # strings: never needed, and make_ndarray on them is slow
-    except (TypeError, ValueError) as err:
-        if isinstance(err, RequestLogError):
-            raise
-        raise RequestLogError(f"{where}: malformed tensor ({' '.join(str(err).split())})") from None
-    return images, _predicted_from_outputs(outputs, len(images), where)
+    kind = logged.WhichOneof("log_type")
+    if kind == "predict_log":
+        inputs = logged.predict_log.request.inputs
+        if features.IMAGES_INPUT not in inputs:
+            raise RequestLogError(f"{where}: no `{features.IMAGES_INPUT}` input (has {sorted(inputs)})")
+        try:
+            return pixel_rows(tf.make_ndarray(inputs[features.IMAGES_INPUT]), where)
+        except (TypeError, ValueError) as err:
+            if isinstance(err, RequestLogError):
+                raise
+            raise RequestLogError(f"{where}: malformed tensor ({' '.join(str(err).split())})") from None
+    if kind == "classify_log":
+        request = logged.classify_log.request
+        rows = []
+        for example in request.input.example_list.examples or request.input.example_list_with_context.examples:
+            feature = example.features.feature.get(features.IMAGE_KEY)
+            rows.append(np.asarray((feature.int64_list.value or feature.float_list.value) if feature is not None
+                                   else []))
+        if not rows or any(len(row) != features.NUM_PIXELS for row in rows):
+            sizes = sorted({len(row) for row in rows})
+            raise RequestLogError(f"{where}: examples with {sizes or 'no'} `{features.IMAGE_KEY}` values, "
+                                  f"expected {features.NUM_PIXELS}")
+        return pixel_rows(np.stack(rows), where)
+    raise RequestLogError(f"{where}: only Predict and Classify calls carry images")
 
 
-def _classify_call(logged: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
-    request, response = logged.classify_log.request, logged.classify_log.response
-    examples = (request.input.example_list.examples
-                or request.input.example_list_with_context.examples)
-    rows = []
-    for example in examples:
-        feature = example.features.feature.get(features.IMAGE_KEY)
-        values = (feature.int64_list.value or feature.float_list.value) if feature is not None else []
-        rows.append(np.asarray(values))
-    if not rows or any(len(row) != features.NUM_PIXELS for row in rows):
-        sizes = sorted({len(row) for row in rows})
-        raise RequestLogError(f"{where}: examples with {sizes or 'no'} `{features.IMAGE_KEY}` values, "
-                              f"expected {features.NUM_PIXELS}")
-    images = grey_levels(np.stack(rows), where)
-    results = response.result.classifications
-    if len(results) != len(images):
-        raise RequestLogError(f"{where}: {len(results)} classifications for {len(images)} examples")
+def logged_answers(logged: Any, count: int, where: str) -> np.ndarray:
+    """int64 [count] classes the model answered to a logged Predict or Classify call."""
+    import tensorflow as tf
+
+    if logged.WhichOneof("log_type") == "predict_log":
+        protos = logged.predict_log.response.outputs
+        # class_id alone answers it; else every output but the strings (never needed, and slow to decode).
+        wanted = [features.CLASS_ID_OUTPUT] if features.CLASS_ID_OUTPUT in protos else \
+            [name for name in protos if name != "class_name"]
+        try:
+            outputs = {name: tf.make_ndarray(protos[name]) for name in wanted}
+        except (TypeError, ValueError) as err:
+            raise RequestLogError(f"{where}: malformed tensor ({' '.join(str(err).split())})") from None
+        return _predicted_from_outputs(outputs, count, where)
+    results = logged.classify_log.response.result.classifications
+    if len(results) != count:
+        raise RequestLogError(f"{where}: {len(results)} classifications for {count} examples")
     predicted = np.array([_class_index(max(r.classes, key=lambda c: c.score).label, where) if r.classes
                           else -1 for r in results], dtype=np.int64)
     if (predicted < 0).any():
         raise RequestLogError(f"{where}: a classification without classes")
-    return images, predicted
+    return predicted
 
 
 def served_examples(logs: Iterable[Any]) -> ServedExamples:
@@ -134,12 +154,8 @@ def served_examples(logs: Iterable[Any]) -> ServedExamples:
         version = logged.log_metadata.model_spec.version.value
         where = (f"logged call #{position} ({kind or 'empty'}, version {version or '?'}, "
                  f"{datetime.fromtimestamp(stamp, UTC).isoformat()})")
-        if kind == "predict_log":
-            batch, answers = _predict_call(logged, where)
-        elif kind == "classify_log":
-            batch, answers = _classify_call(logged, where)
-        else:
-            raise RequestLogError(f"{where}: only Predict and Classify calls carry images")
+        batch = grey_levels(logged_pixels(logged, where), where)
+        answers = logged_answers(logged, len(batch), where)
         if ((answers < 0) | (answers >= features.NUM_CLASSES)).any():
             raise RequestLogError(f"{where}: predicted classes outside 0..{features.NUM_CLASSES - 1}")
         images.append(batch)
