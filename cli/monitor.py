@@ -1,8 +1,10 @@
 """`fmnist monitor`: checks the traffic `fmnist serve --log-requests DIR` (or a Vertex AI
 endpoint's request-response logging table, --bigquery-table) logged since the last check for
 training/serving skew, a class-prior shift and drift from the previous window (TFDV, the
-comparators of schema/schema.pbtxt), writes a page and Prometheus gauges, and exits 3 when an
-alert fires, so cron, Cloud Scheduler or a Cloud Run job's failed execution can page someone.
+comparators of schema/schema.pbtxt), and its live accuracy per model version once delayed labels
+come back (`fmnist feedback` beside the logs, or --bigquery-labels-table), writes a page and
+Prometheus gauges, and exits 3 when an alert fires, so cron, Cloud Scheduler or a Cloud Run job's
+failed execution can page someone.
 
 Exit codes: 0 no alert; 3 alert; 1 an error (one `error: ...` line: no calls in the window, an
 unreadable or malformed record, no training statistics for the version); 2 a bad setting.
@@ -19,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fmnist import bigquery, settings, tf_env
+from fmnist import bigquery, feedback, outcomes, settings, tf_env
 from fmnist.settings import setting
 from tfx_pipeline.config import METADATA_FILE, SCHEMA_DIR, SCHEMA_FILE
 
@@ -58,6 +60,18 @@ class MonitorSettings:
     prometheus_textfile: Path | None = setting(None, "also write the gauges here (node_exporter's textfile "
                                                      "collector directory, *.prom)")
     pushgateway: str | None = setting(None, "also push the gauges to this Prometheus Pushgateway (host:port or URL)")
+    bigquery_labels_table: str | None = setting(None, "with --bigquery-table: the delayed labels table "
+                                                      "(PROJECT.DATASET.TABLE: request_id STRING, label INT64, "
+                                                      "time TIMESTAMP) for live accuracy")
+    min_live_accuracy: float = setting(outcomes.MIN_LIVE_ACCURACY, "live accuracy: alert when a version's "
+                                                                   "accuracy on a window's labelled images is below")
+    min_labelled: int = setting(outcomes.MIN_LABELLED, "live accuracy: fewest labelled images of a version in a "
+                                                       "window before its accuracy is judged (else n/a)")
+    max_confusion_growth: float = setting(outcomes.MAX_CONFUSION_GROWTH, "live accuracy: alert when a confusion "
+                                          "pair's share of the labelled images grew by more than this since the "
+                                          "previous window")
+    relabel_days: float = setting(7.0, "live accuracy: judge again the windows that ended this many days back, "
+                                       "as their late labels come in")
     min_requests: int = setting(1000, "fewest logged images a window needs: the thresholds were measured on "
                                       "1,000-image windows; below, nothing is recorded and the next run waits "
                                       "for more")
@@ -99,8 +113,12 @@ def monitor(options: MonitorSettings, say=print) -> int:
     requests = options.requests
     if (requests is None) == (options.bigquery_table is None):
         raise ValueError("give one source of logged calls: --requests DIR or --bigquery-table PROJECT.DATASET.TABLE")
+    if options.bigquery_labels_table is not None and options.bigquery_table is None:
+        raise ValueError("--bigquery-labels-table joins with a Vertex logging table: give --bigquery-table too")
     if options.bigquery_table is not None:
         bigquery.check_table_id(options.bigquery_table)
+        if options.bigquery_labels_table is not None:
+            bigquery.check_table_id(options.bigquery_labels_table)
     elif not requests.is_dir():
         raise FileNotFoundError(f"no request log directory at {requests}")
     elif not request_log_files(str(requests)):
@@ -114,11 +132,12 @@ def monitor(options: MonitorSettings, say=print) -> int:
     end = parse_moment(options.window_end, "window_end") or time.time()
     start = parse_moment(options.window_start, "window_start")
 
+    thresholds = _thresholds(options)
     tf_env.configure()
     import tensorflow as tf
     import tensorflow_data_validation as tfdv
 
-    from monitoring import job
+    from monitoring import job, live
     from monitoring.training_stats import training_statistics
 
     if start is None:
@@ -137,7 +156,8 @@ def monitor(options: MonitorSettings, say=print) -> int:
                                                 options.training_statistics),
             min_images=options.min_requests,
             textfiles=(options.prometheus_textfile,) if options.prometheus_textfile else (),
-            pushgateway=options.pushgateway)
+            pushgateway=options.pushgateway, labels_for=_labels_source(options), thresholds=thresholds,
+            relabel_days=options.relabel_days)
     except tf.errors.OpError as err:
         raise OSError(f"unreadable request log record in {requests}: {err.message}") from None
     except ServingError as err:  # a logging table row whose payload is not :predict instances
@@ -152,9 +172,48 @@ def monitor(options: MonitorSettings, say=print) -> int:
         say("drift        first window: nothing to compare with")
     for problem in summary.problems:
         say(f"anomaly  {problem}")
+    for figures in live.judge(summary.name, live.tallies_from_json(summary.live), None, thresholds):
+        say(f"live     version {figures.version}: {figures.tally.images} images, {figures.tally.labelled} labelled "
+            f"({figures.tally.labelled_share:.1%}), accuracy {figures.accuracy_text}")
+    for alert in summary.live_alerts:
+        say(f"live     ALERT {alert}")
     say(f"verdict  {'ALERT' if summary.alert else 'ok'}")
     say(f"page     {summary.page}")
     return ALERT_EXIT if summary.alert else 0
+
+
+def _thresholds(options: MonitorSettings) -> Any:
+    from monitoring.live import LiveThresholds
+
+    try:
+        return LiveThresholds(options.min_live_accuracy, options.min_labelled, options.max_confusion_growth)
+    except ValueError as err:
+        raise settings.SettingsError(str(err)) from None
+
+
+def _labels_source(options: MonitorSettings) -> Any:
+    """(start, end) -> {key: Label}: the feedback stored beside the request logs (all of it: the
+    files are small and the join keeps what the windows hold), or the BigQuery labels table joined
+    with the logging table over [start, end); None without a labels source."""
+    if options.requests is not None:
+        return lambda start, end: feedback.read_labels(options.requests)
+    if options.bigquery_labels_table is None:
+        return None
+
+    def from_bigquery(start: float, end: float) -> dict[str, feedback.Label]:
+        from google.api_core import exceptions as api_exceptions
+        from google.auth import exceptions as auth_exceptions
+
+        from cli import bq_load
+
+        table = options.bigquery_labels_table
+        try:
+            return bigquery.read_labels(table, options.bigquery_table, datetime.fromtimestamp(start, UTC),
+                                        datetime.fromtimestamp(end, UTC),
+                                        bq_load.make_client(bigquery.check_table_id(table)), options.bigquery_endpoint)
+        except (api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as err:
+            raise OSError(f"{table}: {err}") from None
+    return from_bigquery
 
 
 def _bigquery_logs(options: MonitorSettings, start: float, end: float) -> Iterator[Any]:
@@ -188,6 +247,9 @@ def main(args: argparse.Namespace) -> int:
     try:
         with stderr_to(log):  # TensorFlow's C++ lines and library warnings: the log, not the console
             return monitor(options)
+    except settings.SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, LookupError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1

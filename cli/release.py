@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fmnist import bigquery, dataset
+from fmnist import bigquery, dataset, outcomes
 from serving import canary_analysis as analysis
 from serving import release
 from serving.vertex_canary import REPLAY_INSTANCES
@@ -97,6 +97,10 @@ def _add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
     vertex.add_argument("--replay-instances", type=int, default=REPLAY_INSTANCES,
                         help="stable's logged instances the canary answers again, at most "
                              f"(default {REPLAY_INSTANCES})")
+    local = parser.add_argument_group("labelled answers (issue #24), for the accuracy check")
+    local.add_argument("--requests", type=Path, default=None, metavar="LOGDIR",
+                       help="the server's request log directory (fmnist serve --log-requests): the calls logged "
+                            "during the bake, joined with the labels `fmnist feedback` stored there")
     bake = parser.add_argument_group("the bake window")
     bake.add_argument("--bake-seconds", type=float, default=analysis.Bake.seconds,
                       help=f"measure at most this long (default {analysis.Bake.seconds:g})")
@@ -117,12 +121,19 @@ def _add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
     checks.add_argument("--max-class-divergence", type=float, default=analysis.MAX_CLASS_DIVERGENCE,
                         help="Jensen-Shannon divergence of the predicted-class distributions, base 2 "
                              f"(default {analysis.MAX_CLASS_DIVERGENCE:g})")
+    checks.add_argument("--max-accuracy-drop", type=float, default=analysis.MAX_ACCURACY_DROP, metavar="FRACTION",
+                        help="canary accuracy on labelled answers may trail stable's by this much "
+                             f"(default {analysis.MAX_ACCURACY_DROP:g})")
+    checks.add_argument("--min-labelled", type=int, default=outcomes.MIN_LABELLED,
+                        help="labelled answers each version needs before accuracy is judged "
+                             f"(default {outcomes.MIN_LABELLED})")
 
 
 def _policy(args: argparse.Namespace) -> tuple[analysis.Policy, analysis.Bake]:
     return (analysis.Policy(max_error_rate=args.max_error_rate, max_p99_ratio=args.max_p99_ratio,
                             p99_floor_seconds=args.p99_floor_ms / 1000, min_agreement=args.min_agreement,
-                            max_class_divergence=args.max_class_divergence),
+                            max_class_divergence=args.max_class_divergence,
+                            max_accuracy_drop=args.max_accuracy_drop, min_labelled=args.min_labelled),
             analysis.Bake(seconds=args.bake_seconds, requests=args.bake_requests))
 
 
@@ -140,14 +151,22 @@ def _measured(args: argparse.Namespace) -> list[str]:
             raise release.ReleaseError(f"`fmnist release {args.action}` needs --server HOST:PORT (the REST port of "
                                        "the `fmnist serve` running the release)")
         target, measure = open_release(args), functools.partial(analysis.analyze, args.server)
+    labelled: analysis.Outcomes = ()
+    if args.requests is not None:
+        if _vertex(args):
+            raise release.ReleaseError("--requests reads a `fmnist serve` request log; a Vertex endpoint's labels "
+                                       "are judged by `fmnist monitor --bigquery-labels-table`")
+        from cli.labelled import from_request_log
+
+        labelled = from_request_log(args.requests)
     if args.action == "auto":
         decision = analysis.auto_release(target, measure, policy, bake, actor="fmnist release auto",
-                                         on_inconclusive=args.on_inconclusive)
+                                         on_inconclusive=args.on_inconclusive, outcomes=labelled)
         return [*(decision.analysis.lines() if decision.analysis else []), decision.line()]
     state = target.status()
     if state.canary is None or state.stable is None:
         raise release.ReleaseError(f"{state.where} has no canary to analyze ({state.summary()})")
-    measured = measure(state.model, state.stable, state.canary, policy, bake, ())
+    measured = measure(state.model, state.stable, state.canary, policy, bake, labelled)
     would = {"pass": "promote", "fail": "roll back"}.get(measured.verdict, "inconclusive: keep the canary")
     return [*measured.lines(), f"decision: {measured.verdict} ({would}; `fmnist release auto` acts on it)"]
 

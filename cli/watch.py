@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import local_runner
-from fmnist import dataset, landing, settings, tf_env
+from fmnist import dataset, landing, outcomes, settings, tf_env
 from fmnist.settings import setting
 from serving import canary_analysis as analysis
 from serving.release import ReleaseError
@@ -54,12 +54,23 @@ class AutoReleaseSettings:
                                                                          "of predicted-class distributions")
     max_error_rate: float = setting(analysis.MAX_ERROR_RATE, "canary check: share of its requests answered "
                                                              "with an error")
+    requests: Path | None = setting(None, "the server's request log directory (fmnist serve --log-requests): "
+                                          "labelled answers of the bake (fmnist feedback) for the accuracy check")
+    min_labelled: int = setting(outcomes.MIN_LABELLED, "canary check: labelled answers each version needs before "
+                                                       "accuracy is judged")
     max_p99_ratio: float = setting(analysis.MAX_P99_RATIO, "canary check: p99 latency over stable's (below "
                                                            f"{analysis.P99_FLOOR_SECONDS * 1000:g} ms always passes)")
 
     def policy(self) -> analysis.Policy:
         return analysis.Policy(max_error_rate=self.max_error_rate, max_p99_ratio=self.max_p99_ratio,
-                               min_agreement=self.min_agreement, max_class_divergence=self.max_class_divergence)
+                               min_agreement=self.min_agreement, max_class_divergence=self.max_class_divergence,
+                               min_labelled=self.min_labelled)
+
+    def outcomes(self) -> analysis.Outcomes:
+        """The labelled answers of a bake: read from --requests when it ends (none without it)."""
+        from cli.labelled import from_request_log
+
+        return from_request_log(self.requests) if self.requests is not None else ()
 
     def bake(self) -> analysis.Bake:
         return analysis.Bake(seconds=self.bake_seconds, requests=self.bake_requests)
@@ -111,7 +122,8 @@ def release_step(config: PipelineConfig, options: AutoReleaseSettings) -> str | 
     if not Path(release.config_file).exists() or release.status().canary is None:
         return None
     decision = analysis.auto_release(release, options.server, options.policy(), options.bake(),
-                                     actor="fmnist watch", on_inconclusive=options.on_inconclusive)
+                                     actor="fmnist watch", on_inconclusive=options.on_inconclusive,
+                                     outcomes=options.outcomes())
     line = decision.line()
     if decision.action == analysis.ROLLED_BACK:
         from tfx_pipeline import span_verdicts

@@ -23,7 +23,7 @@ import re
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from fmnist import dataset, features
+from fmnist import dataset, features, feedback, outcomes
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -160,6 +160,13 @@ def request_log_query(table: str, endpoint: str | None = None) -> str:
     return f"SELECT {', '.join(REQUEST_LOG_COLUMNS)} FROM `{table}` WHERE {where} ORDER BY logging_time"
 
 
+def _check_window(start: datetime.datetime, end: datetime.datetime) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise dataset.DatasetError(f"request log window {start} .. {end}: give times with a time zone (UTC)")
+    if end <= start:
+        raise dataset.DatasetError(f"request log window {start.isoformat()} .. {end.isoformat()} is empty")
+
+
 def read_request_log_rows(table: str, start: datetime.datetime, end: datetime.datetime, client: Any,
                           endpoint: str | None = None) -> list[dict[str, Any]]:
     """The logged calls of [start, end) as dicts keyed by REQUEST_LOG_COLUMNS (aware datetimes, UTC).
@@ -167,13 +174,54 @@ def read_request_log_rows(table: str, start: datetime.datetime, end: datetime.da
     (NotFound, Forbidden, ...) as BigQuery reports them."""
     from google.cloud import bigquery as bq
 
-    if start.tzinfo is None or end.tzinfo is None:
-        raise dataset.DatasetError(f"request log window {start} .. {end}: give times with a time zone (UTC)")
-    if end <= start:
-        raise dataset.DatasetError(f"request log window {start.isoformat()} .. {end.isoformat()} is empty")
+    _check_window(start, end)
     parameters = [bq.ScalarQueryParameter("start", "TIMESTAMP", start),
                   bq.ScalarQueryParameter("end", "TIMESTAMP", end)]
     if endpoint:
         parameters.append(bq.ScalarQueryParameter("endpoint", "STRING", endpoint))
     job = client.query(request_log_query(table, endpoint), job_config=bq.QueryJobConfig(query_parameters=parameters))
     return [dict(zip(REQUEST_LOG_COLUMNS, row, strict=True)) for row in job.result()]
+
+
+# -- delayed labels (issue #24) -------------------------------------------------------------------
+# The labels table: `request_id STRING` (the logging table's request_id as text; `ID#N` for image N of
+# a request of several, as fmnist/feedback.py keys them), `label INT64`, `time TIMESTAMP` (nullable).
+LABEL_COLUMNS = ("request_id", "label", "time")
+
+
+def labels_query(labels_table: str, log_table: str, endpoint: str | None = None) -> str:
+    """The labels of the calls logged in [@start, @end) (of @endpoint when given): the labels table
+    joined with the endpoint's logging table on the request id (the logging table's NUMERIC id as
+    text; the part before `#` of an image key). Only the two checked table ids are in the text."""
+    check_table_id(labels_table)
+    check_table_id(log_table)
+    where = "logged.logging_time >= @start AND logged.logging_time < @end"
+    if endpoint:
+        where += " AND logged.endpoint = @endpoint"
+    return (f"SELECT labels.request_id, labels.label, labels.time FROM `{labels_table}` AS labels "
+            f"JOIN `{log_table}` AS logged "
+            f"ON SPLIT(labels.request_id, '{outcomes.KEY_SEPARATOR}')[OFFSET(0)] = CAST(logged.request_id AS STRING) "
+            f"WHERE {where}")
+
+
+def read_labels(labels_table: str, log_table: str, start: datetime.datetime, end: datetime.datetime, client: Any,
+                endpoint: str | None = None) -> dict[str, feedback.Label]:
+    """{key: fmnist.feedback.Label} of the calls `log_table` logged in [start, end) (aware datetimes),
+    as fmnist.feedback.read_labels gives them for a request-log directory. Raises DatasetError for a
+    bad table id or window, ValueError for a label outside 0..9; google.api_core errors as BigQuery's."""
+    from google.cloud import bigquery as bq
+
+    _check_window(start, end)
+    parameters = [bq.ScalarQueryParameter("start", "TIMESTAMP", start),
+                  bq.ScalarQueryParameter("end", "TIMESTAMP", end)]
+    if endpoint:
+        parameters.append(bq.ScalarQueryParameter("endpoint", "STRING", endpoint))
+    job = client.query(labels_query(labels_table, log_table, endpoint),
+                       job_config=bq.QueryJobConfig(query_parameters=parameters))
+    labels = {}
+    for key, label, moment in job.result():
+        if not 0 <= int(label) < features.NUM_CLASSES:
+            raise ValueError(f"{labels_table}: label {label} of {key!r} is not a class id within "
+                             f"0..{features.NUM_CLASSES - 1}")
+        labels[str(key)] = feedback.Label(str(key), int(label), moment.timestamp() if moment is not None else None)
+    return labels

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fmnist import answers, features
+from fmnist import answers, features, outcomes, request_ids
 
 PREDICTED_KEY = features.LABEL_KEY  # the served class stands in for the label: see statistics.py
 
@@ -33,6 +33,7 @@ class ServedExamples:
     predicted: np.ndarray  # int64 [N], the class the model answered
     versions: np.ndarray  # int64 [N], the model version that answered (0: not logged)
     timestamps: np.ndarray  # int64 [N], epoch seconds of the call
+    keys: tuple[str, ...] = ()  # per image, the key its label comes back under ("": no request id)
 
     def __len__(self) -> int:
         return len(self.predicted)
@@ -40,6 +41,12 @@ class ServedExamples:
     def version_counts(self) -> dict[int, int]:
         """{version: images it answered}, most first."""
         return dict(Counter(self.versions.tolist()).most_common())
+
+    def answers(self) -> list[outcomes.Answer]:
+        """What each image was answered, keyed for the join with delayed labels (fmnist.outcomes)."""
+        keys = self.keys or ("",) * len(self)
+        return [outcomes.Answer(k, v, p) for k, v, p in zip(keys, self.versions.tolist(), self.predicted.tolist(),
+                                                            strict=True)]
 
     def record_batch(self) -> pa.RecordBatch:
         """`image` and the predicted class as `label`: list<int64> columns, as decoded tf.Examples."""
@@ -147,7 +154,7 @@ def logged_answers(logged: Any, count: int, where: str) -> np.ndarray:
 def served_examples(logs: Iterable[Any]) -> ServedExamples:
     """Every image of `logs` (PredictionLogs of Predict or Classify calls) with its answer.
     A record that is not one raises RequestLogError naming it (position, kind, version, time)."""
-    images, predicted, versions, stamps = [], [], [], []
+    images, predicted, versions, stamps, keys = [], [], [], [], []
     for position, logged in enumerate(logs):
         kind = logged.WhichOneof("log_type")
         stamp = logged.log_metadata.timestamp_secs
@@ -162,7 +169,9 @@ def served_examples(logs: Iterable[Any]) -> ServedExamples:
         predicted.append(answers)
         versions.append(np.full(len(batch), version, dtype=np.int64))
         stamps.append(np.full(len(batch), stamp, dtype=np.int64))
+        request_id = request_ids.of_log(logged)
+        keys += outcomes.image_keys(request_id, len(batch)) if request_id else [""] * len(batch)
     if not images:
         return ServedExamples(np.zeros((0, features.NUM_PIXELS), np.int64), *(np.zeros(0, np.int64),) * 3)
     return ServedExamples(np.concatenate(images), np.concatenate(predicted), np.concatenate(versions),
-                          np.concatenate(stamps))
+                          np.concatenate(stamps), tuple(keys))

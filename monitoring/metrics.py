@@ -5,21 +5,38 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Gauge, push_to_gateway, write_to_textfile
 
 from monitoring.checks import CLASS_PRIOR, DRIFT, SKEW, CheckResult
+from monitoring.live import VersionFigures
 
 JOB = "fmnist_monitor"
 
 
+def newest_accuracy(history: Iterable[tuple[float, dict[str, float]]]) -> dict[str, tuple[float, float]]:
+    """{version: (live accuracy, window end)} of the newest window that judged each version
+    (job.accuracy_history's rows): labels arrive late, so the last window is seldom judged yet."""
+    newest: dict[str, tuple[float, float]] = {}
+    for end, accuracies in history:
+        for version, accuracy in accuracies.items():
+            if version not in newest or end >= newest[version][1]:
+                newest[version] = (accuracy, end)
+    return newest
+
+
 def registry(result: CheckResult, requests: int, images: int, version: int,
-             now: float | None = None) -> CollectorRegistry:
-    """The gauges of one window: alert, per-feature skew (class prior = `label`) and drift scores
-    with their thresholds, request and image counts, and when the job last ran."""
+             now: float | None = None, alert: bool | None = None,
+             live_accuracy: dict[str, tuple[float, float]] | None = None,
+             live_figures: Sequence[VersionFigures] = ()) -> CollectorRegistry:
+    """The gauges of one window: alert (`alert`, else the checks'), per-feature skew (class prior =
+    `label`) and drift scores with their thresholds, request and image counts, when the job last
+    ran; per version, the newest live accuracy judged (`live_accuracy`, newest_accuracy()) and the
+    window's logged and labelled images (`live_figures`)."""
     gauges = CollectorRegistry()
-    Gauge("fmnist_monitor_alert", "1 if the last window alerted (skew, class prior, drift or an anomaly)",
-          registry=gauges).set(int(result.alert))
+    Gauge("fmnist_monitor_alert", "1 if the last window alerted (skew, class prior, drift, an anomaly or live "
+          "accuracy)", registry=gauges).set(int(result.alert if alert is None else alert))
     # The class prior is the skew of `label` (predicted classes vs training labels).
     kinds = {SKEW: "skew", CLASS_PRIOR: "skew", DRIFT: "drift"}
     scores = {name: Gauge(f"fmnist_monitor_{name}_score", f"{name} distance of the last window, per feature",
@@ -34,6 +51,20 @@ def registry(result: CheckResult, requests: int, images: int, version: int,
     Gauge("fmnist_monitor_images", "images in the last window", registry=gauges).set(images)
     Gauge("fmnist_monitor_model_version", "the model version the last window was compared for",
           registry=gauges).set(version)
+    accuracy = Gauge("fmnist_monitor_live_accuracy", "live accuracy (delayed labels) of the newest window that had "
+                     "enough labels, per model version", ["version"], registry=gauges)
+    judged_at = Gauge("fmnist_monitor_live_accuracy_window_end_seconds", "end of the window fmnist_monitor_live_"
+                      "accuracy comes from, per model version", ["version"], registry=gauges)
+    for name, (value, end) in (live_accuracy or {}).items():
+        accuracy.labels(name).set(value)
+        judged_at.labels(name).set(end)
+    logged = Gauge("fmnist_monitor_live_images", "images the version answered in the last window", ["version"],
+                   registry=gauges)
+    labelled = Gauge("fmnist_monitor_live_labelled", "of those, images whose label came back so far", ["version"],
+                     registry=gauges)
+    for figures in live_figures:
+        logged.labels(figures.version).set(figures.tally.images)
+        labelled.labels(figures.version).set(figures.tally.labelled)
     Gauge("fmnist_monitor_last_run_timestamp_seconds", "when the monitor last checked a window",
           registry=gauges).set(time.time() if now is None else now)
     return gauges

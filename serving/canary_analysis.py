@@ -15,8 +15,9 @@ canary, a warmup) never mixes in. The checks:
 - class divergence: the Jensen-Shannon divergence between the predicted-class distributions of
   stable and the canary on those same shadow instances; without shadow traffic, between each
   version's own answered instances (different inputs, so sampling noise adds to it);
-- accuracy: once labels come back for served requests (issue #24), accuracy_check() on them; until
-  then `n/a (no labels)`.
+- accuracy: the canary's accuracy on the answers whose delayed labels came back (issue #24: the
+  request log joined with `fmnist feedback`'s labels by fmnist.outcomes.join, the monitor's join),
+  against stable's; n/a until both versions have `Policy.min_labelled` labelled answers.
 
 A check with no evidence is n/a. When the canary has seen fewer than `Bake.requests` requests (its
 own plus shadow) when the bake ends, the verdict is inconclusive whatever the checks say; else any
@@ -39,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from fmnist import features
+from fmnist.outcomes import MIN_LABELLED, LabelledOutcome
 from serving import metrics as names
 from serving.release import FileRelease, ReleaseError, Version, metrics_text
 
@@ -91,11 +93,14 @@ class Policy:
     min_agreement: float = MIN_AGREEMENT
     max_class_divergence: float = MAX_CLASS_DIVERGENCE
     max_accuracy_drop: float = MAX_ACCURACY_DROP
+    min_labelled: int = MIN_LABELLED  # per version, before accuracy is judged (as the monitor's)
 
     def __post_init__(self) -> None:
         for name in ("max_error_rate", "min_agreement", "max_class_divergence", "max_accuracy_drop"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ReleaseError(f"{name.replace('_', '-')} is a fraction within 0..1, got {getattr(self, name):g}")
+        if self.min_labelled < 1:
+            raise ReleaseError(f"min-labelled must be at least 1, got {self.min_labelled}")
         if self.max_p99_ratio <= 0 or self.p99_floor_seconds < 0:
             raise ReleaseError(f"max-p99-ratio must be > 0 and the p99 floor >= 0, got {self.max_p99_ratio:g} "
                                f"and {self.p99_floor_seconds:g} s")
@@ -340,28 +345,28 @@ def divergence_check(evidence: Evidence, policy: Policy) -> Check:
     return Check("class JS div", None, policy.max_class_divergence, NA, "no predicted classes of both versions")
 
 
-@dataclass(frozen=True)
-class LabelledOutcome:
-    """A served answer whose true label came back (issue #24 joins the request log with labels)."""
-
-    version: Version
-    predicted: int
-    label: int
+# (wall-clock start, end of the bake) -> the labelled answers of the calls logged in between: read
+# when the bake ends (cli/labelled.py joins a server's request log with its feedback).
+OutcomeSource = Callable[[float, float], Sequence[LabelledOutcome]]
+Outcomes = Sequence[LabelledOutcome] | OutcomeSource
 
 
 def accuracy_check(outcomes: Sequence[LabelledOutcome], stable: Version, canary: Version, policy: Policy) -> Check:
-    """The seam for labels (#24): the canary's accuracy on its labelled outcomes may trail stable's
-    on theirs by at most policy.max_accuracy_drop; n/a (no labels) until both have some."""
-    accuracy = {}
-    for version in (stable, canary):
-        mine = [o for o in outcomes if str(o.version) == str(version)]
-        if mine:
-            accuracy[str(version)] = sum(o.predicted == o.label for o in mine) / len(mine)
-    if len(accuracy) < 2:
-        return Check("accuracy", None, None, NA, "n/a (no labels)", ">=")
+    """The canary's accuracy on its labelled outcomes may trail stable's on theirs by at most
+    policy.max_accuracy_drop; n/a until both have policy.min_labelled labelled answers."""
+    mine = {str(v): [o for o in outcomes if str(o.version) == str(v)] for v in (stable, canary)}
+    counts = {v: len(found) for v, found in mine.items()}
+    if not all(counts.values()):
+        return Check("accuracy", None, None, NA, "n/a (no labels)" if not any(counts.values()) else
+                     f"n/a (labelled: stable {counts[str(stable)]}, canary {counts[str(canary)]})", ">=")
+    if min(counts.values()) < policy.min_labelled:
+        return Check("accuracy", None, None, NA, f"n/a (labelled: stable {counts[str(stable)]}, canary "
+                     f"{counts[str(canary)]}; {policy.min_labelled} each needed)", ">=")
+    accuracy = {v: sum(o.predicted == o.label for o in found) / len(found) for v, found in mine.items()}
     floor = accuracy[str(stable)] - policy.max_accuracy_drop
     return _judge("accuracy", accuracy[str(canary)], floor, accuracy[str(canary)] >= floor,
-                  f"stable {accuracy[str(stable)]:.4f} minus {policy.max_accuracy_drop:g}", ">=")
+                  f"stable {accuracy[str(stable)]:.4f} minus {policy.max_accuracy_drop:g}; labelled: stable "
+                  f"{counts[str(stable)]}, canary {counts[str(canary)]}", ">=")
 
 
 def run_checks(evidence: Evidence, policy: Policy, stable: Version, canary: Version,
@@ -429,12 +434,14 @@ def bake_until(seen: Callable[[], int], bake: Bake = Bake(), clock: Callable[[],
 
 
 def analyze(server: str, model: str, stable: Version, canary: Version, policy: Policy = Policy(),
-            bake: Bake = Bake(), outcomes: Sequence[LabelledOutcome] = (),
+            bake: Bake = Bake(), outcomes: Outcomes = (),
             read: Callable[[str], Snapshot] = read_metrics, clock: Callable[[], float] = time.monotonic,
-            sleep: Callable[[float], None] = time.sleep) -> Analysis:
+            sleep: Callable[[float], None] = time.sleep, wall: Callable[[], float] = time.time) -> Analysis:
     """Bakes the canary on `server`: reads its metrics now, then every bake.poll_seconds until
     the canary has run bake.requests requests or bake.seconds have passed, and judges the deltas.
-    `outcomes`: labelled answers, when there are any (#24). AnalysisError if it cannot measure."""
+    `outcomes`: labelled answers (#24), or an OutcomeSource asked, when the bake ends, for those
+    of the calls logged during it. AnalysisError if it cannot measure."""
+    began = wall()
     start = read(server)
     latest: list[Evidence] = []
 
@@ -442,13 +449,14 @@ def analyze(server: str, model: str, stable: Version, canary: Version, policy: P
         latest[:] = [Evidence.between(read(server).minus(start), model, stable, canary)]
         return latest[0].seen
     elapsed = bake_until(seen, bake, clock, sleep)
-    return Analysis.judged(model, stable, canary, elapsed, bake, latest[0], policy, outcomes)
+    labelled = outcomes(began, wall()) if callable(outcomes) else outcomes
+    return Analysis.judged(model, stable, canary, elapsed, bake, latest[0], policy, labelled)
 
 
 # What auto_release measures with: (model, stable, canary, policy, bake, outcomes) -> the bake's
 # Analysis; `analyze` on one server (a REST address given to auto_release), or the Vertex one
 # (serving/vertex_canary.py).
-Measure = Callable[[str, Version, Version, Policy, Bake, Sequence[LabelledOutcome]], "Analysis"]
+Measure = Callable[[str, Version, Version, Policy, Bake, Outcomes], "Analysis"]
 
 
 # -- deciding ---------------------------------------------------------------------------------------
@@ -490,7 +498,7 @@ class Decision:
 
 def auto_release(release: FileRelease | VertexRelease, server: str | Measure, policy: Policy = Policy(),
                  bake: Bake = Bake(), actor: str = "fmnist release auto", on_inconclusive: str = "keep",
-                 outcomes: Sequence[LabelledOutcome] = ()) -> Decision:
+                 outcomes: Outcomes = ()) -> Decision:
     """Analyzes the canary of `release` on `server` (REST host:port of the `fmnist serve` running
     that release; or a Measure, e.g. serving.vertex_canary's for a VertexRelease), then promotes
     it (every check passes), rolls it back (any check fails), or on too little evidence does

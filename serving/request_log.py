@@ -308,11 +308,12 @@ def rows_to_prediction_logs(rows: Iterable[Mapping[str, Any]], model_name: str =
                             output_name: str = "predictions") -> Iterator[prediction_log_pb2.PredictionLog]:
     """PredictionLogs (predict_log) from rows of a Vertex AI endpoint's request-response logging
     table: endpoint, deployed_model_id, logging_time (datetime, epoch seconds or ISO text),
-    request_id, request_payload and response_payload (JSON strings of the :predict instances and
-    predictions). Bare instances / predictions are named input_name / output_name; a
-    deployed_model_id of digits becomes the model spec's version. Rows without a response are
-    skipped (Vertex logs the request alone when the call failed). A payload that is not JSON or
-    not instances raises ServingError (or json.JSONDecodeError)."""
+    request_id (kept as the log's request id, the key delayed labels join on), request_payload and
+    response_payload (JSON strings of the :predict instances and predictions). Bare instances /
+    predictions are named input_name / output_name; a deployed_model_id of digits becomes the model
+    spec's version. Rows without a response are skipped (Vertex logs the request alone when the
+    call failed). A payload that is not JSON or not instances raises ServingError (or
+    json.JSONDecodeError)."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     from serving import codec, vertex_rows
@@ -331,6 +332,8 @@ def rows_to_prediction_logs(rows: Iterable[Mapping[str, Any]], model_name: str =
         if isinstance(moment, str):
             moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
         logged.log_metadata.timestamp_secs = int(_timestamp(moment) or 0)
+        if row.get("request_id") is not None:  # NUMERIC in Vertex's table: its text is the labels' key
+            request_ids.set_on_log(logged, str(row["request_id"]))
         for message in (logged.predict_log.request, logged.predict_log.response):
             message.model_spec.CopyFrom(spec)
         inputs, outputs = vertex_rows.row_arrays(row, input_name, output_name)

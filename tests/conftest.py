@@ -21,6 +21,26 @@ def sample_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def training(sample_dir, tmp_path_factory) -> Path:
+    """The sample's train split statistics, as StatisticsGen writes them (labels as `label`): what
+    `fmnist monitor --training-statistics` compares logged windows with."""
+    import numpy as np
+    import tensorflow_data_validation as tfdv
+
+    from fmnist.dataset import read_split
+    from monitoring.examples import ServedExamples
+    from monitoring.statistics import window_statistics
+
+    schema = tfdv.load_schema_text(str(REPO / "schema" / "schema.pbtxt"))
+    raw = read_split(sample_dir, "train")
+    examples = ServedExamples(raw.images.reshape(len(raw.labels), -1).astype(np.int64), raw.labels.astype(np.int64),
+                              np.zeros(len(raw.labels), np.int64), np.zeros(len(raw.labels), np.int64))
+    path = tmp_path_factory.mktemp("training") / "FeatureStats.pb"
+    path.write_bytes(window_statistics(examples, schema).SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="session")
 def full_data_dir() -> Path:
     for candidate in FULL_DATA_CANDIDATES:
         if (candidate / "train-images-idx3-ubyte.gz").is_file():

@@ -278,7 +278,7 @@ def test_checks_and_verdicts_from_evidence():
 
 def test_accuracy_check_is_the_seam_for_labels():
     outcome = analysis.LabelledOutcome
-    policy = analysis.Policy(max_accuracy_drop=0.1)
+    policy = analysis.Policy(max_accuracy_drop=0.1, min_labelled=2)
     assert analysis.accuracy_check([], 1, 2, policy).detail == "n/a (no labels)"
     assert analysis.accuracy_check([outcome(1, 3, 3)], 1, 2, policy).verdict == "n/a"
     outcomes = [outcome(1, 3, 3), outcome(1, 4, 4), outcome(2, 3, 3), outcome(2, 5, 4)]

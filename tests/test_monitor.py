@@ -15,7 +15,7 @@ from fmnist import features
 from fmnist.dataset import read_split
 from monitoring import job
 from monitoring.checks import CLASS_PRIOR, DRIFT, SKEW, check_window
-from monitoring.examples import ServedExamples, served_examples
+from monitoring.examples import served_examples
 from monitoring.statistics import window_statistics
 from serving.request_log import PREDICT, PREFIX, SUFFIX, _Entry, to_prediction_log
 
@@ -32,17 +32,6 @@ def model(exported_model):
 @pytest.fixture(scope="module")
 def test_images(sample_dir) -> np.ndarray:
     return read_split(sample_dir, "test").images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def training(sample_dir, tmp_path_factory) -> Path:
-    """The sample's train split statistics, as StatisticsGen writes them (labels as `label`)."""
-    raw = read_split(sample_dir, "train")
-    examples = ServedExamples(raw.images.reshape(len(raw.labels), -1).astype(np.int64), raw.labels.astype(np.int64),
-                              np.zeros(len(raw.labels), np.int64), np.zeros(len(raw.labels), np.int64))
-    path = tmp_path_factory.mktemp("training") / "FeatureStats.pb"
-    path.write_bytes(window_statistics(examples, SCHEMA).SerializeToString())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +113,7 @@ def test_cli_records_windows_finds_drift_and_exits_3_on_alert(model, test_images
     assert drift and drift[0]["alert"]
 
     page = Path(latest.page).read_text()
-    assert page.count("data:image/png;base64,") == 2 and "ALERT" in page and "served predictions" in page
+    assert page.count("data:image/png;base64,") == 3 and "ALERT" in page and "served predictions" in page
     assert "training vs serving: image: " in page and "vs previous window: image: " in page  # TFDV anomalies
     assert (Path(latest.directory) / job.ANOMALIES_FILE).read_text().strip()
     gauges = {s.name + str(sorted(s.labels.items())): s.value
@@ -249,6 +238,6 @@ def test_the_console_shows_only_the_commands_own_lines(model, test_images, test_
                            "--training-statistics", str(training), "--out", str(out), "--min-requests", "100"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    own = ("window ", "version ", "class prior ", "skew ", "drift ", "anomaly ", "verdict ", "page ")
+    own = ("window ", "version ", "class prior ", "skew ", "drift ", "anomaly ", "live ", "verdict ", "page ")
     assert [line for line in done.stdout.splitlines() if not line.startswith(own)] == []
     assert (out / monitor.LOG_FILE).stat().st_size > 0  # where the libraries' lines went
