@@ -23,7 +23,7 @@ import re
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from fmnist import dataset, features, feedback, outcomes
+from fmnist import dataset, features, feedback
 
 if TYPE_CHECKING:
     from google.cloud import bigquery
@@ -200,7 +200,7 @@ def labels_query(labels_table: str, log_table: str, endpoint: str | None = None)
         where += " AND logged.endpoint = @endpoint"
     return (f"SELECT labels.request_id, labels.label, labels.time FROM `{labels_table}` AS labels "
             f"JOIN `{log_table}` AS logged "
-            f"ON SPLIT(labels.request_id, '{outcomes.KEY_SEPARATOR}')[OFFSET(0)] = CAST(logged.request_id AS STRING) "
+            f"ON SPLIT(labels.request_id, '{feedback.KEY_SEPARATOR}')[OFFSET(0)] = CAST(logged.request_id AS STRING) "
             f"WHERE {where}")
 
 

@@ -2,7 +2,7 @@
 canary analysis's accuracy check share, and the figures drawn from it.
 
 An answer is (image key, model version, predicted class). Keys are the ones labels come back
-under (fmnist/feedback.py): `ID` for a request of one image, `ID#N` for image N of a request of
+under (fmnist/feedback.py, image_keys): `ID` for a request of one image, `ID#N` for image N of a request of
 several. Pure Python over plain values: the callers read the request log (TensorFlow, cli and
 monitoring) or BigQuery, and this package imports neither.
 """
@@ -15,7 +15,6 @@ from typing import Any, NamedTuple
 
 from fmnist import features
 
-KEY_SEPARATOR = "#"  # the image keys of fmnist/feedback.py: ID, or ID#N in a request of several
 # Fewest labelled images before a version's accuracy is judged. At the 0.886 a 4-epoch model of
 # this project tests at (serving/canary_analysis.py), 500 labels put the standard error at 0.014,
 # so the default floor below (0.85) sits 2.5 standard errors under it: a healthy window alerts
@@ -26,11 +25,6 @@ MIN_LIVE_ACCURACY = 0.85  # the 4-epoch models test at 0.886-0.908; a label swap
 # against the previous window: the pullover/coat swap of canary_analysis.py's benchmark moves
 # coat -> pullover from about 0.01 to 0.09 of all images; sampling noise at 500 labels, ~0.01.
 MAX_CONFUSION_GROWTH = 0.03
-
-
-def image_keys(request_id: str, images: int) -> list[str]:
-    """The label keys of a request's images: [ID] for one image, [ID#0, ID#1, ...] for several."""
-    return [request_id] if images == 1 else [f"{request_id}{KEY_SEPARATOR}{i}" for i in range(images)]
 
 
 class Answer(NamedTuple):

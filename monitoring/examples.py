@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from fmnist import answers, features, outcomes, request_ids
+from fmnist import answers, features, feedback, outcomes, request_ids
 
 PREDICTED_KEY = features.LABEL_KEY  # the served class stands in for the label: see statistics.py
 
@@ -170,7 +170,7 @@ def served_examples(logs: Iterable[Any]) -> ServedExamples:
         versions.append(np.full(len(batch), version, dtype=np.int64))
         stamps.append(np.full(len(batch), stamp, dtype=np.int64))
         request_id = request_ids.of_log(logged)
-        keys += outcomes.image_keys(request_id, len(batch)) if request_id else [""] * len(batch)
+        keys += feedback.image_keys(request_id, len(batch)) if request_id else [""] * len(batch)
     if not images:
         return ServedExamples(np.zeros((0, features.NUM_PIXELS), np.int64), *(np.zeros(0, np.int64),) * 3)
     return ServedExamples(np.concatenate(images), np.concatenate(predicted), np.concatenate(versions),

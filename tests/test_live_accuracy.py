@@ -90,7 +90,7 @@ def test_join_tally_and_judge_agree_with_a_direct_computation():
     assert counts["7"].accuracy() == 0.5 and counts["7"].accuracy(min_labelled=3) is None
     assert counts["7"].recall()[1] == 1.0 and counts["7"].recall()[5] == 0.0 and counts["7"].recall()[0] is None
     assert counts["8"].accuracy() == 1.0 and counts["8"].labelled_share == 0.5
-    assert outcomes.image_keys("r1", 1) == ["r1"] and outcomes.image_keys("r1", 2) == ["r1#0", "r1#1"]
+    assert feedback.image_keys("r1", 1) == ["r1"] and feedback.image_keys("r1", 2) == ["r1#0", "r1#1"]
 
     # Confusion growth: coat (4) -> pullover (2) goes from 1 in 100 to 10 in 100.
     def with_pairs(pairs: int) -> Tally:
