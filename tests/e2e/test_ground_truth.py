@@ -92,7 +92,7 @@ def test_monitor_reports_each_versions_true_accuracy(served, training):
 
     monitored = _fmnist("monitor", "--requests", work / "logs", "--training-statistics", training,
                         "--out", work / "monitor", "--min-requests", "10", "--min-labelled", "50",
-                        "--min-live-accuracy", "0.5")
+                        "--min-live-accuracy", "0.2")
     assert monitored.returncode in (0, 3), monitored.stderr
     printed = {int(v): (int(images), int(labelled), text) for v, images, labelled, text in re.findall(
         r"^live +version (\d+): (\d+) images, (\d+) labelled \([\d.]+%\), accuracy (\S+)", monitored.stdout, re.M)}
@@ -110,10 +110,12 @@ def test_monitor_reports_each_versions_true_accuracy(served, training):
         print(f"| {version} | {len(mine)} | {len(known)} | {printed[version][2]} | {direct:.4f} |")  # the note's table
         assert printed[version][:2] == (len(mine), len(known))
         assert printed[version][2] == f"{direct:.4f}", (version, printed, direct)
-    # The canary learnt labels shifted by one class: live accuracy tells the two apart.
-    assert float(printed[1][2]) > 0.5 > float(printed[2][2])
-    if float(printed[2][2]) < 0.5:
-        assert re.search(r"^live +ALERT live accuracy: window \S+, version 2: 0\.\d{4} < 0\.5", monitored.stdout, re.M)
+    # The canary learnt labels shifted by one class: live accuracy tells the two apart, and alerts
+    # on it alone (the stable model trained for 15 steps only: well under the full data's 0.93).
+    assert float(printed[1][2]) > 0.2 > float(printed[2][2])
+    assert monitored.returncode == 3
+    assert re.search(r"^live +ALERT live accuracy: window \S+, version 2: 0\.\d{4} < 0\.2", monitored.stdout, re.M)
+    assert not re.search(r"ALERT live accuracy: window \S+, version 1:", monitored.stdout)
 
 
 def test_labelled_traffic_lands_byte_exact_and_watch_trains_on_it(served):
