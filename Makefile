@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 COVERAGE_ARGS ?= --cov --cov-report=term --cov-fail-under=87
 SERVE_ARGS ?=
 
-.PHONY: env data run run-sample watch serve test lint lock clean
+.PHONY: env data run run-sample watch serve test fuzz lint lock clean
 
 env:
 	@bash scripts/setup_env.sh
@@ -40,6 +40,10 @@ serve: env
 test: env
 	@bash scripts/setup_browser.sh
 	$(PY) -m pytest $(COVERAGE_ARGS) $(PYTEST_ARGS)
+
+## The fuzz tests (tests/test_fuzz_*.py) with many more examples than `make test` gives them.
+fuzz: env
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -p no:cacheprovider tests/test_fuzz_*.py $(PYTEST_ARGS)
 
 ## ruff, then the package layers (import-linter contracts in .importlinter).
 lint: env

@@ -5,7 +5,6 @@ and the readers of Vertex AI request logs (serving/vertex_rows.py) both parse wi
 from __future__ import annotations
 
 import base64
-import binascii
 
 from serving.errors import bad_request
 
@@ -16,7 +15,7 @@ def decode_b64(value):
             raise bad_request(f"a JSON object as a value must be {{\"b64\": \"...\"}}, got keys {sorted(value)}")
         try:
             return base64.b64decode(value["b64"], validate=True)
-        except binascii.Error as err:
+        except ValueError as err:  # binascii.Error, and non-ASCII text (found by tests/test_fuzz_rest.py)
             raise bad_request(f"invalid base64 in a \"b64\" value: {err}") from None
     if isinstance(value, list):
         return [decode_b64(v) for v in value]

@@ -1,13 +1,22 @@
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from hypothesis import settings
 
 from fmnist import tf_env
 
 tf_env.configure()
+
+# Property-based tests (tests/test_fuzz_*.py): a bounded number of examples by default, so the
+# suite stays fast; `make fuzz` runs them with the `fuzz` profile. Derandomized in CI: a failure
+# is reproducible from the same commit; the fuzz profile explores new examples each run.
+settings.register_profile("ci", max_examples=60, derandomize=True, print_blob=True)
+settings.register_profile("fuzz", max_examples=3000, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = REPO / "data" / "sample"
