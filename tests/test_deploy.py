@@ -243,3 +243,15 @@ def test_the_alert_policy_pages_on_a_failed_execution_of_that_job():
     assert 'metric.type = "run.googleapis.com/job/completed_execution_count"' in text
     assert 'metric.labels.result = "failed"' in text
     assert f"exits {monitor.ALERT_EXIT} when" in policy["documentation"]["content"]
+
+
+@pytest.mark.parametrize("path", ["deploy/README.md", "docs/gcp.md"])
+def test_the_docs_shell_never_doubles_the_bucket_scheme_or_clobbers_the_pipeline_account(path):
+    text = (REPO / path).read_text()
+    # BUCKET is set with its scheme (BUCKET=gs://...): gs://$BUCKET would be gs://gs://...
+    assert "BUCKET=gs://" in (REPO / "docs" / "gcp.md").read_text()
+    assert not re.search(r"gs://\$\{?BUCKET", text)
+    # $SA is the pipeline account (docs/gcp.md); other identities get their own variable.
+    assignments = re.findall(r"^(\w*SA)=(\S+)", text, re.M)
+    pipeline_account = "pipelines@$PROJECT.iam.gserviceaccount.com"
+    assert [value for name, value in assignments if name == "SA"] in ([], [pipeline_account])
