@@ -1,17 +1,19 @@
 """What the benchmarks share: the machine line every one prints with its figures (machines differ:
-compare only ratios measured in the same run) and a free port for the servers they start.
+compare only ratios measured in the same run), free ports, and `fmnist serve` processes to measure.
 Benchmarks run as scripts (their directory is on sys.path), so they import it as `common`."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import importlib.util
 import logging
 import socket
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,10 @@ def cpu_model() -> str:
     return f"{model}, {cpus} CPUs, flags {' '.join(wanted)}"
 
 
+REPO = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
 def serving_benchmark() -> types.ModuleType:
     """benchmarks/serving.py (its load generator and cells), loaded by path: imported as `serving`
     it would shadow the project's serving package."""
@@ -45,6 +51,39 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def add_load_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load generator's flags (benchmarks/serving.py's cells), as every serving benchmark takes them."""
+    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "sample")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+
+
+@contextlib.contextmanager
+def fmnist_servers(flags: Mapping[Hashable, Sequence[str]], ready_path: str = "") -> Iterator[dict]:
+    """One `fmnist serve FLAGS` per entry of `flags` (this project's server on localhost, free ports,
+    output discarded), all at once, each in its own process. Yields {key: {"rest": port, "grpc":
+    port}} once every REST port answers `/v1/models/<model><ready_path>`; stops them on the way out."""
+    from fmnist import features
+
+    started: dict = {}
+    try:
+        for key, server_flags in flags.items():
+            ports = {"rest": free_port(), "grpc": free_port()}
+            command = [sys.executable, "-m", "cli.main", "serve", *server_flags, "--host", "127.0.0.1",
+                       "--rest-port", str(ports["rest"]), "--grpc-port", str(ports["grpc"]), "--tf-serving", "no"]
+            started[key] = ports, subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.DEVNULL)
+        for ports, process in started.values():
+            serving_benchmark().wait_until_ready(
+                f"http://127.0.0.1:{ports['rest']}/v1/models/{features.MODEL_NAME}{ready_path}", process)
+        yield {key: ports for key, (ports, _) in started.items()}
+    finally:
+        for _, process in started.values():
+            process.terminate()
+            process.wait(timeout=60)
 
 
 TRANSFORM_ID = "Transform"  # the component id the pipeline gives Transform

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import cpu_model, free_port, serving_benchmark  # noqa: E402
+from common import add_load_arguments, cpu_model, fmnist_servers, serving_benchmark  # noqa: E402
 
 from fmnist import features  # noqa: E402
 from fmnist.dataset import TEST, read_split  # noqa: E402
@@ -33,16 +32,6 @@ from fmnist.dataset import TEST, read_split  # noqa: E402
 bench = serving_benchmark()
 TRANSPORTS = ("grpc", "rest")
 SETTINGS = {"ids off": "--no-request-ids", "ids on": "--request-ids"}  # off first: the baseline
-
-
-def start_server(base_path: Path, flag: str) -> tuple[dict, subprocess.Popen]:
-    ports = {"rest": free_port(), "grpc": free_port()}
-    command = [sys.executable, "-m", "cli.main", "serve", "--model-base-path", str(base_path), flag,
-               "--host", "127.0.0.1", "--rest-port", str(ports["rest"]), "--grpc-port", str(ports["grpc"]),
-               "--tf-serving", "no"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    bench.wait_until_ready(f"http://127.0.0.1:{ports['rest']}/v1/models/{features.MODEL_NAME}", process)
-    return ports, process
 
 
 def answered_id(ports: dict) -> str | None:
@@ -60,28 +49,20 @@ def answered_id(ports: dict) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="one SavedModel version directory")
-    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "sample")
-    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=8)
+    add_load_arguments(parser)
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="request-ids-bench-"))
     shutil.copytree(args.model_dir, work / "serving_model" / "1")
     images = read_split(args.data_dir, TEST).images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
-    servers: dict[str, tuple[dict, subprocess.Popen]] = {}
     try:
-        for name, flag in SETTINGS.items():
-            servers[name] = start_server(work / "serving_model", flag)
-        checks = {name: answered_id(ports) for name, (ports, _) in servers.items()}
-        if checks["ids off"] is not None or checks["ids on"] is None:
-            raise RuntimeError(f"the servers do not answer as set: {checks}")
-        table = bench.interleaved({name: ports for name, (ports, _) in servers.items()}, TRANSPORTS,
-                                  args.concurrency, args.seconds, args.repeats, images)
+        with fmnist_servers({name: ["--model-base-path", str(work / "serving_model"), flag]
+                             for name, flag in SETTINGS.items()}) as servers:
+            checks = {name: answered_id(ports) for name, ports in servers.items()}
+            if checks["ids off"] is not None or checks["ids on"] is None:
+                raise RuntimeError(f"the servers do not answer as set: {checks}")
+            table = bench.interleaved(servers, TRANSPORTS, args.concurrency, args.seconds, args.repeats, images)
     finally:
-        for _, process in servers.values():
-            process.terminate()
-            process.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{cpu_model()}\nmodel {args.model_dir}, concurrency {args.concurrency}, {args.seconds:g} s per cell, "

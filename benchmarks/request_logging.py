@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import cpu_model, free_port, serving_benchmark  # noqa: E402
+from common import add_load_arguments, cpu_model, fmnist_servers, serving_benchmark  # noqa: E402
 
 from fmnist import features  # noqa: E402
 from fmnist.dataset import TEST, read_split  # noqa: E402
@@ -32,26 +31,11 @@ bench = serving_benchmark()
 TRANSPORTS = ("grpc", "rest")
 
 
-def start_server(model_base_path: Path, log_dir: Path | None) -> tuple[dict, subprocess.Popen]:
-    ports = {"rest": free_port(), "grpc": free_port()}
-    command = [sys.executable, "-m", "cli.main", "serve", "--model-base-path", str(model_base_path),
-               "--host", "127.0.0.1", "--rest-port", str(ports["rest"]), "--grpc-port", str(ports["grpc"]),
-               "--tf-serving", "no"]
-    if log_dir is not None:
-        command += ["--log-requests", str(log_dir), "--log-sampling", "1.0"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    bench.wait_until_ready(f"http://127.0.0.1:{ports['rest']}/v1/models/{features.MODEL_NAME}", process)
-    return ports, process
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-base-path", type=Path, default=REPO / "outputs" / "fashion-mnist" / "serving_model",
                         help="a directory of numbered versions, or one version directory")
-    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "sample")
-    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=8)
+    add_load_arguments(parser)
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="request-logging-bench-"))
@@ -61,14 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         (work / "models" / base.name).symlink_to(base.resolve())
         base = work / "models"
     images = read_split(args.data_dir, TEST).images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
-    servers = {"off": start_server(base, None), "on": start_server(base, work / "logs")}
-    try:
-        table = bench.interleaved({f"logging {state}": ports for state, (ports, _) in servers.items()}, TRANSPORTS,
-                                  args.concurrency, args.seconds, args.repeats, images)
-    finally:
-        for _, process in servers.values():
-            process.terminate()
-            process.wait(timeout=60)
+    flags = ["--model-base-path", str(base)]
+    with fmnist_servers({"logging off": flags, "logging on": [*flags, "--log-requests", str(work / "logs"),
+                                                              "--log-sampling", "1.0"]}) as servers:
+        table = bench.interleaved(servers, TRANSPORTS, args.concurrency, args.seconds, args.repeats, images)
     logged = sum(1 for _ in (work / "logs").glob("requests-*.tfrecord"))
     size = sum(p.stat().st_size for p in (work / "logs").glob("requests-*"))
     shutil.rmtree(work, ignore_errors=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,24 +24,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import cpu_model, free_port, serving_benchmark  # noqa: E402
+from common import add_load_arguments, cpu_model, fmnist_servers, serving_benchmark  # noqa: E402
 
 from fmnist import features  # noqa: E402
 from fmnist.dataset import TEST, read_split  # noqa: E402
 
 bench = serving_benchmark()
 TRANSPORTS = ("grpc", "rest")
-
-
-def start_server(config: Path, shadow: float) -> tuple[dict, subprocess.Popen]:
-    ports = {"rest": free_port(), "grpc": free_port()}
-    command = [sys.executable, "-m", "cli.main", "serve", "--model-config-file", str(config),
-               "--shadow-traffic", f"{shadow:g}", "--host", "127.0.0.1", "--rest-port", str(ports["rest"]),
-               "--grpc-port", str(ports["grpc"]), "--tf-serving", "no"]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    bench.wait_until_ready(f"http://127.0.0.1:{ports['rest']}/v1/models/{features.MODEL_NAME}/labels/canary",
-                           process)
-    return ports, process
 
 
 def shadow_counts(ports: dict) -> tuple[int, int]:
@@ -57,11 +45,8 @@ def shadow_counts(ports: dict) -> tuple[int, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="one SavedModel version directory")
-    parser.add_argument("--data-dir", type=Path, default=REPO / "data" / "sample")
     parser.add_argument("--shadow", type=float, nargs="+", default=[0.0, 100.0], help="percent, one server each")
-    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=8)
+    add_load_arguments(parser)
     args = parser.parse_args(argv)
 
     from serving.release import FileRelease
@@ -71,18 +56,15 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(args.model_dir, work / "serving_model" / version)
         FileRelease(str(work / "models.config")).start_canary(version)
     images = read_split(args.data_dir, TEST).images.reshape(-1, *features.IMAGE_SHAPE).astype(np.float32)
-    servers: dict[float, tuple[dict, subprocess.Popen]] = {}
     try:
-        for share in args.shadow:
-            servers[share] = start_server(work / "models.config", share)
-        # A second's pause after each cell: the shadow thread's backlog must not fall into the next.
-        table = bench.interleaved({f"shadow {share:g} %": ports for share, (ports, _) in servers.items()},
-                                  TRANSPORTS, args.concurrency, args.seconds, args.repeats, images, pause=1.0)
-        counts = {share: shadow_counts(ports) for share, (ports, _) in servers.items()}
+        with fmnist_servers({f"shadow {share:g} %": ["--model-config-file", str(work / "models.config"),
+                                                     "--shadow-traffic", f"{share:g}"] for share in args.shadow},
+                            ready_path="/labels/canary") as servers:
+            # A second's pause after each cell: the shadow thread's backlog must not fall into the next.
+            table = bench.interleaved(servers, TRANSPORTS, args.concurrency, args.seconds, args.repeats, images,
+                                      pause=1.0)
+            counts = {share: shadow_counts(servers[f"shadow {share:g} %"]) for share in args.shadow}
     finally:
-        for _, process in servers.values():
-            process.terminate()
-            process.wait(timeout=60)
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"\n{cpu_model()}\nmodel {args.model_dir}, concurrency {args.concurrency}, {args.seconds:g} s per cell, "
