@@ -90,14 +90,12 @@ def parse_moment(text: str | None, name: str) -> float | None:
     if text is None:
         return None
     try:
-        return float(text)
+        moment = feedback.parse_time(text)  # the one reader of times, label files' included
     except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"--{name.replace('_', '-')}: {text!r} is neither ISO 8601 nor epoch seconds") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        moment = None
+    if moment is None:
+        raise ValueError(f"--{name.replace('_', '-')}: {text!r} is neither ISO 8601 nor epoch seconds")
+    return moment
 
 
 def state_dir(options: MonitorSettings) -> Path:

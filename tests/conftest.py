@@ -194,6 +194,16 @@ def exported_model(tmp_path_factory, transformed_sample) -> Path:
 
 
 @pytest.fixture(scope="session")
+def exported_model_base(tmp_path_factory, exported_model) -> Path:
+    """A model base path with exported_model as version 1, for servers that only read it."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("served") / "models"
+    shutil.copytree(exported_model, base / "1")
+    return base
+
+
+@pytest.fixture(scope="session")
 def disagreeing_model(tmp_path_factory, transformed_sample) -> Path:
     """A real SavedModel with the project's signatures that disagrees with exported_model: trained
     the same way on labels shifted by one class (c -> c+1 mod 10), as a labelling error upstream

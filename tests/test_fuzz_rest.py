@@ -9,7 +9,6 @@ longer run with `make fuzz` (HYPOTHESIS_PROFILE=fuzz); tests/conftest.py declare
 
 import json
 import math
-import shutil
 
 import httpx
 import numpy as np
@@ -60,19 +59,11 @@ def image(sample_dir) -> list:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, exported_model):
-    base = tmp_path_factory.mktemp("fuzz-rest") / "models"
-    shutil.copytree(exported_model, base / "1")
-    running = RunningServer(ServerOptions(base_path=str(base), rest_port=0, grpc_port=0, host="127.0.0.1",
-                                          max_request_bytes=1 << 20)).start()
+def server(exported_model_base):
+    running = RunningServer(ServerOptions(base_path=str(exported_model_base), rest_port=0, grpc_port=0,
+                                          host="127.0.0.1", max_request_bytes=1 << 20)).start()
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def rest(server):
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.rest_port}", timeout=30) as client:
-        yield client
 
 
 def _refused_well(response: httpx.Response) -> None:

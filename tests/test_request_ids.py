@@ -3,7 +3,6 @@
 the request log keeps the ids the clients got, and `request_ids=False` sends none."""
 
 import re
-import shutil
 from collections import Counter
 
 import grpc
@@ -30,10 +29,8 @@ def images(sample_dir) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, exported_model):
-    base = tmp_path_factory.mktemp("request-ids") / "models"
-    shutil.copytree(exported_model, base / "1")
-    return base
+def models(exported_model_base):
+    return exported_model_base
 
 
 def _start(models, **options) -> RunningServer:
@@ -46,12 +43,6 @@ def server(models):
     running = _start(models)
     yield running
     running.stop()
-
-
-@pytest.fixture(scope="module")
-def rest(server):
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.rest_port}", timeout=30) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

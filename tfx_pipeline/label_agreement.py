@@ -75,24 +75,25 @@ def judge(span: Mapping[int, tuple[float, int]] | None, golden: Mapping[int, flo
     return (DISAGREE if disagreeing else AGREE), disagreeing
 
 
-def baseline_recalls(evaluation_uri: str, accuracy: str, example_count: str,
-                     label_key: str) -> dict[int, tuple[float, int]] | None:
+def baseline_recalls(evaluation_uri: str) -> dict[int, tuple[float, int]] | None:
     """{class: (recall, examples)} of the baseline model in the TFMA evaluation at `evaluation_uri`
-    (accuracy on the `label_key == c` slice is class c's recall); None when it has no baseline."""
+    (accuracy on the `label == c` slice is class c's recall); None when it has no baseline."""
     import tensorflow_model_analysis as tfma
     from tensorflow_model_analysis.metrics import metric_types
     from tensorflow_model_analysis.slicer import slicer_lib
 
+    from tfx_pipeline.eval_config import ACCURACY, EXAMPLE_COUNT
+
     values: dict[int, dict[str, float]] = {}
     for proto in tfma.load_metrics(evaluation_uri):
         slice_key = slicer_lib.deserialize_slice_key(proto.slice_key)
-        if len(slice_key) != 1 or slice_key[0][0] != label_key:
+        if len(slice_key) != 1 or slice_key[0][0] != features.LABEL_KEY:
             continue
         for entry in proto.metric_keys_and_values:
             key = metric_types.MetricKey.from_proto(entry.key)
             if (key.model_name == BASELINE_MODEL and not key.is_diff and key.sub_key is None
-                    and key.name in (accuracy, example_count) and entry.value.HasField("double_value")):
+                    and key.name in (ACCURACY, EXAMPLE_COUNT) and entry.value.HasField("double_value")):
                 values.setdefault(int(slice_key[0][1]), {})[key.name] = entry.value.double_value.value
-    found = {c: (v[accuracy], round(v[example_count])) for c, v in values.items()
-             if accuracy in v and example_count in v}
+    found = {c: (v[ACCURACY], round(v[EXAMPLE_COUNT])) for c, v in values.items()
+             if ACCURACY in v and EXAMPLE_COUNT in v}
     return found or None

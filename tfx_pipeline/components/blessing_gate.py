@@ -25,8 +25,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
-from fmnist import features
-from tfx_pipeline import label_agreement, tfma_metrics
+from tfx_pipeline import label_agreement
 
 BLESSED_KEY = "blessed"
 REASON_KEY = "reason"
@@ -62,14 +61,10 @@ def check_labels(evaluation_uri: str | None, golden_evaluation_uri: str | None, 
                  confidence: float) -> tuple[str, str]:
     """(label_agreement status, the disagreeing classes described) of a span from its Evaluator's
     and the golden Evaluator's outputs (label_agreement.judge)."""
-    def recalls(uri: str | None) -> dict | None:
-        return label_agreement.baseline_recalls(uri, tfma_metrics.ACCURACY, "example_count",
-                                                features.LABEL_KEY) if uri else None
-
-    golden = recalls(golden_evaluation_uri)
+    span = label_agreement.baseline_recalls(evaluation_uri) if evaluation_uri else None
+    golden = label_agreement.baseline_recalls(golden_evaluation_uri) if golden_evaluation_uri else None
     status, disagreeing = label_agreement.judge(
-        recalls(evaluation_uri), {c: recall for c, (recall, _) in golden.items()} if golden else None,
-        margin, confidence)
+        span, {c: recall for c, (recall, _) in golden.items()} if golden else None, margin, confidence)
     return status, "; ".join(row.describe() for row in disagreeing)
 
 
