@@ -227,7 +227,7 @@ def run(config: PipelineConfig, verbose: bool = True) -> None:
 def release_config_file(config: PipelineConfig) -> Path:
     """The TF Serving model config with the release labels, beside the push directory (as
     `fmnist serve` and `fmnist release` expect it for the default output directory)."""
-    from serving.release import DEFAULT_CONFIG_FILE
+    from serving.release.labels import DEFAULT_CONFIG_FILE
 
     return Path(config.serving_model_dir).parent / Path(DEFAULT_CONFIG_FILE).name
 
@@ -237,7 +237,7 @@ def release_pushed(config: PipelineConfig) -> str | None:
     release_config_file (the first version ever becomes stable); returns what happened, or None
     when this run pushed nothing. A running canary is replaced by the newer push (release_history.jsonl
     records it as superseded; FileRelease.start_canary's busy policy)."""
-    from serving.release import FileRelease, ReleaseError
+    from serving.release.labels import FileRelease, ReleaseError
     from tfx_pipeline import metadata
 
     pushed = metadata.latest_outputs(config.metadata_path, config.pipeline_name, PUSHER_ID, "pushed_model")

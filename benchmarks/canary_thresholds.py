@@ -1,6 +1,6 @@
 """Where the canary analysis' quality thresholds should sit: agreement and predicted-class
 Jensen-Shannon divergence between a stable model and canaries that should pass or fail, on the
-official test split, the way `fmnist release analyze` computes them (serving/canary_analysis.py).
+official test split, the way `fmnist release analyze` computes them (serving/release/canary_analysis.py).
 
     .venv/bin/python benchmarks/canary_thresholds.py --data-dir /path/to/fashion-mnist [--epochs 4]
 
@@ -50,7 +50,7 @@ def train(images: np.ndarray, labels: np.ndarray, evaluation, epochs: int, seed:
 
 
 def compare(stable: np.ndarray, canary: np.ndarray, bake_size: int, draws: int, seed: int) -> dict:
-    from serving.canary_analysis import js_divergence
+    from serving.release.canary_analysis import js_divergence
 
     def measured(index: np.ndarray) -> tuple[float, float]:
         counts = [np.bincount(side[index], minlength=features.NUM_CLASSES) for side in (stable, canary)]

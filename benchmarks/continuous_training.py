@@ -55,7 +55,7 @@ def span_sources(data_dir: Path, work: Path) -> list[Path]:
 def served_version(port: int | None, image: np.ndarray) -> str:
     if port is None:
         return "-"
-    from serving.client import GrpcClient
+    from serving.client.clients import GrpcClient
 
     return str(GrpcClient(f"127.0.0.1:{port}", features.MODEL_NAME).predict(image).version)
 
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     image = dataset.read_split(args.data_dir, dataset.TEST).images[:1].reshape(1, *features.IMAGE_SHAPE)
     image = image.astype(np.float32)
 
-    from serving.server import RunningServer, ServerOptions
+    from serving.server.process import RunningServer, ServerOptions
 
     server = None
     rows = []

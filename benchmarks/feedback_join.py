@@ -36,7 +36,7 @@ tf_env.configure()
 import tensorflow
 from fmnist.feedback import read_labels
 from monitoring.labelled import join
-from serving.request_log import read_request_logs
+from serving.server.request_log import read_request_logs
 started = time.perf_counter()
 found = join(read_request_logs(sys.argv[1]), read_labels(sys.argv[1]))
 print(len(found), time.perf_counter() - started)
@@ -49,7 +49,7 @@ def write_logs(directory: Path, count: int) -> list[str]:
 
     from fmnist import dataset, features, request_ids, tf_env
     tf_env.configure()
-    from serving import request_log
+    from serving.server import request_log
 
     images = dataset.read_split(REPO / "data" / "sample", dataset.TEST).images.reshape(-1, *features.IMAGE_SHAPE)
     start, ids = time.time() - 86400, []

@@ -47,7 +47,7 @@ def prediction_logs(images: np.ndarray, outputs: dict[str, np.ndarray], version:
                     batch: int = 1) -> list:
     """PredictionLogs of Predict calls of `batch` images each, one second apart from `start`."""
     from fmnist import features
-    from serving.request_log import PREDICT, _Entry, to_prediction_log
+    from serving.server.request_log import PREDICT, _Entry, to_prediction_log
 
     return [to_prediction_log(_Entry(PREDICT, features.MODEL_NAME, version, features.SERVING_DEFAULT,
                                      {features.IMAGES_INPUT: images[i:i + batch]},
@@ -58,7 +58,7 @@ def prediction_logs(images: np.ndarray, outputs: dict[str, np.ndarray], version:
 def write_logs(directory: Path, logs: list) -> None:
     import tensorflow as tf
 
-    from serving.request_log import PREFIX, SUFFIX
+    from serving.server.request_log import PREFIX, SUFFIX
 
     directory.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(directory / f"{PREFIX}19700101T000000.000000Z-000001{SUFFIX}")) as writer:
@@ -102,7 +102,7 @@ def main() -> None:
     from monitoring.examples import served_examples
     from monitoring.statistics import window_statistics
     from monitoring.training_stats import training_statistics
-    from serving.request_log import read_request_logs
+    from serving.server.request_log import read_request_logs
     from tfx_pipeline.config import SCHEMA_DIR, SCHEMA_FILE
 
     version = int(args.model.name) if args.model.name.isdigit() else 1

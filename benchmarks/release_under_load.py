@@ -81,7 +81,7 @@ class Load:
         self._threads = [threading.Thread(target=self._send, args=(i, threads), daemon=True) for i in range(threads)]
 
     def _send(self, index: int, stride: int) -> None:
-        from serving.client import GrpcClient, RestClient
+        from serving.client.clients import GrpcClient, RestClient
 
         client = (GrpcClient(f"127.0.0.1:{self.grpc_port}", MODEL) if index % 2
                   else RestClient(f"127.0.0.1:{self.rest_port}", MODEL))
@@ -121,7 +121,7 @@ def running_server(config: Path, canary_traffic: float, *serve_args: str) -> Ite
 def start_server(config: Path, canary_traffic: float, *serve_args: str) -> tuple[subprocess.Popen, int, int]:
     """`fmnist serve` on `config` in its own process (more flags in serve_args), once it answers:
     (the process, its REST port, its gRPC port)."""
-    from serving.client import ClientError, RestClient
+    from serving.client.clients import ClientError, RestClient
 
     rest, grpc_port = free_port(), free_port()
     process = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", "--model-config-file", str(config),
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--canary-traffic", type=float, default=25.0, help="fmnist serve --canary-traffic")
     args = parser.parse_args(argv)
 
-    from serving.release import served_labels
+    from serving.release.labels import served_labels
 
     model_dir = args.model_dir or newest_version(PUSHED)
     if model_dir is None or not (model_dir / "saved_model.pb").is_file():

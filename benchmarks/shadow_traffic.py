@@ -35,11 +35,11 @@ TRANSPORTS = ("grpc", "rest")
 
 def shadow_counts(ports: dict) -> tuple[int, int]:
     """(shadow requests run, shadow requests dropped) the server counted since it started."""
-    from serving import metrics
-    from serving.canary_analysis import read_metrics
+    from serving.protocol import names
+    from serving.release.canary_analysis import read_metrics
 
     snapshot = read_metrics(f"127.0.0.1:{ports['rest']}")
-    return int(snapshot.total(metrics.SHADOW_REQUESTS)), int(snapshot.total(metrics.SHADOW_DROPPED))
+    return int(snapshot.total(names.SHADOW_REQUESTS)), int(snapshot.total(names.SHADOW_DROPPED))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     add_load_arguments(parser)
     args = parser.parse_args(argv)
 
-    from serving.release import FileRelease
+    from serving.release.labels import FileRelease
 
     work = Path(tempfile.mkdtemp(prefix="shadow-bench-"))
     for version in ("1", "2"):

@@ -78,7 +78,7 @@ def span_sources(data_dir: Path, work: Path) -> list[Path]:
 def load(rest: str, grpc: str, data_dir: str, rate: float, stop_file: str, out: str) -> None:
     """The load process: unlabelled Predict requests, one image each, alternating REST and gRPC,
     `rate` a second, until `stop_file` exists; writes {requests, failures, versions} to `out`."""
-    from serving.client import GrpcClient, RestClient
+    from serving.client.clients import GrpcClient, RestClient
 
     images = dataset.read_split(data_dir, dataset.TEST).images.reshape(-1, *features.IMAGE_SHAPE)
     images = images.astype(np.float32)
@@ -98,7 +98,7 @@ def load(rest: str, grpc: str, data_dir: str, rate: float, stop_file: str, out: 
 
 def answering(rest: str, label: str | None = None) -> int | None:
     """The version the server answers unlabelled requests (or `label`) with; None if none."""
-    from serving.client import ClientError, RestClient
+    from serving.client.clients import ClientError, RestClient
 
     client = RestClient(rest, features.MODEL_NAME, label=label, timeout=10)
     try:
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cli import watch
     from reports.spans import SpanRun, span_run
-    from serving.release import FileRelease
+    from serving.release.labels import FileRelease
     from tfx_pipeline import metadata
 
     work = args.output_dir.resolve()

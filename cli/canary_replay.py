@@ -1,6 +1,6 @@
-"""The canary's answers to replayed instances, for the Vertex canary analysis (serving/
-vertex_canary.py): a :predict on an endpoint cannot pick its deployed model, so the job loads the
-canary's SavedModel from its Model Registry artifact_uri (gs://..., read by TensorFlow's GCS
+"""The canary's answers to replayed instances, for the Vertex canary analysis
+(serving/release/vertex_canary.py): a :predict on an endpoint cannot pick its deployed model, so the job
+loads the canary's SavedModel from its Model Registry artifact_uri (gs://..., read by TensorFlow's GCS
 filesystem) and scores the instances stable answered through its `serving_default` signature,
 as a client of the endpoint would be answered. TensorFlow loads only when a replay runs; this
 module sits in cli/ because serving/ never imports TensorFlow or the model code."""

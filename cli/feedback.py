@@ -85,7 +85,7 @@ def _run(action: Callable[[], str]) -> int:
 
 
 def _logs(log_dir: Path, since: float | None = None, until: float | None = None) -> Iterator[Any]:
-    from serving.request_log import read_request_logs
+    from serving.server.request_log import read_request_logs
 
     if not log_dir.is_dir():
         raise feedback.FeedbackError(f"{log_dir}: no such request log directory")

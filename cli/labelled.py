@@ -12,15 +12,15 @@ from fmnist import feedback, outcomes
 
 
 def from_request_log(directory: str | os.PathLike) -> Callable[[float, float], list[outcomes.LabelledOutcome]]:
-    """An OutcomeSource (serving.canary_analysis): (start, end) -> the labelled answers of the calls
+    """An OutcomeSource (serving.release.canary_analysis): (start, end) -> the labelled answers of the calls
     logged in [start, end] in `directory`. Only closed log files are read, so a bake sees its calls
     only once the server has rotated the file (`fmnist serve --log-max-seconds` under the bake).
     A log or label file that cannot be read raises AnalysisError (a ReleaseError: one line, and
     `fmnist watch` goes on with the canary waiting)."""
     def read(start: float, end: float) -> list[outcomes.LabelledOutcome]:
         from monitoring.examples import served_examples
-        from serving.canary_analysis import AnalysisError
-        from serving.request_log import read_request_logs
+        from serving.release.canary_analysis import AnalysisError
+        from serving.server.request_log import read_request_logs
 
         if not os.path.isdir(directory):
             raise AnalysisError(f"no request log directory at {directory} (--requests)")

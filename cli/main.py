@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cli import bq_load, feedback, monitor, predictions, release, spans, watch
 from fmnist import dataset, features, landing, tf_env
-from serving.release import DEFAULT_CONFIG_FILE
+from serving.release.labels import DEFAULT_CONFIG_FILE
 
 
 def _fetch(args: argparse.Namespace) -> int:
@@ -80,7 +80,7 @@ def _positive(text: str) -> int:
 def _serve(args: argparse.Namespace) -> int:
     tf_env.configure()
     logging.getLogger("serving").setLevel(logging.INFO)
-    from serving.server import ServerOptions, serve
+    from serving.server.process import ServerOptions, serve
 
     for flag, share in (("--canary-traffic", args.canary_traffic), ("--shadow-traffic", args.shadow_traffic)):
         if not 0 <= share <= 100:
@@ -116,8 +116,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from serving.client import Prediction, connect
-    from serving.inputs import load_inputs
+    from serving.client.clients import ServedPrediction, connect
+    from serving.client.inputs import load_inputs
 
     inputs = load_inputs(args.inputs, args.data_dir)
     unlabelled = [i.name for i in inputs if i.label is None]
@@ -139,7 +139,7 @@ def _predict(args: argparse.Namespace) -> int:
             predictions = [client.predict(chunk) for chunk in chunks]
     finally:
         client.close()
-    prediction = Prediction(np.concatenate([p.probabilities for p in predictions]), predictions[-1].version)
+    prediction = ServedPrediction(np.concatenate([p.probabilities for p in predictions]), predictions[-1].version)
     if not args.summary_only:
         width = max(len(i.name) for i in inputs)
         for item, top in zip(inputs, prediction.top(args.top), strict=True):

@@ -105,8 +105,8 @@ def state_dir(options: MonitorSettings) -> Path:
 
 def monitor(options: MonitorSettings, say=print) -> int:
     """Checks one window; returns 0, or ALERT_EXIT when it alerted. Raises on bad input."""
-    from serving.errors import ServingError
-    from serving.request_log import read_request_logs, request_log_files
+    from serving.protocol.errors import ServingError
+    from serving.server.request_log import read_request_logs, request_log_files
 
     requests = options.requests
     if (requests is None) == (options.bigquery_table is None):
@@ -216,12 +216,12 @@ def _labels_source(options: MonitorSettings) -> Any:
 
 def _bigquery_logs(options: MonitorSettings, start: float, end: float) -> Iterator[Any]:
     """The window's rows of the Vertex endpoint's logging table, as the PredictionLogs `fmnist serve`
-    writes (serving.request_log.rows_to_prediction_logs). BigQuery's errors become one OSError line."""
+    writes (serving.server.request_log.rows_to_prediction_logs). BigQuery's errors become one OSError line."""
     from google.api_core import exceptions as api_exceptions
     from google.auth import exceptions as auth_exceptions
 
     from cli import bq_load
-    from serving.request_log import rows_to_prediction_logs
+    from serving.server.request_log import rows_to_prediction_logs
 
     table = options.bigquery_table
     try:

@@ -1,9 +1,9 @@
 """`fmnist release status|canary VERSION|promote|rollback|analyze|auto|history`: canary releases, on
 the TF Serving model config that `fmnist serve`, tensorflow_model_server and the Kubernetes
-ConfigMap read (version labels stable/canary, serving/release.py), or on a Vertex AI endpoint's
-traffic split (serving/vertex_release.py); analyze/auto measure the canary over a bake window and
-decide (serving/canary_analysis.py; on an endpoint from Cloud Monitoring and its logging table,
-serving/vertex_canary.py). TensorFlow is imported only to replay instances through a Vertex
+ConfigMap read (version labels stable/canary, serving/release/labels.py), or on a Vertex AI endpoint's
+traffic split (serving/release/vertex_traffic.py); analyze/auto measure the canary over a bake window and
+decide (serving/release/canary_analysis.py; on an endpoint from Cloud Monitoring and its logging table,
+serving/release/vertex_canary.py). TensorFlow is imported only to replay instances through a Vertex
 canary's SavedModel (cli/canary_replay.py); aiplatform only for an endpoint."""
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import bigquery, dataset, outcomes
-from serving import canary_analysis as analysis
-from serving import release
-from serving.vertex_canary import REPLAY_INSTANCES
+from serving.release import canary_analysis as analysis
+from serving.release.vertex_canary import REPLAY_INSTANCES
+from serving.x import release
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -90,7 +90,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def _add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
-    vertex = parser.add_argument_group("a Vertex endpoint's evidence (serving/vertex_canary.py)")
+    vertex = parser.add_argument_group("a Vertex endpoint's evidence (serving/release/vertex_canary.py)")
     vertex.add_argument("--bigquery-table", default=None, metavar="PROJECT.DATASET.TABLE",
                         help="the endpoint's request-response logging table: each version's predicted classes, "
                              "and stable's answers that the canary's SavedModel replays for agreement")
@@ -186,7 +186,7 @@ def _vertex_measure(args: argparse.Namespace, bake: analysis.Bake) -> tuple[rele
     from google.cloud import monitoring_v3
 
     from cli import bq_load, canary_replay
-    from serving.vertex_canary import POLL_SECONDS, VertexSource
+    from serving.release.vertex_canary import POLL_SECONDS, VertexSource
 
     target = open_release(args)
     endpoint = target.endpoint
@@ -226,7 +226,7 @@ def _vertex(args: argparse.Namespace) -> bool:
 def open_release(args: argparse.Namespace) -> release.Release:
     """The release the arguments name: a Vertex endpoint's, or the model config file's."""
     if _vertex(args):
-        from serving.vertex_release import DEFAULT_CANARY_TRAFFIC, VertexRelease, open_endpoint
+        from serving.release.vertex_traffic import DEFAULT_CANARY_TRAFFIC, VertexRelease, open_endpoint
 
         endpoint = open_endpoint(args.vertex_endpoint, args.project, args.region, args.endpoint_name)
         traffic = getattr(args, "traffic", None)

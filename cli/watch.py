@@ -5,7 +5,7 @@ one the pipeline has ingested (ML Metadata says which), oldest first, one run at
 runner's lock on the output directory), printing one summary line per span. A span the gates
 stop is reported and skipped: the loop goes on with the next one. Each push becomes the canary
 in the release file; with --auto-release the loop then bakes it on the `fmnist serve` at
---server (serving/canary_analysis.py) and promotes or rolls it back by itself, one line each; a
+--server (serving/release/canary_analysis.py) and promotes or rolls it back by itself, one line each; a
 rolled-back canary's span becomes `rejected`, so no later window trains on it.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 import local_runner
 from fmnist import dataset, landing, outcomes, settings, tf_env
 from fmnist.settings import setting
-from serving import canary_analysis as analysis
-from serving.release import ReleaseError
+from serving.release import canary_analysis as analysis
+from serving.release.labels import ReleaseError
 from tfx_pipeline.config import PipelineConfig
 
 
@@ -38,7 +38,7 @@ class WatchSettings:
 @dataclass(frozen=True)
 class AutoReleaseSettings:
     """After each push (and while a canary is waiting): analyze it on a running server and decide.
-    Defaults: serving/canary_analysis.py's measured thresholds."""
+    Defaults: serving/release/canary_analysis.py's measured thresholds."""
 
     auto_release: bool = setting(False, "after a push, bake the canary on --server, then promote or roll it back")
     server: str = setting("127.0.0.1:8501", "REST HOST:PORT of the `fmnist serve` running the release file")
@@ -116,7 +116,7 @@ def run_span(config: PipelineConfig, verbose: bool) -> str:
 def release_step(config: PipelineConfig, options: AutoReleaseSettings) -> str | None:
     """Bakes and decides the canary of the release file, if there is one (None when there is not):
     the decision's line. A rolled-back canary's span is recorded as rejected."""
-    from serving.release import FileRelease
+    from serving.release.labels import FileRelease
 
     release = FileRelease(str(local_runner.release_config_file(config)), base_path=config.serving_model_dir)
     if not Path(release.config_file).exists() or release.status().canary is None:
@@ -167,7 +167,7 @@ def watch(config: PipelineConfig, interval: float, once: bool, verbose: bool = F
 
 
 def _say_release(config: PipelineConfig, options: AutoReleaseSettings, say: Callable[[str], None]) -> None:
-    from serving.release import ReleaseError
+    from serving.release.labels import ReleaseError
 
     try:
         line = release_step(config, options)

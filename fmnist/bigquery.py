@@ -144,7 +144,7 @@ def load(split: dataset.RawSplit, table: str, span: int, client: Any) -> int:
 
 # -- Vertex AI endpoint request-response logging ------------------------------------------------
 # The columns Vertex writes (deploy/README.md#request-logging-fmnist-serve---log-requests);
-# serving.request_log.rows_to_prediction_logs turns such rows into PredictionLogs.
+# serving.server.request_log.rows_to_prediction_logs turns such rows into PredictionLogs.
 REQUEST_LOG_COLUMNS = ("endpoint", "deployed_model_id", "logging_time", "request_id", "request_payload",
                        "response_payload")
 

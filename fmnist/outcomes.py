@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from fmnist import features
 
 # Fewest labelled images before a version's accuracy is judged. At the 0.886 a 4-epoch model of
-# this project tests at (serving/canary_analysis.py), 500 labels put the standard error at 0.014,
+# this project tests at (serving/release/canary_analysis.py), 500 labels put the standard error at 0.014,
 # so the default floor below (0.85) sits 2.5 standard errors under it: a healthy window alerts
 # about once in 160 by chance; at 100 labels (SE 0.032) it would be one in 7.
 MIN_LABELLED = 500

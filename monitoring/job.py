@@ -168,7 +168,7 @@ def run_window(logs: Iterable[Any], start: float | None, end: float, state_dir: 
                labels_for: LabelLookup | None = None, thresholds: LiveThresholds | None = None,
                relabel_days: float = 7.0) -> WindowSummary:
     """Checks the window [start, end) of `logs` (PredictionLogs of that window, e.g. serving.
-    request_log.read_request_logs; start None: from the first call logged) against the training
+    server.request_log.read_request_logs; start None: from the first call logged) against the training
     statistics of the version that answered most of it (`training_for(version)`) and against the
     previous window in `state_dir`, and records it there (see the module doc). Also writes the
     gauges to each of `textfiles` and pushes them to `pushgateway` when given.

@@ -1,7 +1,7 @@
 """Logged calls x delayed labels (issue #24): which request ids a request log holds, and the
 images of logged calls whose labels came back, exactly as the model received them.
 
-Handed PredictionLogs (serving.request_log.read_request_logs, through the CLI) and the stored
+Handed PredictionLogs (serving.server.request_log.read_request_logs, through the CLI) and the stored
 labels (fmnist.feedback.read_labels); keys are fmnist.feedback's image keys (`ID`, `ID#N`)."""
 
 from __future__ import annotations

@@ -1,3 +1,10 @@
-"""Serving over the TF Serving protocol: the server (`fmnist serve`), its client and input loaders.
+"""Serving over the TF Serving protocol, as four packages with one job each:
 
-Never imports TFX or Beam; the client side (client, inputs, protos) never imports TensorFlow."""
+- serving.protocol: what the server and its users share (error type, request bodies, header and
+  metric names, the model config file, the serving protos without TensorFlow's runtime);
+- serving.server: the server (`fmnist serve`), imports neither the client nor the release code;
+- serving.client: the REST/gRPC client and input loaders, never imports TensorFlow or the server;
+- serving.release: canary releases (model config labels, Vertex traffic, canary analysis), which
+  talk to a server through the client only.
+
+Never imports TFX or Beam (.importlinter holds these contracts)."""

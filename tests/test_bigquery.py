@@ -342,7 +342,7 @@ def _logged_row(image: np.ndarray, moment) -> dict:
 def test_request_log_window_is_a_parameterised_query_whose_rows_become_prediction_logs(sample):
     import datetime as dt
 
-    from serving import request_log
+    from serving.server import request_log
 
     start = dt.datetime(2026, 11, 26, 12, tzinfo=dt.UTC)
     end = start + dt.timedelta(hours=1)

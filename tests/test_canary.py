@@ -21,12 +21,13 @@ import pytest
 from cli.main import main
 from fmnist import features
 from fmnist.dataset import read_split
-from serving import canary_analysis as analysis
-from serving import release
-from serving.client import GrpcClient, RestClient
-from serving.metrics import PROMETHEUS_PATH, ServingMetrics
-from serving.server import RunningServer, ServerOptions
-from serving.shadow import ShadowMirror
+from serving.client.clients import GrpcClient, RestClient
+from serving.protocol.names import PROMETHEUS_PATH
+from serving.release import canary_analysis as analysis
+from serving.server.process import RunningServer, ServerOptions
+from serving.server.prometheus import ServingMetrics
+from serving.server.shadow import ShadowMirror
+from serving.x import release
 
 MODEL = features.MODEL_NAME
 STABLE, CANARY = features.STABLE_LABEL, features.CANARY_LABEL

@@ -10,9 +10,9 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.client import DEFAULT_MODEL
-from serving.metrics import PROMETHEUS_PATH
-from serving.server import ServerOptions
+from serving.client.clients import DEFAULT_MODEL
+from serving.protocol.names import PROMETHEUS_PATH
+from serving.server.process import ServerOptions
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 REPO = DEPLOY.parent

@@ -10,8 +10,8 @@ from fmnist import explain_render, features
 from fmnist.dataset import read_split
 from modules.config import DEFAULT_EXPLAIN_STEPS
 from modules.signatures import integrated_gradients
-from serving.client import GrpcClient, RestClient
-from serving.server import RunningServer, ServerOptions
+from serving.client.clients import GrpcClient, RestClient
+from serving.server.process import RunningServer, ServerOptions
 
 # Completeness is exact for the integral; what is left is the trapezoid rule's error. The CNN is
 # piecewise linear (ReLU, max-pool), so the gradient along the path jumps at each kink and the

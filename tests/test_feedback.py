@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from cli.main import main
 from fmnist import dataset, features, feedback, landing, request_ids
-from serving import request_log
+from serving.server import request_log
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp()
 T1 = T0 + 3600  # the second log file

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from fmnist import features
 from fmnist.dataset import read_split
-from serving.rest import MAX_JSON_DEPTH, json_depth
-from serving.server import RunningServer, ServerOptions
+from serving.server.process import RunningServer, ServerOptions
+from serving.server.rest import MAX_JSON_DEPTH, json_depth
 
 MODEL = features.MODEL_NAME
 SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True)

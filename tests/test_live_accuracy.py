@@ -17,8 +17,8 @@ from fmnist import bigquery, features, feedback, outcomes, request_ids
 from fmnist.dataset import read_split
 from fmnist.outcomes import Answer, Tally
 from monitoring import job, live
-from serving import canary_analysis as analysis
-from serving.request_log import PREDICT, PREFIX, SUFFIX, _Entry, to_prediction_log
+from serving.release import canary_analysis as analysis
+from serving.server.request_log import PREDICT, PREFIX, SUFFIX, _Entry, to_prediction_log
 
 T0 = 1_700_000_000
 VERSIONS = (7, 8)

@@ -17,7 +17,7 @@ from monitoring import job
 from monitoring.checks import CLASS_PRIOR, DRIFT, SKEW, check_window
 from monitoring.examples import served_examples
 from monitoring.statistics import window_statistics
-from serving.request_log import PREDICT, PREFIX, SUFFIX, _Entry, to_prediction_log
+from serving.server.request_log import PREDICT, PREFIX, SUFFIX, _Entry, to_prediction_log
 
 SCHEMA = tfdv.load_schema_text(str(Path(__file__).resolve().parent.parent / "schema" / "schema.pbtxt"))
 VERSION = 7

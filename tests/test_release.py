@@ -21,11 +21,12 @@ from tensorflow_serving.apis import get_model_status_pb2
 from cli.main import main
 from fmnist import features
 from fmnist.dataset import read_split
-from serving import release
-from serving.client import ClientError, GrpcClient, RestClient
-from serving.manager import ModelManager, read_model_config, single_model_config, write_model_config
-from serving.server import RunningServer, ServerOptions, tf_serving_command
-from serving.vertex_release import VertexRelease
+from serving.client.clients import ClientError, GrpcClient, RestClient
+from serving.protocol.model_config import read_model_config, single_model_config, write_model_config
+from serving.release.vertex_traffic import VertexRelease
+from serving.server.manager import ModelManager
+from serving.server.process import RunningServer, ServerOptions, tf_serving_command
+from serving.x import release
 
 MODEL = features.MODEL_NAME
 STABLE, CANARY = features.STABLE_LABEL, features.CANARY_LABEL
@@ -391,10 +392,10 @@ def test_release_status_command(server, tmp_path):
 
 # -- fmnist serve -------------------------------------------------------------------------------
 def test_serve_options(tmp_path, monkeypatch, capsys):
-    import serving.server
+    import serving.server.process
 
     captured = []
-    monkeypatch.setattr(serving.server, "serve", captured.append)
+    monkeypatch.setattr(serving.server.process, "serve", captured.append)
     monkeypatch.chdir(tmp_path)
     assert main(["serve", "--canary-traffic", "150"]) == 1
     assert capsys.readouterr().err == "error: --canary-traffic is a percent within 0..100, got 150\n"

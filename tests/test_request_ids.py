@@ -14,9 +14,9 @@ from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_
 
 from fmnist import features, request_ids
 from fmnist.dataset import read_split
-from serving.client import ClientError, GrpcClient, RestClient
-from serving.request_log import read_request_logs
-from serving.server import RunningServer, ServerOptions
+from serving.client.clients import ClientError, GrpcClient, RestClient
+from serving.server.process import RunningServer, ServerOptions
+from serving.server.request_log import read_request_logs
 
 MODEL = features.MODEL_NAME
 GENERATED = re.compile(r"^[0-9a-f]{32}$")

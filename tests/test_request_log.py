@@ -17,9 +17,9 @@ from tensorflow_serving.apis import classification_pb2, predict_pb2, prediction_
 
 from fmnist import features
 from fmnist.dataset import read_split
-from serving import request_log
-from serving.request_log import RequestLogger, read_request_logs, rows_to_prediction_logs
-from serving.server import RunningServer, ServerOptions
+from serving.server import request_log
+from serving.server.process import RunningServer, ServerOptions
+from serving.server.request_log import RequestLogger, read_request_logs, rows_to_prediction_logs
 
 MODEL = features.MODEL_NAME
 

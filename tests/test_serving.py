@@ -27,10 +27,10 @@ from tensorflow_serving.apis import (
 
 from fmnist import features
 from fmnist.dataset import read_split
-from serving.client import ClientError, GrpcClient, RestClient
-from serving.errors import ServingError
-from serving.manager import read_model_config, single_model_config, write_model_config
-from serving.server import RunningServer, ServerOptions, tf_serving_command
+from serving.client.clients import ClientError, GrpcClient, RestClient
+from serving.protocol.errors import ServingError
+from serving.protocol.model_config import read_model_config, single_model_config, write_model_config
+from serving.server.process import RunningServer, ServerOptions, tf_serving_command
 
 MODEL = features.MODEL_NAME
 MAX_REQUEST_BYTES = 1 << 20
@@ -484,7 +484,7 @@ def test_tf_serving_command_and_configs_agree_with_the_options(tmp_path):
 
 
 def test_default_model_name_is_the_contract_constant():
-    from serving.client import DEFAULT_MODEL
+    from serving.client.clients import DEFAULT_MODEL
 
     assert DEFAULT_MODEL == ServerOptions().model_name == features.MODEL_NAME
 
@@ -525,7 +525,8 @@ def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path, exported_model
 
 
 def test_serving_code_never_imports_tfx_or_beam():
-    script = ("import sys\nimport serving.server, serving.rest, serving.grpc_service, serving.client, serving.inputs\n"
+    script = ("import sys\nimport serving.server.process, serving.server.rest, serving.server.grpc_service\n"
+              "import serving.client.clients, serving.client.inputs\n"
               "print(sorted({m.split('.')[0] for m in sys.modules} & {'tfx', 'apache_beam', 'tensorflow_transform', "
               "'tensorflow_model_analysis'}))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

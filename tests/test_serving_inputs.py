@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from fmnist.dataset import read_split
-from serving.inputs import load_inputs
+from serving.client.inputs import load_inputs
 
 
 def test_photo_on_a_light_background_becomes_light_on_dark_28x28(tmp_path):

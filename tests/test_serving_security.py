@@ -22,8 +22,8 @@ from google.protobuf import text_format
 
 from cli.main import build_parser, main
 from fmnist import features
-from serving.client import ClientError, GrpcClient, RestClient
-from serving.server import RunningServer, ServerOptions, load_tls, ssl_config_class, tf_serving_command
+from serving.client.clients import ClientError, GrpcClient, RestClient
+from serving.server.process import RunningServer, ServerOptions, load_tls, ssl_config_class, tf_serving_command
 
 MODEL = features.MODEL_NAME
 MAX_REQUEST_BYTES = 1 << 20

@@ -16,10 +16,10 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from fmnist import features
 from fmnist.dataset import read_split
-from serving.manager import single_model_config, write_model_config
-from serving.metrics import PROMETHEUS_PATH
-from serving.server import RunningServer, ServerOptions
-from serving.warmup import WarmupError, replay, warmup_path
+from serving.protocol.model_config import single_model_config, write_model_config
+from serving.protocol.names import PROMETHEUS_PATH
+from serving.server.process import RunningServer, ServerOptions
+from serving.server.warmup import WarmupError, replay, warmup_path
 from tfx_pipeline.serving_validation import requests
 
 MODEL = features.MODEL_NAME
@@ -136,7 +136,7 @@ def test_a_failing_warmup_request_fails_the_load_naming_the_record(server, rest)
 def test_a_pushed_version_is_available_only_once_warm(server, rest, exported_model, images, caplog):
     """The metrics are written by the load itself, so whenever the version shows AVAILABLE they
     must already count every warmup request."""
-    caplog.set_level(logging.INFO, logger="serving.warmup")
+    caplog.set_level(logging.INFO, logger="serving.server.warmup")
     _push(server.base, PUSHED_LATER, exported_model, _log_records(requests.build_requests(images, 3)))
     deadline = time.monotonic() + 120
     while _status(rest).get(PUSHED_LATER, ("",))[0] != "AVAILABLE":

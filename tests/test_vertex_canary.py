@@ -20,9 +20,9 @@ from test_release import FakeEndpoint
 from cli.main import build_parser, main
 from fmnist import features
 from fmnist.dataset import read_split
-from serving import canary_analysis as analysis
-from serving import vertex_canary
-from serving.release import History
+from serving.release import canary_analysis as analysis
+from serving.release import vertex_canary
+from serving.release.labels import History
 
 REPO = Path(__file__).resolve().parents[1]
 ENDPOINT = FakeEndpoint.resource_name  # projects/p/locations/europe-west4/endpoints/42

@@ -35,9 +35,9 @@ import local_runner
 from fmnist import dataset, features, landing
 from reports.evaluation import load_latest
 from reports.spans import span_run
-from serving.client import GrpcClient, RestClient
-from serving.release import FileRelease
-from serving.server import RunningServer, ServerOptions
+from serving.client.clients import GrpcClient, RestClient
+from serving.release.labels import FileRelease
+from serving.server.process import RunningServer, ServerOptions
 from tfx_pipeline import metadata, span_verdicts
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -219,7 +219,7 @@ def test_served_traffic_is_logged_and_checked_against_the_answering_versions_tra
     """What production does: the server logs what it answers, `fmnist monitor` finds the training
     statistics of the version that answered through ML Metadata (Pusher -> that run's StatisticsGen)."""
     from cli.main import main
-    from serving.client import RestClient
+    from serving.client.clients import RestClient
 
     config = loop["config"]
     version = max(_pushed(config))

@@ -21,9 +21,9 @@ import pytest
 import tensorflow as tf
 
 from fmnist import dataset, features
-from serving.client import GrpcClient, RestClient
-from serving.release import FileRelease
-from serving.server import RunningServer, ServerOptions
+from serving.client.clients import GrpcClient, RestClient
+from serving.release.labels import FileRelease
+from serving.server.process import RunningServer, ServerOptions
 
 REPO = Path(__file__).resolve().parent.parent.parent
 IMAGES = 640  # enough for a span of the sample profile: a 200-image hold-out and as many to train on

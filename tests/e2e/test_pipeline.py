@@ -127,7 +127,7 @@ def test_classify_signature_is_marked_for_tf_serving(good_run):
 
 
 def _release(config) -> tuple[int | None, int | None]:
-    from serving.release import FileRelease
+    from serving.release.labels import FileRelease
 
     state = FileRelease(str(local_runner.release_config_file(config))).status()
     return state.stable, state.canary

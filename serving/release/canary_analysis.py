@@ -2,7 +2,7 @@
 window, then promote or roll it back (`fmnist release analyze|auto`, and the continuous-training
 loop through auto_release()).
 
-Evidence comes from the server's Prometheus metrics (serving/metrics.py), read at the start and at
+Evidence comes from the server's Prometheus metrics (serving/server/prometheus.py), read at the start and at
 the end of the bake: only the difference counts, so traffic from before the bake (an earlier
 canary, a warmup) never mixes in. The checks:
 
@@ -10,7 +10,7 @@ canary, a warmup) never mixes in. The checks:
   both (a shadow request is the canary answering real input too);
 - p99 latency: from the deltas of the latency histogram's buckets, canary vs stable, each over its
   own Predict/Classify requests (needs --canary-traffic or clients of the canary label);
-- agreement: the share of shadow-compared instances (serving/shadow.py: the same inputs, run on
+- agreement: the share of shadow-compared instances (serving/server/shadow.py: the same inputs, run on
   both) on which the canary predicts stable's class;
 - class divergence: the Jensen-Shannon divergence between the predicted-class distributions of
   stable and the canary on those same shadow instances; without shadow traffic, between each
@@ -41,16 +41,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 from fmnist import features
 from fmnist.outcomes import MIN_LABELLED, LabelledOutcome
-from serving import metrics as names
-from serving.release import FileRelease, ReleaseError, Version, metrics_text
+from serving.protocol import names
+from serving.release.labels import FileRelease, ReleaseError, Version, metrics_text
 
 if TYPE_CHECKING:
-    from serving.vertex_release import VertexRelease
+    from serving.release.vertex_traffic import VertexRelease
 
 PASS, FAIL, NA = "pass", "FAIL", "n/a"
 PROMOTED, ROLLED_BACK, INCONCLUSIVE, NO_CANARY = "promoted", "rolled back", "inconclusive", "no canary"
 ON_INCONCLUSIVE: Final = ("keep", "promote", "rollback")
-INFERENCE_APIS: Final = ("predict", "classify")  # serving/service.py's api label values that run the model
+INFERENCE_APIS: Final = ("predict", "classify")  # serving/server/service.py's api label values that run the model
 
 # Defaults, measured with benchmarks/canary_thresholds.py (official test split; README "Releases" has
 # the table): the project's CNN, 4 epochs each, stable on span 1 (20,000 training images, test
@@ -455,7 +455,7 @@ def analyze(server: str, model: str, stable: Version, canary: Version, policy: P
 
 # What auto_release measures with: (model, stable, canary, policy, bake, outcomes) -> the bake's
 # Analysis; `analyze` on one server (a REST address given to auto_release), or the Vertex one
-# (serving/vertex_canary.py).
+# (serving/release/vertex_canary.py).
 Measure = Callable[[str, Version, Version, Policy, Bake, Outcomes], "Analysis"]
 
 
@@ -500,7 +500,7 @@ def auto_release(release: FileRelease | VertexRelease, server: str | Measure, po
                  bake: Bake = Bake(), actor: str = "fmnist release auto", on_inconclusive: str = "keep",
                  outcomes: Outcomes = ()) -> Decision:
     """Analyzes the canary of `release` on `server` (REST host:port of the `fmnist serve` running
-    that release; or a Measure, e.g. serving.vertex_canary's for a VertexRelease), then promotes
+    that release; or a Measure, e.g. serving.release.vertex_canary's for a VertexRelease), then promotes
     it (every check passes), rolls it back (any check fails), or on too little evidence does
     `on_inconclusive` (keep: the canary goes on, by default). Every decision but NO_CANARY is
     appended to the release history with its evidence and `actor`.

@@ -11,13 +11,11 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from fmnist import features
-from serving.errors import bad_request
+from serving.protocol.errors import bad_request
 
-# Called after a version's warmup with (model name, version, requests replayed, seconds taken).
-
-# Value ranges the model was trained on; TF would happily run on anything else.
+# Value ranges the model was trained on; TF would happily run on anything else (serialized
+# tf.Examples are checked by serving.server.codec, which decodes them).
 INPUT_RANGES = {features.IMAGES_INPUT: (features.PIXEL_MIN, features.PIXEL_MAX)}
-EXAMPLE_FEATURE_RANGES = {features.IMAGE_KEY: (features.PIXEL_MIN, features.PIXEL_MAX)}
 
 
 @dataclass(frozen=True)
@@ -105,7 +103,7 @@ class Servable:
     """A SavedModel version loaded for serving.
 
     Construction loads it (seconds; raises whatever TF raises for a bad SavedModel); the server
-    loads through serving.warmup.loader, which also replays the version's warmup file before the
+    loads through serving.server.warmup.loader, which also replays the version's warmup file before the
     manager marks it AVAILABLE. After that it is read-only and thread-safe: prepare() raises a 400
     ServingError naming what is wrong with an input, run() calls TF and is safe to call from
     several threads at once.

@@ -22,9 +22,9 @@ from tensorflow_serving.apis import (
 )
 
 from fmnist import request_ids
-from serving import codec
-from serving.errors import INTERNAL, ServingError, bad_request
-from serving.service import CLASSIFY_API, METADATA_API, PREDICT_API, STATUS_API, InferenceService
+from serving.protocol.errors import INTERNAL, ServingError, bad_request
+from serving.server import codec
+from serving.server.service import CLASSIFY_API, METADATA_API, PREDICT_API, STATUS_API, InferenceService
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A small client for the TF Serving protocol (this project's server or tensorflow_model_server):
 `RestClient` (JSON over HTTP, no TensorFlow) and `GrpcClient` (PredictionService protos, no
-TensorFlow runtime either, see serving/protos.py). Both return the same `Prediction`, and the same
-`Explanation` from the model's `explain` signature.
+TensorFlow runtime either, see serving/protocol/protos.py). Both return the same `ServedPrediction`,
+and the same `Explanation` from the model's `explain` signature.
 
 Both speak TLS when given a CA file (PEM: the certificates that signed the server's): REST over
 https verified against it, gRPC over a secure channel. An `https://` REST server without a CA file
@@ -19,11 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fmnist import features, request_ids
+from serving.protocol.names import VERSION_HEADER
 
 DEFAULT_MODEL = features.MODEL_NAME
-# Not TF Serving's: this project's REST server names the version that answered :predict/:classify
-# here, since TF Serving's JSON bodies have no room for it. The server imports it from here.
-VERSION_HEADER = "X-Model-Version"
 
 
 class ClientError(RuntimeError):
@@ -50,7 +48,10 @@ def _trust(ca_file: str) -> tuple[bytes, ssl.SSLContext]:
 
 
 @dataclass(frozen=True)
-class Prediction:
+class ServedPrediction:
+    """What a server answered to one Predict call: class probabilities per instance, the version
+    that answered and the request id (not reports.predictions.Prediction, a BulkInferrer row)."""
+
     probabilities: np.ndarray  # [N, classes]
     version: int | None = None
     request_id: str | None = None  # what the server answered under (None: it sends no ids)
@@ -74,7 +75,7 @@ class Explanation:
     """What the `explain` signature says: the prediction and, per image, how much each grey level
     pushed the predicted class's logit up (> 0) or down (< 0) from a black image's."""
 
-    prediction: Prediction
+    prediction: ServedPrediction
     attributions: np.ndarray  # float32 [N, 28, 28]; each image's sum ~ its logit minus a black image's
 
 
@@ -84,7 +85,7 @@ _EXPLAIN_OUTPUTS = (features.PROBABILITIES_OUTPUT, features.ATTRIBUTIONS_OUTPUT)
 
 
 def _explanation(outputs: dict[str, np.ndarray], version: int | None, request_id: str | None) -> Explanation:
-    return Explanation(Prediction(outputs[features.PROBABILITIES_OUTPUT], version, request_id),
+    return Explanation(ServedPrediction(outputs[features.PROBABILITIES_OUTPUT], version, request_id),
                        outputs[features.ATTRIBUTIONS_OUTPUT])
 
 
@@ -151,11 +152,11 @@ class RestClient:
         outputs = {name: np.asarray(body["outputs"][name], dtype=np.float32) for name in names}
         return outputs, self._served_version(headers), headers.get(request_ids.HEADER)
 
-    def predict(self, images, request_id: str | None = None) -> Prediction:
+    def predict(self, images, request_id: str | None = None) -> ServedPrediction:
         """Probabilities for [N, 28, 28] (or [N, 784]) grey levels, the version that answered and
         the request id (`request_id` if given)."""
         outputs, version, answered_id = self._predict(features.SERVING_DEFAULT, images, _PREDICT_OUTPUTS, request_id)
-        return Prediction(outputs[features.PROBABILITIES_OUTPUT], version, answered_id)
+        return ServedPrediction(outputs[features.PROBABILITIES_OUTPUT], version, answered_id)
 
     def explain(self, images, request_id: str | None = None) -> Explanation:
         """Probabilities and attributions [N, 28, 28] for [N, 28, 28] (or [N, 784]) grey levels."""
@@ -197,7 +198,7 @@ class GrpcClient:
         anchors (the server's name must match host); ClientError if it cannot be read."""
         import grpc
 
-        from serving import protos
+        from serving.protocol import protos
 
         self._pb = protos.load()
         self._channel = (grpc.secure_channel(server, grpc.ssl_channel_credentials(root_certificates=_trust(ca_file)[0]))
@@ -251,10 +252,10 @@ class GrpcClient:
             outputs[name] = values.reshape([d.size for d in proto.tensor_shape.dim])
         return outputs, response.model_spec.version.value, answered_id
 
-    def predict(self, images, request_id: str | None = None) -> Prediction:
+    def predict(self, images, request_id: str | None = None) -> ServedPrediction:
         """As RestClient.predict."""
         outputs, version, answered_id = self._predict(features.SERVING_DEFAULT, images, _PREDICT_OUTPUTS, request_id)
-        return Prediction(outputs[features.PROBABILITIES_OUTPUT], version, answered_id)
+        return ServedPrediction(outputs[features.PROBABILITIES_OUTPUT], version, answered_id)
 
     def explain(self, images, request_id: str | None = None) -> Explanation:
         """Probabilities and attributions [N, 28, 28] for [N, 28, 28] (or [N, 784]) grey levels."""

@@ -37,7 +37,7 @@ from fmnist import features, request_ids
 if TYPE_CHECKING:
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from serving.servables import Servable
+    from serving.server.servables import Servable
 
 log = logging.getLogger(__name__)
 PREFIX, SUFFIX, PARTIAL = "requests-", ".tfrecord", ".tmp"
@@ -241,7 +241,7 @@ def to_prediction_log(entry: _Entry) -> prediction_log_pb2.PredictionLog:
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from serving import codec
+    from serving.server import codec
 
     logged = prediction_log_pb2.PredictionLog()
     spec = logged.log_metadata.model_spec
@@ -316,7 +316,8 @@ def rows_to_prediction_logs(rows: Iterable[Mapping[str, Any]], model_name: str =
     json.JSONDecodeError)."""
     from tensorflow_serving.apis import prediction_log_pb2
 
-    from serving import codec, vertex_rows
+    from serving.protocol import vertex_rows
+    from serving.server import codec
 
     for row in rows:
         predictions = vertex_rows.payload_rows(row.get("response_payload"), "predictions")

@@ -10,7 +10,7 @@ always have a deployed model to go to. google-cloud-aiplatform is imported only 
 endpoint is opened; the operations use nothing of it but the `aiplatform.Endpoint` object.
 
 With a `history_file`, promote, rollback and record append to it as FileRelease does to its
-release_history.jsonl (serving.release.History), so `fmnist release auto` on an endpoint leaves the
+release_history.jsonl (serving.release.labels.History), so `fmnist release auto` on an endpoint leaves the
 same record of its decisions and their evidence.
 """
 
@@ -20,7 +20,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from serving.release import Gate, History, ReleaseError, ReleaseState, Version
+from serving.release.labels import Gate, History, ReleaseError, ReleaseState, Version
 
 DEFAULT_CANARY_TRAFFIC = 10  # percent
 

@@ -1,7 +1,7 @@
 """Rows of a Vertex AI endpoint's request-response logging table (BigQuery) as arrays: the
 :predict instances and predictions each row logged, parsed as the REST API parses a request.
-TensorFlow-free, so the Vertex canary analysis can read them (serving/vertex_canary.py), and
-serving.request_log turns them into PredictionLogs for `fmnist monitor --bigquery-table`."""
+TensorFlow-free, so the Vertex canary analysis can read them (serving/release/vertex_canary.py), and
+serving.server.request_log turns them into PredictionLogs for `fmnist monitor --bigquery-table`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fmnist import features
-from serving.predict_body import parse_predict_request
+from serving.protocol.predict_body import parse_predict_request
 
 
 def payload_rows(payload: Any, key: str) -> list:

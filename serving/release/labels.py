@@ -10,14 +10,14 @@ A release is TF Serving's own canary layout in a ModelServerConfig (the file `fm
 promote() makes the canary stable and drops the old stable, rollback() drops the canary. Each
 rewrite is validated first (the version directory must hold a saved_model.pb), holds an fcntl lock
 on `<file>.lock` so two commands never interleave, and replaces the file atomically, so a server
-polling it sees either the old release or the new one. The project server (serving/manager.py)
+polling it sees either the old release or the new one. The project server (serving/server/manager.py)
 switches its labels only once the versions they name are loaded, so no request fails while a label
 moves.
 
 Gates (`error_rate_gate`, `agreement_gate`) measure the canary on a running server before a
 promotion; a gate that misses its threshold raises GateRefusedError and the file is left as it was.
-serving/canary_analysis.py measures it over a bake window and promotes or rolls back by itself.
-serving/vertex_release.py does the same on a Vertex AI endpoint's traffic split.
+serving/release/canary_analysis.py measures it over a bake window and promotes or rolls back by itself.
+serving/release/vertex_traffic.py does the same on a Vertex AI endpoint's traffic split.
 
 Every label move (canary, superseded, promoted, rolled back) and every automatic decision is
 appended to `release_history.jsonl` beside the config, one JSON object per line, under the same
@@ -38,11 +38,11 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from fmnist import features
+from serving.protocol.names import PROMETHEUS_PATH, REQUESTS
 
 # Where the local runner writes the release config, beside its push directory (serving_model/).
 DEFAULT_CONFIG_FILE: Final = "outputs/fashion-mnist/models.config"
 STABLE, CANARY = features.STABLE_LABEL, features.CANARY_LABEL
-REQUESTS_METRIC: Final = "fmnist_serving_requests_total"  # serving/metrics.py's counter, as exposed
 HISTORY_FILE: Final = "release_history.jsonl"  # beside the model config
 # What start_canary does when a canary is already running: the newer version replaces it (the older
 # is recorded as superseded), or the running one is kept and the newer version stays unlabelled.
@@ -206,7 +206,7 @@ class FileRelease:
 
     # -- reading ----------------------------------------------------------------------------
     def _read(self, create: bool = False):
-        from serving.manager import read_model_config, single_model_config
+        from serving.protocol.model_config import read_model_config, single_model_config
 
         if not os.path.exists(self.config_file):
             if not create:
@@ -265,7 +265,7 @@ class FileRelease:
         canary and records the older one as superseded; KEEP refuses (the running canary goes on
         baking, `version` stays unlabelled). Refuses a version already stable. `actor` is who
         asked, for the history."""
-        from serving.manager import write_model_config
+        from serving.protocol.model_config import write_model_config
 
         if busy not in BUSY_POLICIES:
             raise ReleaseError(f"a busy policy is one of {', '.join(BUSY_POLICIES)}, got {busy!r}")
@@ -300,7 +300,7 @@ class FileRelease:
         first, under the lock; the first refusal raises GateRefusedError and nothing is written.
         `expect_canary`: refuse unless that version is still the canary (a decision measured on
         one canary must not promote the one that replaced it). `evidence` goes into the history."""
-        from serving.manager import write_model_config
+        from serving.protocol.model_config import write_model_config
 
         with _locked(self.config_file):
             config, model = self._read()
@@ -321,7 +321,7 @@ class FileRelease:
                  evidence: Mapping[str, Any] | None = None) -> ReleaseState:
         """Drops the canary label and version; stable keeps serving everything. `expect_canary`
         and `evidence`: as for promote."""
-        from serving.manager import write_model_config
+        from serving.protocol.model_config import write_model_config
 
         with _locked(self.config_file):
             config, model = self._read()
@@ -348,8 +348,6 @@ def metrics_text(server: str) -> tuple[str, str]:
     ReleaseError (one line) when it cannot be read."""
     import httpx
 
-    from serving.metrics import PROMETHEUS_PATH
-
     url = f"{server if server.startswith('http') else f'http://{server}'}{PROMETHEUS_PATH}"
     try:
         response = httpx.get(url, timeout=10)
@@ -366,9 +364,9 @@ def request_counts(server: str, model: str, version: Version) -> tuple[int, int]
 
     text, url = metrics_text(server)
     samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == REQUESTS_METRIC]
+               if sample.name == REQUESTS]
     if not samples:
-        raise ReleaseError(f"{url} has no {REQUESTS_METRIC} counters: the error-rate gate needs `fmnist serve`'s "
+        raise ReleaseError(f"{url} has no {REQUESTS} counters: the error-rate gate needs `fmnist serve`'s "
                            "metrics (tensorflow_model_server counts per model, not per version)")
     mine = [s for s in samples if s.labels.get("model") == model and s.labels.get("version") == str(version)]
     total = sum(s.value for s in mine)
@@ -409,7 +407,7 @@ def agreement_gate(server: str, images: np.ndarray, min_agreement: float) -> Gat
     """Refuses unless the canary predicts the same class as stable on at least the fraction
     `min_agreement` of `images` ([N, 28, 28] or [N, 784] grey levels), both asked on `server`
     (REST host:port) through their labels."""
-    from serving.client import ClientError, RestClient
+    from serving.client.clients import ClientError, RestClient
 
     def gate(state: ReleaseState) -> str:
         answers = {}
@@ -435,7 +433,7 @@ def agreement_gate(server: str, images: np.ndarray, min_agreement: float) -> Gat
 def served_labels(server: str, model: str = features.MODEL_NAME) -> dict[str, int | None]:
     """{stable, canary: the version the server answers that label with, None if it has no such
     label}, asked through TF Serving's REST status API (so any TF Serving server answers)."""
-    from serving.client import ClientError, RestClient
+    from serving.client.clients import ClientError, RestClient
 
     served: dict[str, int | None] = {}
     for label in (STABLE, CANARY):

@@ -1,12 +1,12 @@
 """A `:predict` JSON body (TF Serving's REST API: row `instances` or columnar `inputs`, `{"b64":
-...}` bytes) parsed to its input values. TensorFlow-free: the REST server (through serving.codec)
-and the readers of Vertex AI request logs (serving/vertex_rows.py) both parse with it."""
+...}` bytes) parsed to its input values. TensorFlow-free: the REST server (through serving.server.codec)
+and the readers of Vertex AI request logs (serving/protocol/vertex_rows.py) both parse with it."""
 
 from __future__ import annotations
 
 import base64
 
-from serving.errors import bad_request
+from serving.protocol.errors import bad_request
 
 
 def decode_b64(value):

@@ -20,11 +20,12 @@ from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import prediction_log_pb2
 
 from fmnist import features
-from serving.batching import Batcher
-from serving.grpc_service import PredictionServicer
-from serving.metrics import ServingMetrics
-from serving.servables import Servable
-from serving.service import InferenceService
+from serving.protocol.errors import one_line
+from serving.server.batching import Batcher
+from serving.server.grpc_service import PredictionServicer
+from serving.server.prometheus import ServingMetrics
+from serving.server.servables import Servable
+from serving.server.service import InferenceService
 
 log = logging.getLogger(__name__)
 WarmupCallback = Callable[[str, int, int, float], None]  # (model, version, requests replayed, seconds)
@@ -81,7 +82,7 @@ def read_logs(path: str) -> list[prediction_log_pb2.PredictionLog]:
         except StopIteration:
             return logs
         except tf.errors.OpError as err:  # truncated or corrupt TFRecord, unreadable file
-            raise WarmupError(f"{path}: warmup record {index} is unreadable: {_one_line(err.message)}") from None
+            raise WarmupError(f"{path}: warmup record {index} is unreadable: {one_line(err.message)}") from None
         if index == features.MAX_WARMUP_RECORDS:  # read one past the limit, never the whole file
             raise WarmupError(f"{path}: more than {features.MAX_WARMUP_RECORDS} warmup records (TF Serving's "
                               f"limit); record {index} is one too many")
@@ -115,7 +116,7 @@ def replay(servable: Servable, path: str) -> int:
             try:
                 call(getattr(log, kind).request, _CallContext())
             except _RequestError as err:
-                raise WarmupError(f"{path}: warmup record {index} ({kind}) failed: {_one_line(str(err))}") from None
+                raise WarmupError(f"{path}: warmup record {index} ({kind}) failed: {one_line(str(err))}") from None
     finally:
         batcher.close()
     return len(logs)
@@ -137,7 +138,3 @@ def loader(on_warmup: WarmupCallback | None = None) -> Callable[[str, int, str],
         return servable
 
     return load
-
-
-def _one_line(message: str) -> str:
-    return " ".join(message.split())

@@ -1,9 +1,10 @@
-"""Prometheus metrics, exposed where TF Serving exposes them: GET /monitoring/prometheus/metrics.
+"""The server's Prometheus instruments, exposed where TF Serving exposes them: GET
+/monitoring/prometheus/metrics (serving.protocol.names.PROMETHEUS_PATH).
 
 Besides TF Serving's request counts and latencies, the model-quality evidence a canary analysis
-(serving/canary_analysis.py) reads: the predicted class of every answered instance per version, and
-the shadow comparisons of stable and canary on the same inputs (serving/shadow.py). The names below
-are the contract between the server and that analysis.
+(serving/release/canary_analysis.py) reads: the predicted class of every answered instance per
+version, and the shadow comparisons of stable and canary on the same inputs (serving/server/shadow.py).
+The exposed names are the contract between the server and that analysis: serving/protocol/names.py.
 """
 
 from __future__ import annotations
@@ -11,28 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Final
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from fmnist import features
-from serving.errors import OK
+from serving.protocol.errors import OK
+from serving.protocol.names import CANARY_SIDE, SHADOW_LABELS, STABLE_SIDE
 
-PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-# As exposed (prometheus_client adds _total to counters, _bucket/_count/_sum to histograms).
-REQUESTS: Final = "fmnist_serving_requests_total"
-LATENCY_BUCKET: Final = "fmnist_serving_request_latency_seconds_bucket"
-PREDICTED_CLASS: Final = "fmnist_serving_predicted_class_total"
-SHADOW_REQUESTS: Final = "fmnist_serving_shadow_requests_total"
-SHADOW_INSTANCES: Final = "fmnist_serving_shadow_instances_total"
-SHADOW_AGREEMENTS: Final = "fmnist_serving_shadow_agreements_total"
-SHADOW_ERRORS: Final = "fmnist_serving_shadow_errors_total"
-SHADOW_DROPPED: Final = "fmnist_serving_shadow_dropped_total"
-SHADOW_CLASS: Final = "fmnist_serving_shadow_predicted_class_total"
-SHADOW_LABELS: Final = ("model", "stable", "canary")
-STABLE_SIDE, CANARY_SIDE = features.STABLE_LABEL, features.CANARY_LABEL
+
 
 
 def predicted_classes(outputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
@@ -71,7 +60,7 @@ class ServingMetrics:
         self.predicted_class = Counter("fmnist_serving_predicted_class", "Instances answered (Predict/Classify), "
                                        "by the class the version predicted", ["model", "version", "class"],
                                        registry=self.registry)
-        # Shadow traffic: stable's unlabelled requests run again on the canary (serving/shadow.py).
+        # Shadow traffic: stable's unlabelled requests run again on the canary (serving/server/shadow.py).
         shadow = list(SHADOW_LABELS)
         self.shadow_requests = Counter("fmnist_serving_shadow_requests", "Requests answered by stable and run "
                                        "again on the canary (errors included, drops not)", shadow,
@@ -101,7 +90,7 @@ class ServingMetrics:
             self.requests.labels(model, version, api, transport, str(outcome.get("code", OK))).inc()
 
     def record_warmup(self, model: str, version: int, requests: int, seconds: float) -> None:
-        """A version's warmup finished (serving.warmup.loader's on_warmup callback)."""
+        """A version's warmup finished (serving.server.warmup.loader's on_warmup callback)."""
         self.warmup_requests.labels(model, str(version)).inc(requests)
         self.warmup_seconds.labels(model, str(version)).set(seconds)
 

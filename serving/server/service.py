@@ -10,15 +10,15 @@ import numpy as np
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from fmnist import features, request_ids
-from serving.batching import Batcher
-from serving.errors import ServingError, bad_request
-from serving.manager import ModelManager
-from serving.metrics import ServingMetrics
-from serving.servables import Servable
+from serving.protocol.errors import ServingError, bad_request
+from serving.server.batching import Batcher
+from serving.server.manager import ModelManager
+from serving.server.prometheus import ServingMetrics
+from serving.server.servables import Servable
 
 if TYPE_CHECKING:
-    from serving.request_log import RequestLogger
-    from serving.shadow import ShadowMirror
+    from serving.server.request_log import RequestLogger
+    from serving.server.shadow import ShadowMirror
 
 PREDICT_API, CLASSIFY_API, METADATA_API, STATUS_API = "predict", "classify", "metadata", "status"
 ANSWERED_APIS = (PREDICT_API, CLASSIFY_API)  # the calls whose answers carry a request id

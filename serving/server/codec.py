@@ -8,9 +8,13 @@ import base64
 import numpy as np
 import tensorflow as tf
 
-from serving.errors import bad_request
-from serving.predict_body import decode_b64, parse_predict_request  # noqa: F401 (serving.rest parses through codec)
-from serving.servables import EXAMPLE_FEATURE_RANGES
+from fmnist import features
+from serving.protocol.errors import bad_request
+from serving.protocol.predict_body import decode_b64, parse_predict_request  # noqa: F401 (serving.server.rest parses through codec)
+
+# The tf.Example features' trained value ranges (servables.INPUT_RANGES checks the image tensor
+# input); kept here, where Examples are decoded, so the codec never imports the servable.
+EXAMPLE_FEATURE_RANGES = {features.IMAGE_KEY: (features.PIXEL_MIN, features.PIXEL_MAX)}
 
 
 # -- REST --------------------------------------------------------------------------------------

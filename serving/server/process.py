@@ -34,7 +34,7 @@ class ServerOptions:
     # one (the rest go to `stable`). This project's server only: tensorflow_model_server has no share.
     canary_traffic: float = 0.0
     # Percent (0-100) of the requests routed to `stable` (no version or label) that also run on the
-    # `canary`, off the request path, to compare their answers (serving/shadow.py); beyond
+    # `canary`, off the request path, to compare their answers (serving/server/shadow.py); beyond
     # shadow_queue_size waiting, they are dropped and counted. This project's server only.
     shadow_traffic: float = 0.0
     shadow_queue_size: int = 256
@@ -51,7 +51,7 @@ class ServerOptions:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     use_tf_serving: bool | None = None  # None: whenever the binary is on PATH
-    # Request logging (serving/request_log.py), this project's server only: a `log_sampling` share
+    # Request logging (serving/server/request_log.py), this project's server only: a `log_sampling` share
     # of answered Predict/Classify calls as PredictionLog TFRecords in this directory (None: off).
     log_requests_dir: str | None = None
     log_sampling: float = 1.0
@@ -155,7 +155,7 @@ def write_ssl_config(tls: TlsMaterial, path: str) -> None:
 
 
 def _model_config_source(options: ServerOptions):
-    from serving.manager import read_model_config, single_model_config
+    from serving.protocol.model_config import read_model_config, single_model_config
 
     if options.model_config_file is None:
         config = single_model_config(options.model_name, options.base_path, options.version_labels)
@@ -189,15 +189,15 @@ class RunningServer:
         import grpc
         import uvicorn
 
-        from serving.batching import Batcher
-        from serving.grpc_service import create_server
-        from serving.manager import ModelManager
-        from serving.metrics import ServingMetrics
-        from serving.request_log import RequestLogger
-        from serving.rest import create_app
-        from serving.service import InferenceService
-        from serving.shadow import ShadowMirror
-        from serving.warmup import loader
+        from serving.server.batching import Batcher
+        from serving.server.grpc_service import create_server
+        from serving.server.manager import ModelManager
+        from serving.server.prometheus import ServingMetrics
+        from serving.server.request_log import RequestLogger
+        from serving.server.rest import create_app
+        from serving.server.service import InferenceService
+        from serving.server.shadow import ShadowMirror
+        from serving.server.warmup import loader
 
         self.options = options
         self.metrics = ServingMetrics()
@@ -276,7 +276,7 @@ class RunningServer:
 
 
 def _check_request_log(options: ServerOptions) -> None:
-    from serving.request_log import check_options
+    from serving.server.request_log import check_options
 
     check_options(options.log_requests_dir, options.log_sampling, options.log_max_bytes,
                   options.log_max_seconds, options.log_queue_size, options.log_retention_days)
@@ -290,7 +290,7 @@ def tf_serving_command(options: ServerOptions, workdir: str) -> list[str]:
     max_request_instances have no tensorflow_model_server flag: it listens on every interface.
     Bad TLS files raise ValueError (one line, see load_tls) before anything is written.
     """
-    from serving.manager import single_model_config, write_model_config
+    from serving.protocol.model_config import single_model_config, write_model_config
 
     tls = load_tls(options)
 

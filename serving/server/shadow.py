@@ -1,6 +1,6 @@
 """Shadow traffic: a share of the requests `stable` answers runs again on the `canary`, off the
 request path, and the two answers are compared (Seldon's mirror, measured the way a canary
-analysis needs it: serving/canary_analysis.py reads the counters).
+analysis needs it: serving/release/canary_analysis.py reads the counters).
 
 The client always gets stable's answer, and its latency never includes the canary: once stable's
 call has succeeded, its inputs and its predicted classes go on a bounded queue, and one daemon
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from serving.metrics import ServingMetrics, predicted_classes
+from serving.server.prometheus import ServingMetrics, predicted_classes
 
 log = logging.getLogger(__name__)
 DEFAULT_QUEUE_SIZE = 256  # shadow requests waiting for the canary; beyond, they are dropped
@@ -32,7 +32,7 @@ MAX_BATCH_ROWS = 64  # the server's default --max-batch-size
 class _Shadow:
     model: str
     stable_version: int
-    canary: object  # the canary's Servable (serving.servables; not imported: it loads TensorFlow)
+    canary: object  # the canary's Servable (serving.server.servables; not imported: it loads TensorFlow)
     signature: str
     inputs: dict[str, np.ndarray]
     stable_classes: np.ndarray

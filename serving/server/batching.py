@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from serving.errors import ServingError
+from serving.protocol.errors import ServingError
 
 
 @dataclass

@@ -7,7 +7,7 @@ visible). A new version becomes AVAILABLE before any old one is dropped, and req
 holding the old one finish on it, so a swap fails no request. A version whose directory is
 deleted is unloaded, as TF Serving does, even when no other version is left to serve.
 
-Version labels (a release: `stable`, optionally `canary`, see serving/release.py) switch only
+Version labels (a release: `stable`, optionally `canary`, see serving/release/labels.py) switch only
 once every version they name is AVAILABLE: the manager loads those first and keeps serving the
 previous labels meanwhile, so moving a label fails no request. A config that cannot be read, or
 whose labels name a version that is not on disk or fails to load, is rejected with one log line
@@ -15,88 +15,28 @@ and the previous config and labels keep serving. A request without version or la
 `stable` (or, with canary_traffic, that share of them to `canary`), else to the highest
 AVAILABLE version, which is all tensorflow_model_server ever does (deploy/README.md). With
 shadow_traffic, shadow_target() picks that share of the requests routed to `stable` to be run
-again on `canary` (serving/shadow.py).
+again on `canary` (serving/server/shadow.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
 from fmnist import features
-from serving import protos
-from serving.errors import not_found
+from serving.protocol import protos
+from serving.protocol.errors import not_found, one_line
 
 log = logging.getLogger(__name__)
-# Through serving.protos, so `fmnist release` (which reads and writes configs with this module)
-# never pays for TensorFlow's runtime; a server process has imported TensorFlow already.
+# Through serving.protocol.protos, so importing the manager (rest.py's State, option checks) never
+# pays for TensorFlow's runtime by itself; a server process has imported TensorFlow already.
 State = protos.load().get_model_status_pb2.ModelVersionStatus.State
-
-
-def read_model_config(path: str) -> model_server_config_pb2.ModelServerConfig:
-    """The ModelServerConfig text proto at `path`. Raises OSError if it cannot be read, ValueError
-    (one line, naming the file) if it is not a ModelServerConfig or lists no model."""
-    with open(path) as stream:
-        text = stream.read()
-    try:
-        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
-    except text_format.ParseError as err:
-        raise ValueError(f"{path}: not a ModelServerConfig text proto: {_one_line(err)}") from None
-    if not config.model_config_list.config:
-        raise ValueError(f"{path}: model_config_list has no model")
-    return config
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
-
-
-def single_model_config(name: str, base_path: str, labels: dict[str, int] | None = None,
-                        latest_versions: int = 1) -> model_server_config_pb2.ModelServerConfig:
-    config = model_server_config_pb2.ModelServerConfig()
-    model = config.model_config_list.config.add(name=name, base_path=os.path.abspath(base_path),
-                                                model_platform="tensorflow")
-    model.model_version_policy.latest.num_versions = latest_versions
-    for label, version in (labels or {}).items():
-        model.version_labels[label] = version
-    return config
-
-
-def write_model_config(config: model_server_config_pb2.ModelServerConfig, path: str) -> None:
-    """Replaces `path` atomically: a temp file in the same directory, fsynced, renamed over it, so
-    a server polling the file never reads half of one. Keeps the old file's permission bits."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644  # mkstemp's 0600 would lock out a server running as another user
-    handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text_format.MessageToString(config))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    # The rename itself must survive a crash too.
-    directory_handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_handle)
-    finally:
-        os.close(directory_handle)
 
 
 def version_dirs(base_path: str) -> set[int]:
@@ -209,7 +149,7 @@ class ModelManager:
         except (OSError, ValueError) as err:
             if not self._models:
                 raise
-            problem = _one_line(err)
+            problem = one_line(err)
             self._reject("", problem if self._config_name in problem else f"{self._config_name}: {problem}")
             models = dict(self._models)
         else:
@@ -273,7 +213,7 @@ class ModelManager:
         log.info("%s labels now %s", name, _describe(labels))
 
     def _reject(self, scope: str, problem: str) -> None:
-        problem = _one_line(problem)  # a TF load error spans lines; the log line must not
+        problem = one_line(problem)  # a TF load error spans lines; the log line must not
         if self._rejected.get(scope) != problem:  # once per problem, not once per poll
             self._rejected[scope] = problem
             in_force = "; ".join(f"{n}: {_describe(labels)}" for n, labels in sorted(self._labels.items()))

@@ -1,5 +1,5 @@
 """Canary analysis on a Vertex AI endpoint: the same Evidence, checks and decisions as on a
-`fmnist serve` (serving/canary_analysis.py), measured from Google Cloud instead of the server's
+`fmnist serve` (serving/release/canary_analysis.py), measured from Google Cloud instead of the server's
 Prometheus metrics. `VertexSource.analyze` is the Measure that auto_release() takes for a
 VertexRelease (`fmnist release analyze|auto --vertex-endpoint ...`, deploy/canary/job.yaml).
 
@@ -15,7 +15,7 @@ Where each part of the Evidence comes from, over the bake window [start, end]:
 - the predicted-class distribution of each version: the endpoint's request-response logging table
   in BigQuery (fmnist.bigquery.read_request_log_rows: deployed_model_id, logging_time,
   request_payload, response_payload), parsed as `fmnist monitor --bigquery-table` parses it
-  (serving.request_log.row_arrays, fmnist.answers.predicted_classes);
+  (serving.server.request_log.row_arrays, fmnist.answers.predicted_classes);
 - agreement: a Vertex endpoint cannot mirror traffic, and a :predict call cannot pick a deployed
   model (PredictRequest has only endpoint, instances and parameters; the SDK's
   Endpoint.invoke(deployed_model_id=...) overrides the split, but only on dedicated endpoints and
@@ -28,7 +28,7 @@ Where each part of the Evidence comes from, over the bake window [start, end]:
   requests (shadow_requests stays 0) nor its errors.
 
 Why serving/: everything it reads is in serving and fmnist (the log query in fmnist.bigquery, the
-payload parsing in serving.request_log), and only serving and the CLI may build serving's
+payload parsing in serving.server.request_log), and only serving and the CLI may build serving's
 Evidence (monitoring/ may not import serving, .importlinter); TensorFlow is never imported here
 (the tf-free-client contract), the Google Cloud clients are passed in.
 """
@@ -46,9 +46,9 @@ from typing import Any, Final
 import numpy as np
 
 from fmnist import answers, bigquery, features
-from serving import metrics as names
-from serving.canary_analysis import Analysis, AnalysisError, Bake, Evidence, LabelledOutcome, Policy, bake_until
-from serving.release import Version
+from serving.protocol import names
+from serving.release.canary_analysis import Analysis, AnalysisError, Bake, Evidence, LabelledOutcome, Policy, bake_until
+from serving.release.labels import Version
 
 METRIC_PREFIX: Final = "aiplatform.googleapis.com/prediction/online/"
 PREDICTION_COUNT: Final = METRIC_PREFIX + "prediction_count"
@@ -180,8 +180,8 @@ class VertexSource:
         """{deployed model ID: (images float32 [N, 28, 28], classes int64 [N])} that the logging
         table holds for each of `deployed` in [start, end). A row that is not Fashion-MNIST
         :predict instances and predictions raises AnalysisError naming it."""
-        from serving.errors import ServingError
-        from serving.vertex_rows import row_arrays
+        from serving.protocol.errors import ServingError
+        from serving.protocol.vertex_rows import row_arrays
 
         wanted = {str(version): ([], []) for version in deployed}
         rows = bigquery.read_request_log_rows(self.table, start, max(end, start + _SECOND),

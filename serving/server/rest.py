@@ -30,12 +30,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fmnist import request_ids
-from serving import codec
-from serving.client import VERSION_HEADER
-from serving.errors import INTERNAL, ServingError, bad_request, not_found
-from serving.manager import State
-from serving.metrics import PROMETHEUS_PATH
-from serving.service import CLASSIFY_API, METADATA_API, PREDICT_API, STATUS_API, InferenceService
+from serving.protocol.errors import INTERNAL, ServingError, bad_request, not_found
+from serving.protocol.names import PROMETHEUS_PATH, VERSION_HEADER
+from serving.server import codec
+from serving.server.manager import State
+from serving.server.service import CLASSIFY_API, METADATA_API, PREDICT_API, STATUS_API, InferenceService
 
 log = logging.getLogger(__name__)
 MODEL_PATH = re.compile(

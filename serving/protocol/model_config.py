@@ -1,0 +1,70 @@
+"""TF Serving's model config: the ModelServerConfig text proto `tensorflow_model_server
+--model_config_file`, `fmnist serve --model-config-file` and a release (version labels stable /
+canary) share. Read and written here so the server (serving.server.manager polls it) and the
+release operations (serving.release.labels rewrite it) need not import each other. TF-free: the
+config protos are plain protobuf modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving.protocol.errors import one_line
+
+
+def read_model_config(path: str) -> model_server_config_pb2.ModelServerConfig:
+    """The ModelServerConfig text proto at `path`. Raises OSError if it cannot be read, ValueError
+    (one line, naming the file) if it is not a ModelServerConfig or lists no model."""
+    with open(path) as stream:
+        text = stream.read()
+    try:
+        config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
+    except text_format.ParseError as err:
+        raise ValueError(f"{path}: not a ModelServerConfig text proto: {one_line(err)}") from None
+    if not config.model_config_list.config:
+        raise ValueError(f"{path}: model_config_list has no model")
+    return config
+
+
+def single_model_config(name: str, base_path: str, labels: dict[str, int] | None = None,
+                        latest_versions: int = 1) -> model_server_config_pb2.ModelServerConfig:
+    config = model_server_config_pb2.ModelServerConfig()
+    model = config.model_config_list.config.add(name=name, base_path=os.path.abspath(base_path),
+                                                model_platform="tensorflow")
+    model.model_version_policy.latest.num_versions = latest_versions
+    for label, version in (labels or {}).items():
+        model.version_labels[label] = version
+    return config
+
+
+def write_model_config(config: model_server_config_pb2.ModelServerConfig, path: str) -> None:
+    """Replaces `path` atomically: a temp file in the same directory, fsynced, renamed over it, so
+    a server polling the file never reads half of one. Keeps the old file's permission bits."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644  # mkstemp's 0600 would lock out a server running as another user
+    handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text_format.MessageToString(config))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temp, mode)
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    # The rename itself must survive a crash too.
+    directory_handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(directory_handle)
+    finally:
+        os.close(directory_handle)
