@@ -45,10 +45,11 @@ test: env
 fuzz: env
 	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -p no:cacheprovider tests/test_fuzz_*.py $(PYTEST_ARGS)
 
-## ruff, then the package layers (import-linter contracts in .importlinter).
+## ruff, then the package layers (import-linter contracts in .importlinter), then no import cycles.
 lint: env
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python tests/import_cycles.py
 
 lock:
 	bash scripts/lock.sh
