@@ -17,8 +17,8 @@ from typing import Any
 
 from fmnist import bigquery, dataset, outcomes
 from serving.release import canary_analysis as analysis
+from serving.release import labels as release
 from serving.release.vertex_canary import REPLAY_INSTANCES
-from serving.x import release
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

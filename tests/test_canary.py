@@ -24,10 +24,10 @@ from fmnist.dataset import read_split
 from serving.client.clients import GrpcClient, RestClient
 from serving.protocol.names import PROMETHEUS_PATH
 from serving.release import canary_analysis as analysis
+from serving.release import labels as release
 from serving.server.process import RunningServer, ServerOptions
 from serving.server.prometheus import ServingMetrics
 from serving.server.shadow import ShadowMirror
-from serving.x import release
 
 MODEL = features.MODEL_NAME
 STABLE, CANARY = features.STABLE_LABEL, features.CANARY_LABEL

@@ -23,10 +23,10 @@ from fmnist import features
 from fmnist.dataset import read_split
 from serving.client.clients import ClientError, GrpcClient, RestClient
 from serving.protocol.model_config import read_model_config, single_model_config, write_model_config
+from serving.release import labels as release
 from serving.release.vertex_traffic import VertexRelease
 from serving.server.manager import ModelManager
 from serving.server.process import RunningServer, ServerOptions, tf_serving_command
-from serving.x import release
 
 MODEL = features.MODEL_NAME
 STABLE, CANARY = features.STABLE_LABEL, features.CANARY_LABEL
