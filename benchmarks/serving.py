@@ -31,7 +31,7 @@ from common import free_port  # noqa: E402
 
 from fmnist import features  # noqa: E402
 from fmnist.dataset import TEST, read_split  # noqa: E402
-from serving import protos  # noqa: E402
+from serving.protocol import protos  # noqa: E402
 
 MODEL = features.MODEL_NAME
 TARGETS = ("grpc", "rest", "flask")
