@@ -6,9 +6,14 @@ DATA_DIR ?= data/raw
 OUTPUT_DIR ?= outputs
 RUN_ARGS ?=
 PYTEST_ARGS ?=
-# Line coverage of the whole suite; the floor is the measured value (87.9 %, 2026-11-26), rounded down.
+# Line coverage of the whole suite: 91.34 % measured from a fresh clone on 2026-12-05 (Intel Xeon, 2 CPUs); the floor stays at 87.
 COVERAGE_ARGS ?= --cov --cov-report=term --cov-fail-under=87
 SERVE_ARGS ?=
+# The pipeline that serve, watch and span work on: `make run` writes outputs/fashion-mnist,
+# `make run-sample` outputs/fashion-mnist-sample; by default the one run last (newest directory),
+# so `make run-sample` then `make serve` serves the sample's model. PIPELINE=... to choose.
+PIPELINE ?= $(or $(notdir $(shell ls -dt $(OUTPUT_DIR)/fashion-mnist $(OUTPUT_DIR)/fashion-mnist-sample 2>/dev/null | head -n 1)),fashion-mnist)
+SAMPLE_RUN = $(filter fashion-mnist-sample,$(PIPELINE))
 
 .PHONY: env data run run-sample watch serve test fuzz lint lock clean
 
@@ -26,15 +31,26 @@ run: data
 run-sample: env
 	$(PY) local_runner.py --sample --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
 
-## The continuous-training loop: one run per span landed with `fmnist land` (data/landing).
-watch: data
-	$(VENV)/bin/fmnist watch --data-dir $(DATA_DIR) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
+## The continuous-training loop: one run per span landed with `fmnist land` (data/landing;
+## after `make run-sample`, the sample's <output>/fashion-mnist-sample/landing).
+watch: $(if $(SAMPLE_RUN),env,data)
+	$(VENV)/bin/fmnist watch $(if $(SAMPLE_RUN),--sample,--data-dir $(DATA_DIR)) --output-dir $(OUTPUT_DIR) $(RUN_ARGS)
 
-## Serve what the main job pushed over the TF Serving protocol (REST :8501, gRPC :8500).
+## A ready next span for the loop: a stratified slice of the train split the last run used
+## (SPAN_PER_CLASS images a class, SPAN_SEED picks them), landed where `make watch` looks.
+SPAN_PER_CLASS ?= $(if $(SAMPLE_RUN),50,2000)
+SPAN_SEED ?= 2
+.PHONY: span
+span: $(if $(SAMPLE_RUN),env,data)
+	$(VENV)/bin/fmnist sample --source-dir $(if $(SAMPLE_RUN),data/sample,$(DATA_DIR)) --dest $(OUTPUT_DIR)/next-span \
+	    --train-per-class $(SPAN_PER_CLASS) --test-per-class 0 --seed $(SPAN_SEED)
+	$(VENV)/bin/fmnist land $(OUTPUT_DIR)/next-span $(if $(SAMPLE_RUN),--landing $(OUTPUT_DIR)/$(PIPELINE)/landing)
+
+## Serve what the last run pushed over the TF Serving protocol (REST :8501, gRPC :8500).
 # The release the local runner writes (stable/canary labels); before the first push, the push directory.
-RELEASE_CONFIG = $(OUTPUT_DIR)/fashion-mnist/models.config
+RELEASE_CONFIG = $(OUTPUT_DIR)/$(PIPELINE)/models.config
 serve: env
-	$(VENV)/bin/fmnist serve $(if $(wildcard $(RELEASE_CONFIG)),--model-config-file $(RELEASE_CONFIG),--model-base-path $(OUTPUT_DIR)/fashion-mnist/serving_model) $(SERVE_ARGS)
+	$(VENV)/bin/fmnist serve $(if $(wildcard $(RELEASE_CONFIG)),--model-config-file $(RELEASE_CONFIG),--model-base-path $(OUTPUT_DIR)/$(PIPELINE)/serving_model) $(SERVE_ARGS)
 
 ## The test suite (CI runs exactly this). Headless Chromium, when it can be installed, checks the pages.
 test: env

@@ -27,11 +27,11 @@ def warm_hparams(hparams: model_lib.HParams, config: TrainingConfig) -> model_li
     The defaults (7 epochs, the full peak rate, no augmentation) were chosen on the full data:
     warm-starting span 3's window from span 2's model, 7 epochs at 0.25x / 0.5x / 1.0x the peak
     rate reached test accuracy 0.9319 (in the loop) / 0.9344 / 0.9347 with augmentation, and
-    0.9350 (0.5x) / 0.9376 (1.0x) without; the cold 24-epoch retrain reached 0.9377 (README,
-    "Continuous training"). Our reading: the base model has learnt the shift invariance already,
-    so a short run does better on the images as they are. Retraining on unchanged data (a re-run
-    of the same span) at the full rate can end a little below the base model, and then the
-    blessing keeps the base model."""
+    0.9350 (0.5x) / 0.9376 (1.0x) without; the cold 24-epoch retrain reached 0.9377
+    (benchmarks/README.md, "The continuous-training loop on the full data"). Our reading: the base
+    model has learnt the shift invariance already, so a short run does better on the images as they
+    are. Retraining on unchanged data (a re-run of the same span) at the full rate can end a little
+    below the base model, and then the blessing keeps the base model."""
     return hparams.replace(epochs=config.warm_start_epochs,
                            learning_rate=hparams.learning_rate * config.warm_start_lr_scale,
                            augment=hparams.augment and config.warm_start_augment)
