@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import bigquery, dataset, landing
+from fmnist.errors import one_line
 
 
 def make_client(project: str) -> Any:
@@ -33,10 +34,6 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
-
-
 def run(args: argparse.Namespace) -> int:
     """0 with one line on success; 2 with one line for bad data, a refused span or a BigQuery error."""
     from google.api_core import exceptions as api_exceptions
@@ -49,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         span = bigquery.next_span(args.table, client) if args.span is None else args.span
         rows = bigquery.load(split, args.table, span, client)
     except (dataset.DatasetError, api_exceptions.GoogleAPIError, auth_exceptions.GoogleAuthError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(f"loaded {rows:,} examples as span {span} into {args.table}")
     return 0

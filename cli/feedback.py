@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import feedback, tf_env
+from fmnist.errors import one_line
 
 REFUSED = 2
 
@@ -79,7 +80,7 @@ def _run(action: Callable[[], str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return REFUSED
     except tf.errors.OpError as err:
-        print(f"error: unreadable request log record ({' '.join(err.message.split())})", file=sys.stderr)
+        print(f"error: unreadable request log record ({one_line(err.message)})", file=sys.stderr)
         return REFUSED
     return 0
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import bigquery, feedback, outcomes, settings, tf_env
+from fmnist.errors import one_line
 from fmnist.settings import setting
 from tfx_pipeline.config import METADATA_FILE, SCHEMA_DIR, SCHEMA_FILE
 
@@ -249,5 +250,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (OSError, ValueError, LookupError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1

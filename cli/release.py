@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fmnist import bigquery, dataset, outcomes
+from fmnist.errors import one_line
 from serving import canary_analysis as analysis
 from serving import release
 from serving.vertex_canary import REPLAY_INSTANCES
@@ -288,7 +289,7 @@ def run(args: argparse.Namespace) -> int:
             state = target.rollback()
         served = release.served_labels(args.server, state.model) if args.server and not _vertex(args) else None
     except errors as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     for note in state.notes:
         print(note)

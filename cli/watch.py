@@ -20,6 +20,7 @@ from pathlib import Path
 
 import local_runner
 from fmnist import dataset, landing, outcomes, settings, tf_env
+from fmnist.errors import one_line
 from fmnist.settings import setting
 from serving import canary_analysis as analysis
 from serving.release import ReleaseError
@@ -172,7 +173,7 @@ def _say_release(config: PipelineConfig, options: AutoReleaseSettings, say: Call
     try:
         line = release_step(config, options)
     except ReleaseError as err:  # the server is down, say: the canary waits, the loop goes on
-        line = f"release: canary not analyzed: {' '.join(str(err).split())}"
+        line = f"release: canary not analyzed: {one_line(err)}"
     if line:
         say(line)
 

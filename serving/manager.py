@@ -20,11 +20,9 @@ again on `canary` (serving/shadow.py).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +30,8 @@ from dataclasses import dataclass
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from fmnist import features
+from fmnist import features, files
+from fmnist.errors import one_line
 from serving import protos
 from serving.errors import not_found
 
@@ -50,14 +49,10 @@ def read_model_config(path: str) -> model_server_config_pb2.ModelServerConfig:
     try:
         config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     except text_format.ParseError as err:
-        raise ValueError(f"{path}: not a ModelServerConfig text proto: {_one_line(err)}") from None
+        raise ValueError(f"{path}: not a ModelServerConfig text proto: {one_line(err)}") from None
     if not config.model_config_list.config:
         raise ValueError(f"{path}: model_config_list has no model")
     return config
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
 
 
 def single_model_config(name: str, base_path: str, labels: dict[str, int] | None = None,
@@ -72,31 +67,10 @@ def single_model_config(name: str, base_path: str, labels: dict[str, int] | None
 
 
 def write_model_config(config: model_server_config_pb2.ModelServerConfig, path: str) -> None:
-    """Replaces `path` atomically: a temp file in the same directory, fsynced, renamed over it, so
-    a server polling the file never reads half of one. Keeps the old file's permission bits."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644  # mkstemp's 0600 would lock out a server running as another user
-    handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text_format.MessageToString(config))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    # The rename itself must survive a crash too.
-    directory_handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_handle)
-    finally:
-        os.close(directory_handle)
+    """Replaces `path` atomically and durably (fmnist.files), so a server polling the file never
+    reads half of one and the rename survives a crash. Keeps the old file's permission bits."""
+    with files.replaced_atomically(path, mode=files.KEEP_MODE, durable=True) as stream:
+        stream.write(text_format.MessageToString(config))
 
 
 def version_dirs(base_path: str) -> set[int]:
@@ -209,7 +183,7 @@ class ModelManager:
         except (OSError, ValueError) as err:
             if not self._models:
                 raise
-            problem = _one_line(err)
+            problem = one_line(err)
             self._reject("", problem if self._config_name in problem else f"{self._config_name}: {problem}")
             models = dict(self._models)
         else:
@@ -273,7 +247,7 @@ class ModelManager:
         log.info("%s labels now %s", name, _describe(labels))
 
     def _reject(self, scope: str, problem: str) -> None:
-        problem = _one_line(problem)  # a TF load error spans lines; the log line must not
+        problem = one_line(problem)  # a TF load error spans lines; the log line must not
         if self._rejected.get(scope) != problem:  # once per problem, not once per poll
             self._rejected[scope] = problem
             in_force = "; ".join(f"{n}: {_describe(labels)}" for n, labels in sorted(self._labels.items()))

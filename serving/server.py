@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from fmnist import features
+from fmnist.paths import TF_SERVING_BINARY
 
 log = logging.getLogger(__name__)
-TF_SERVING_BINARY = "tensorflow_model_server"
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import prediction_log_pb2
 
 from fmnist import features
+from fmnist.errors import one_line
 from serving.batching import Batcher
 from serving.grpc_service import PredictionServicer
 from serving.metrics import ServingMetrics
@@ -81,7 +82,7 @@ def read_logs(path: str) -> list[prediction_log_pb2.PredictionLog]:
         except StopIteration:
             return logs
         except tf.errors.OpError as err:  # truncated or corrupt TFRecord, unreadable file
-            raise WarmupError(f"{path}: warmup record {index} is unreadable: {_one_line(err.message)}") from None
+            raise WarmupError(f"{path}: warmup record {index} is unreadable: {one_line(err.message)}") from None
         if index == features.MAX_WARMUP_RECORDS:  # read one past the limit, never the whole file
             raise WarmupError(f"{path}: more than {features.MAX_WARMUP_RECORDS} warmup records (TF Serving's "
                               f"limit); record {index} is one too many")
@@ -115,7 +116,7 @@ def replay(servable: Servable, path: str) -> int:
             try:
                 call(getattr(log, kind).request, _CallContext())
             except _RequestError as err:
-                raise WarmupError(f"{path}: warmup record {index} ({kind}) failed: {_one_line(str(err))}") from None
+                raise WarmupError(f"{path}: warmup record {index} ({kind}) failed: {one_line(str(err))}") from None
     finally:
         batcher.close()
     return len(logs)
@@ -139,5 +140,3 @@ def loader(on_warmup: WarmupCallback | None = None) -> Callable[[str, int, str],
     return load
 
 
-def _one_line(message: str) -> str:
-    return " ".join(message.split())
