@@ -16,8 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import local_runner
+from cli.commands import command
 from fmnist import dataset, landing, settings, tf_env
 from fmnist.settings import setting
 from tfx_pipeline.config import PipelineConfig
@@ -28,6 +30,8 @@ ACTIONS = ("list", "history", "quarantine", "release")
 @dataclass(frozen=True)
 class SpanActionSettings:
     """Settings of `fmnist spans quarantine|release`."""
+
+    ENV_SCOPE: ClassVar[str] = "SPANS_"
 
     why: str | None = setting(None, "quarantine/release: the reason, recorded with the verdict (required)")
     by: str | None = setting(None, "quarantine/release: who decides (default: this user)")
@@ -40,15 +44,16 @@ SETTINGS = (*local_runner.SETTINGS, SpanActionSettings)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "spans", help="each span's verdict (accepted, drifted, anomalous, rejected, quarantined, released); "
-                      "quarantine or release one", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command(commands, "spans", "list each span's verdict (accepted, drifted, anomalous, rejected, "
+                                        "quarantined, released); quarantine or release one",
+                     __doc__.split("\n\n", 1)[1],
+                     usage="%(prog)s [-h] [list | history | quarantine N | release N] [settings]")
     parser.add_argument("action", nargs="?", default="list", choices=ACTIONS,
                         help="list (default): one row per span; history: every verdict recorded; quarantine N / "
                              "release N: change span N's verdict")
     parser.add_argument("span", nargs="?", type=int, help="the span, for quarantine and release")
-    settings.add_arguments(parser, *SETTINGS)
+    settings.add_arguments(parser, SpanActionSettings, title="quarantine and release")
+    settings.add_arguments(parser, *local_runner.SETTINGS, title="pipeline settings (as local_runner.py)")
     parser.set_defaults(handler=main)
 
 
