@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cli.commands import CommandSettings, command, parse_moment
+from cli.commands import CommandSettings, command, parse_moment, settings_handler
 from fmnist import bigquery, feedback, outcomes, paths, settings, tf_env
 from fmnist.errors import one_line
 from fmnist.settings import setting
@@ -87,7 +87,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                           f"and live accuracy; exits {ALERT_EXIT} on an alert",
                      __doc__.split("\n\n", 1)[1])
     settings.add_arguments(parser, MonitorSettings)
-    parser.set_defaults(handler=main)
+    parser.set_defaults(handler=settings_handler((MonitorSettings,), main))
 
 
 def state_dir(options: MonitorSettings) -> Path:
@@ -225,9 +225,9 @@ def _bigquery_logs(options: MonitorSettings, start: float, end: float) -> Iterat
     return rows_to_prediction_logs(rows)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(values: settings.Values, args: argparse.Namespace) -> int:
     try:
-        options: MonitorSettings = settings.resolve(MonitorSettings, args, environ=None).build(MonitorSettings)
+        options: MonitorSettings = values.build(MonitorSettings)
     except settings.SettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import local_runner
-from cli.commands import command
+from cli.commands import command, settings_handler
 from fmnist import dataset, landing, outcomes, settings, tf_env
 from fmnist.errors import one_line
 from fmnist.settings import setting
@@ -94,7 +94,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     settings.add_arguments(parser, WatchSettings, title="the loop")
     settings.add_arguments(parser, AutoReleaseSettings, title="auto release (--auto-release)")
     settings.add_arguments(parser, *local_runner.SETTINGS, title="pipeline settings (as local_runner.py)")
-    parser.set_defaults(handler=main)
+    parser.set_defaults(handler=settings_handler(SETTINGS, main))
 
 
 def ingested_spans(config: PipelineConfig) -> set[int]:
@@ -189,9 +189,8 @@ def _say_release(config: PipelineConfig, options: AutoReleaseSettings, say: Call
         say(line)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(values: settings.Values, args: argparse.Namespace) -> int:
     try:
-        values = settings.resolve(SETTINGS, args, environ=None)
         tf_env.configure(bool(values["verbose"]))
         config, local = local_runner.build_config(values)
         options: WatchSettings = values.build(WatchSettings)
