@@ -69,7 +69,8 @@ def parse_moment(text: str | None, name: str) -> float | None:
 @dataclass(frozen=True)
 class SettingsHandler:
     """A handler for cli.main's dispatch: resolves `classes` (flag > FMNIST_* > --config file >
-    default) and calls `handler(values, args)`; a bad setting is one line and exit 2."""
+    default) and calls `handler(values, args)`; a bad setting (SettingsError, also raised by the
+    handler for values that only it can judge) is one line and exit 2."""
 
     classes: tuple[type, ...]
     handler: Handler
@@ -79,11 +80,10 @@ class SettingsHandler:
 
     def __call__(self, args: argparse.Namespace) -> int:
         try:
-            values = self.resolve(args)
+            return self.handler(self.resolve(args), args)
         except settings.SettingsError as err:
             print(f"error: {err}", file=sys.stderr)
             return SETTINGS_REFUSED
-        return self.handler(values, args)
 
 
 def settings_handler(classes: tuple[type, ...], handler: Handler) -> SettingsHandler:

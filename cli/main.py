@@ -194,9 +194,9 @@ def _serve(values: settings.Values, args: argparse.Namespace) -> int:
 def _predict(values: settings.Values, args: argparse.Namespace) -> int:
     options: PredictSettings = values.build(PredictSettings)
     if options.version is not None and options.version_label is not None:
-        raise ValueError("--version and --version-label both name a version: give one of them")
+        raise settings.SettingsError("--version and --version-label both name a version: give one of them")
     if options.batch < 1:
-        raise ValueError(f"--batch: expected a whole number >= 1, got {options.batch}")
+        raise settings.SettingsError(f"--batch: expected a whole number >= 1, got '{options.batch}'")
     import numpy as np
 
     from serving.client import Prediction, connect

@@ -24,8 +24,6 @@ from fmnist.paths import TF_SERVING_BINARY
 from fmnist.settings import setting
 
 log = logging.getLogger(__name__)
-
-
 TF_SERVING_CHOICES = ("auto", "yes", "no")
 
 
