@@ -26,14 +26,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from fmnist import dataset, landing, settings, tf_env
+from fmnist import dataset, landing, paths, settings, tf_env
 from fmnist.settings import setting
 from tfx_pipeline.config import METADATA_FILE, PIPELINE_NAME, PUSHER_ID, PipelineConfig, PipelineSettings
 
 REPO = Path(__file__).resolve().parent
-SAMPLE_DIR = REPO / "data" / "sample"
-DEFAULT_DATA_DIR = REPO / "data" / "raw"
-DEFAULT_LANDING_DIR = REPO / "data" / "landing"
+SAMPLE_DIR = paths.anchored(paths.SAMPLE_DIR)
+DEFAULT_DATA_DIR = paths.anchored(paths.DATA_DIR)
+DEFAULT_LANDING_DIR = paths.anchored(paths.LANDING_DIR)
 LOCK_FILE = ".run.lock"
 LOG_FILE = os.path.join("logs", "pipeline.log")
 
@@ -52,10 +52,12 @@ SAMPLE_HPARAMS = {"augment": False}
 class LocalSettings:
     """Settings of the local runner only (PipelineSettings holds the shared ones)."""
 
-    data_dir: Path | None = setting(None, "directory with the raw files (default: data/raw; data/sample with --sample)")
+    data_dir: Path | None = setting(None, f"directory with the raw files (default: {paths.DATA_DIR}; "
+                                          f"{paths.SAMPLE_DIR} with --sample)")
     sample: bool = setting(False, "run on the committed sample with the sample profile of defaults")
-    output_dir: Path = setting(REPO / "outputs", "pipeline root, metadata, logs and serving_model/ go here")
-    landing_dir: Path | None = setting(None, "landed spans, span-N/ (default: data/landing; with --sample: "
+    output_dir: Path = setting(paths.OUTPUT_DIR, "pipeline root, metadata, logs and serving_model/ go here, in a "
+                                                 "folder named like the pipeline")
+    landing_dir: Path | None = setting(None, f"landed spans, span-N/ (default: {paths.LANDING_DIR}; with --sample: "
                                              "<output>/landing); empty: the data dir's train files become span 1")
     beam_workers: int = setting(1, "Beam DirectRunner parallelism (>1 uses multi-processing mode)")
     verbose: bool = setting(False, "show every library's log lines on the console, not only the project's")
@@ -101,13 +103,13 @@ def build_config(values: settings.Values) -> tuple[PipelineConfig, LocalSettings
     if local.sample:
         shared = dataclasses.replace(shared, training=dataclasses.replace(shared.training, hparams=SAMPLE_HPARAMS))
     data_dir = local.data_dir or (SAMPLE_DIR if local.sample else DEFAULT_DATA_DIR)
-    output = Path(local.output_dir).resolve() / shared.pipeline_name
+    output = paths.pipeline_output(shared.pipeline_name, local.output_dir).resolve()
     landing_dir = local.landing_dir or (output / "landing" if local.sample else DEFAULT_LANDING_DIR)
     config = PipelineConfig(
         landing_root=str(Path(landing_dir).resolve()),
-        pipeline_root=str(output / "pipeline_root"),
+        pipeline_root=str(output / paths.PIPELINE_ROOT),
         metadata_path=str(output / METADATA_FILE),
-        serving_model_dir=str(output / "serving_model"),
+        serving_model_dir=str(output / paths.SERVING_MODEL),
         data_root=str(Path(data_dir).resolve()),
         settings=shared,
         beam_pipeline_args=beam_args(local.beam_workers),
@@ -227,9 +229,7 @@ def run(config: PipelineConfig, verbose: bool = True) -> None:
 def release_config_file(config: PipelineConfig) -> Path:
     """The TF Serving model config with the release labels, beside the push directory (as
     `fmnist serve` and `fmnist release` expect it for the default output directory)."""
-    from serving.release.labels import DEFAULT_CONFIG_FILE
-
-    return Path(config.serving_model_dir).parent / Path(DEFAULT_CONFIG_FILE).name
+    return Path(config.serving_model_dir).parent / paths.MODELS_CONFIG
 
 
 def release_pushed(config: PipelineConfig) -> str | None:

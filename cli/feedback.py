@@ -10,59 +10,41 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from fmnist import feedback, tf_env
+from cli.commands import CommandSettings, command, parse_moment, settings_handler
+from fmnist import feedback, settings, tf_env
+from fmnist.errors import one_line
+from fmnist.settings import setting
 
 REFUSED = 2
 
 
-def moment(text: str) -> float:
-    """argparse type of --since/--until: ISO 8601 (naive is UTC) or epoch seconds."""
-    try:
-        value = feedback.parse_time(text)
-    except ValueError:
-        value = None
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected ISO 8601 or epoch seconds, got {text!r}")
-    return value
+@dataclass(frozen=True)
+class FeedbackSettings(CommandSettings):
+    """Settings of `fmnist feedback FILE`."""
 
+    ENV_SCOPE: ClassVar[str] = "FEEDBACK_"
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of days >= 0, got {text!r}")
-    return value
+    requests: Path | None = setting(None, "the request log directory (`fmnist serve --log-requests LOGDIR`)",
+                                    required=True)
+    retention_days: float = setting(0.0, "after storing, delete label files written more than this many days ago "
+                                         "(0: keep all)")
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "feedback", help="store delayed labels (request_id,label[,time] CSV) for logged requests",
-        description="Checks every row of FILE against the request log and appends the new labels as one "
-                    "new file in LOGDIR/feedback; refuses the whole file at the first bad row. "
-                    "`request_id` is ID for a request of one image, ID#N for image N of several.")
+    parser = command(
+        commands, "feedback", "store delayed labels (request_id,label[,time] CSV) for logged requests",
+        "Checks every row of FILE against the request log and appends the new labels as one new file in "
+        "LOGDIR/feedback; refuses the whole file at the first bad row. `request_id` is ID for a request of one "
+        "image, ID#N for image N of several.")
     parser.add_argument("file", type=Path, metavar="FILE", help="CSV request_id,label[,time] (header optional; "
                                                                "time ISO 8601 or epoch seconds)")
-    parser.add_argument("--requests", type=Path, required=True, metavar="LOGDIR",
-                        help="the request log directory (`fmnist serve --log-requests LOGDIR`)")
-    parser.add_argument("--retention-days", type=_non_negative, default=0.0, metavar="N",
-                        help="after storing, delete label files written more than N days ago (default 0: keep all)")
-    parser.set_defaults(handler=main)
-
-
-def add_land_arguments(land: argparse.ArgumentParser) -> None:
-    land.add_argument("--from-feedback", type=Path, default=None, metavar="LOGDIR",
-                      help="land the logged images of LOGDIR whose labels came back (`fmnist feedback`) "
-                           "instead of a source directory")
-    land.add_argument("--since", type=moment, default=None, metavar="T",
-                      help="with --from-feedback: requests logged at or after T (ISO 8601 or epoch seconds)")
-    land.add_argument("--until", type=moment, default=None, metavar="T",
-                      help="with --from-feedback: requests logged before T")
+    settings.add_arguments(parser, FeedbackSettings)
+    parser.set_defaults(handler=settings_handler((FeedbackSettings,), main))
 
 
 def _run(action: Callable[[], str]) -> int:
@@ -79,7 +61,7 @@ def _run(action: Callable[[], str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return REFUSED
     except tf.errors.OpError as err:
-        print(f"error: unreadable request log record ({' '.join(err.message.split())})", file=sys.stderr)
+        print(f"error: unreadable request log record ({one_line(err.message)})", file=sys.stderr)
         return REFUSED
     return 0
 
@@ -137,10 +119,20 @@ def land_from_feedback(log_dir: Path, landing_dir: Path, since: float | None = N
             f"({window}) in {target}{skipped}")
 
 
-def land(args: argparse.Namespace) -> int:
+def land(log_dir: Path, landing_dir: Path, since: str | None, until: str | None, span: int | None) -> int:
     """`fmnist land --from-feedback LOGDIR`: the handler cli.main's `land` calls for it."""
-    return _run(lambda: land_from_feedback(args.from_feedback, args.landing, args.since, args.until, args.span))
+    try:
+        window = parse_moment(since, "since"), parse_moment(until, "until")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return REFUSED
+    return _run(lambda: land_from_feedback(log_dir, landing_dir, *window, span))
 
 
-def main(args: argparse.Namespace) -> int:
-    return _run(lambda: store(args.file, args.requests, args.retention_days))
+def main(values: settings.Values, args: argparse.Namespace) -> int:
+    options: FeedbackSettings = values.build(FeedbackSettings)
+    if options.retention_days < 0:
+        print(f"error: --retention-days: expected a number of days >= 0, got {options.retention_days:g}",
+              file=sys.stderr)
+        return REFUSED
+    return _run(lambda: store(args.file, options.requests, options.retention_days))

@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from fmnist import bigquery, feedback, outcomes, settings, tf_env
+from cli.commands import CommandSettings, command, parse_moment, settings_handler
+from fmnist import bigquery, feedback, outcomes, paths, settings, tf_env
+from fmnist.errors import one_line
 from fmnist.settings import setting
 from tfx_pipeline.config import METADATA_FILE, SCHEMA_DIR, SCHEMA_FILE
 
@@ -31,8 +33,10 @@ LOG_FILE = "monitor.log"  # in --out: what the libraries print, and tracebacks
 
 
 @dataclass(frozen=True)
-class MonitorSettings:
+class MonitorSettings(CommandSettings):
     """What `fmnist monitor` reads, where it writes, and which window it checks."""
+
+    ENV_SCOPE: ClassVar[str] = "MONITOR_"
 
     requests: Path | None = setting(None, "directory of request logs (fmnist serve --log-requests DIR); or "
                                           "--bigquery-table")
@@ -42,7 +46,7 @@ class MonitorSettings:
                                                   "(projects/P/locations/R/endpoints/ID)")
     first_window_hours: float = setting(24.0, "with --bigquery-table: how far back the first window reaches "
                                               "when neither a previous window nor --window-start says")
-    pipeline_root: Path = setting(Path("outputs/fashion-mnist/pipeline_root"),
+    pipeline_root: Path = setting(paths.DEFAULT_PIPELINE_ROOT,
                                   "the local runner's pipeline root (the store and --out default beside it)")
     metadata: Path | None = setting(None, "ML Metadata SQLite file (default: metadata.sqlite beside the pipeline "
                                           "root): finds the training statistics of the version that answered")
@@ -79,23 +83,11 @@ class MonitorSettings:
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Registers `monitor` on the CLI's subparsers object."""
-    parser = commands.add_parser("monitor", help="skew, class-prior and drift checks of logged requests (TFDV); "
-                                                 f"exits {ALERT_EXIT} on an alert")
+    parser = command(commands, "monitor", "check logged requests for skew, class-prior shift and drift (TFDV) "
+                                          f"and live accuracy; exits {ALERT_EXIT} on an alert",
+                     __doc__.split("\n\n", 1)[1])
     settings.add_arguments(parser, MonitorSettings)
-    parser.set_defaults(handler=main)
-
-
-def parse_moment(text: str | None, name: str) -> float | None:
-    """Epoch seconds from ISO 8601 (naive: UTC) or epoch seconds text; None for None."""
-    if text is None:
-        return None
-    try:
-        moment = feedback.parse_time(text)  # the one reader of times, label files' included
-    except ValueError:
-        moment = None
-    if moment is None:
-        raise ValueError(f"--{name.replace('_', '-')}: {text!r} is neither ISO 8601 nor epoch seconds")
-    return moment
+    parser.set_defaults(handler=settings_handler((MonitorSettings,), main))
 
 
 def state_dir(options: MonitorSettings) -> Path:
@@ -233,9 +225,9 @@ def _bigquery_logs(options: MonitorSettings, start: float, end: float) -> Iterat
     return rows_to_prediction_logs(rows)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(values: settings.Values, args: argparse.Namespace) -> int:
     try:
-        options: MonitorSettings = settings.resolve(MonitorSettings, args, environ=None).build(MonitorSettings)
+        options: MonitorSettings = values.build(MonitorSettings)
     except settings.SettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -249,5 +241,5 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (OSError, ValueError, LookupError) as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 1

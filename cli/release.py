@@ -12,121 +12,171 @@ import argparse
 import dataclasses
 import functools
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from fmnist import bigquery, dataset, outcomes
+from cli.commands import CommandSettings, command, settings_handler
+from fmnist import bigquery, dataset, outcomes, paths, settings
+from fmnist.errors import one_line
+from fmnist.settings import setting
 from serving.release import canary_analysis as analysis
 from serving.release import labels as release
 from serving.release.vertex_canary import REPLAY_INSTANCES
 
 
+@dataclass(frozen=True)
+class ReleaseTarget(CommandSettings):
+    """Which release every action works on: a model config file (default) or a Vertex AI endpoint."""
+
+    ENV_SCOPE: ClassVar[str] = "RELEASE_"
+
+    model_config_file: Path = setting(paths.DEFAULT_MODELS_CONFIG, "TF Serving model config to edit (where the "
+                                                                   "local runner writes it)")
+    model_name: str | None = setting(None, "the model in the config (default: its only one)")
+    model_base_path: Path | None = setting(None, "where the version directories are on this machine (default: the "
+                                                 "config's base_path; for a new config, serving_model/ beside it)")
+    server: str | None = setting(None, "REST HOST:PORT of the server: status shows the labels it serves; "
+                                       "promote's gates, analyze and auto measure there")
+    vertex_endpoint: str | None = setting(None, "release on this Vertex AI endpoint's traffic split "
+                                                "(projects/P/locations/R/endpoints/ID) instead of a config file")
+    project: str | None = setting(None, "Vertex: project of --endpoint-name")
+    region: str | None = setting(None, "Vertex: region of --endpoint-name")
+    endpoint_name: str | None = setting(None, "Vertex: the endpoint's display name")
+    history: str | None = setting(None, "Vertex: the JSONL release history FILE that promote, rollback and auto "
+                                        "append to and `history` reads (a config file's is release_history.jsonl "
+                                        "beside it)")
+
+
+@dataclass(frozen=True)
+class CanarySettings:
+    ENV_SCOPE: ClassVar[str] = "RELEASE_"
+
+    traffic: int | None = setting(None, "Vertex only: the canary's percent of the endpoint's traffic (default 10); "
+                                        "with a config file the share is `fmnist serve --canary-traffic`")
+    busy: str = setting(release.REPLACE, "while another canary runs: replace it (it is recorded as superseded) or "
+                                         "keep it and refuse", choices=release.BUSY_POLICIES)
+
+
+@dataclass(frozen=True)
+class PromoteGates:
+    """promote's gates, measured on --server before anything changes (none by default)."""
+
+    ENV_SCOPE: ClassVar[str] = "RELEASE_PROMOTE_"  # its max_error_rate/min_agreement are not analyze's
+
+    max_error_rate: float | None = setting(None, "refuse if the canary answered more than this fraction of its "
+                                                 "requests with an error (the server's fmnist_serving_requests "
+                                                 "counters)")
+    min_requests: int = setting(100, "refuse the error-rate gate below this many canary requests")
+    min_agreement: float | None = setting(None, "refuse if canary and stable predict the same class on less than "
+                                                "this fraction of the test images")
+    agreement_images: int = setting(200, "test images for --min-agreement")
+    data_dir: Path = setting(paths.DATA_DIR, "where the official test split is, for --min-agreement")
+
+
+@dataclass(frozen=True)
+class VertexEvidence:
+    """A Vertex endpoint's evidence (serving/vertex_canary.py)."""
+
+    ENV_SCOPE: ClassVar[str] = "RELEASE_"
+
+    bigquery_table: str | None = setting(None, "the endpoint's request-response logging table "
+                                               "(PROJECT.DATASET.TABLE): each version's predicted classes, and "
+                                               "stable's answers that the canary's SavedModel replays for agreement")
+    replay_instances: int = setting(REPLAY_INSTANCES, "stable's logged instances the canary answers again, at most")
+
+
+@dataclass(frozen=True)
+class LabelledAnswers:
+    ENV_SCOPE: ClassVar[str] = "RELEASE_"
+
+    requests: Path | None = setting(None, "the server's request log directory (fmnist serve --log-requests): the "
+                                          "calls logged during the bake, joined with the labels `fmnist feedback` "
+                                          "stored there")
+
+
+@dataclass(frozen=True)
+class BakeWindow:
+    ENV_SCOPE: ClassVar[str] = "RELEASE_"
+
+    bake_seconds: float = setting(analysis.Bake.seconds, "measure at most this long")
+    bake_requests: int = setting(analysis.Bake.requests, "stop once the canary has run this many requests (its own "
+                                                         "and shadow ones); fewer when the time is up is "
+                                                         "inconclusive")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The canary checks (defaults measured: README, Releases)."""
+
+    ENV_SCOPE: ClassVar[str] = "RELEASE_"
+
+    max_error_rate: float = setting(analysis.MAX_ERROR_RATE, "canary non-OK requests over all it ran")
+    max_p99_ratio: float = setting(analysis.MAX_P99_RATIO, "canary p99 latency over stable's ...")
+    p99_floor_ms: float = setting(analysis.P99_FLOOR_SECONDS * 1000, "... or at most this, whichever is larger, so "
+                                                                     "that tiny latencies do not flap")
+    min_agreement: float = setting(analysis.MIN_AGREEMENT, "shadow instances on which the canary predicts stable's "
+                                                           "class")
+    max_class_divergence: float = setting(analysis.MAX_CLASS_DIVERGENCE, "Jensen-Shannon divergence of the "
+                                                                         "predicted-class distributions, base 2")
+    max_accuracy_drop: float = setting(analysis.MAX_ACCURACY_DROP, "canary accuracy on labelled answers may trail "
+                                                                   "stable's by this much")
+    min_labelled: int = setting(outcomes.MIN_LABELLED, "labelled answers each version needs before accuracy is "
+                                                       "judged")
+
+
+@dataclass(frozen=True)
+class AutoSettings:
+    ENV_SCOPE: ClassVar[str] = "RELEASE_"
+
+    on_inconclusive: str = setting("keep", "too little evidence when the bake ends: keep the canary, promote or "
+                                           "roll back", choices=analysis.ON_INCONCLUSIVE)
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    ENV_SCOPE: ClassVar[str] = "RELEASE_"
+
+    last: int | None = setting(None, "only the newest N entries")
+
+
+# Each action's settings, with the heading its flags show under.
+_TARGET = ((ReleaseTarget, "a model config file (default) or a Vertex AI endpoint"),)
+_ANALYSIS = ((VertexEvidence, "a Vertex endpoint's evidence (serving/vertex_canary.py)"),
+             (LabelledAnswers, "labelled answers (issue #24), for the accuracy check"),
+             (BakeWindow, "the bake window"), (Thresholds, "thresholds (defaults measured: README, Releases)"))
+ACTIONS: dict[str, tuple[str, tuple[tuple[type, str], ...]]] = {
+    "status": ("show which version is stable, which the canary", _TARGET),
+    "canary": ("serve VERSION as the canary beside stable (stable directly if there is none)",
+               ((CanarySettings, "canary"), *_TARGET)),
+    "promote": ("make the canary stable and drop the old stable",
+                ((PromoteGates, "gates, measured on --server before anything changes"), *_TARGET)),
+    "rollback": ("drop the canary; stable serves everything", _TARGET),
+    "analyze": ("measure the canary against stable on --server over a bake window: each check, then the decision "
+                "(changes nothing)", (*_TARGET, *_ANALYSIS)),
+    "auto": ("analyze, then promote (every check passes) or roll back (any fails); recorded in the release history",
+             ((AutoSettings, "auto"), *_TARGET, *_ANALYSIS)),
+    "history": ("list every label move and automatic decision, oldest first",
+                ((HistorySettings, "history"), *_TARGET)),
+}
+
+
 def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Registers `release` (with its actions) on the CLI's subparsers object."""
-    common = argparse.ArgumentParser(add_help=False)
-    target = common.add_argument_group("a model config file (default) or a Vertex AI endpoint")
-    target.add_argument("--model-config-file", type=Path, default=Path(release.DEFAULT_CONFIG_FILE),
-                        help=f"TF Serving model config to edit (default: {release.DEFAULT_CONFIG_FILE}, where the "
-                             "local runner writes it)")
-    target.add_argument("--model-name", default=None, help="the model in the config (default: its only one)")
-    target.add_argument("--model-base-path", type=Path, default=None,
-                        help="where the version directories are on this machine (default: the config's "
-                             "base_path; for a new config, serving_model/ beside it)")
-    target.add_argument("--server", default=None, metavar="HOST:PORT",
-                        help="REST address of the server: status shows the labels it serves; promote's gates, "
-                             "analyze and auto measure there")
-    target.add_argument("--vertex-endpoint", default=None, metavar="projects/P/locations/R/endpoints/ID",
-                        help="release on this Vertex AI endpoint's traffic split instead of a config file")
-    target.add_argument("--project", default=None, help="Vertex: project of --endpoint-name")
-    target.add_argument("--region", default=None, help="Vertex: region of --endpoint-name")
-    target.add_argument("--endpoint-name", default=None, help="Vertex: the endpoint's display name")
-    target.add_argument("--history", default=None, metavar="FILE",
-                        help="Vertex: the JSONL release history that promote, rollback and auto append to and "
-                             "`history` reads (a config file's is release_history.jsonl beside it)")
-
-    parser = commands.add_parser("release", help="canary releases: stable/canary version labels in a TF Serving "
-                                                 "model config, or a Vertex AI endpoint's traffic split")
-    actions = parser.add_subparsers(dest="action", required=True)
-    actions.add_parser("status", parents=[common], help="which version is stable, which the canary")
-    canary = actions.add_parser("canary", parents=[common],
-                                help="serve VERSION as the canary beside stable (stable directly if there is none)")
-    canary.add_argument("version", help="a version directory's number (Vertex: a deployed model ID)")
-    canary.add_argument("--traffic", type=int, default=None,
-                        help="Vertex only: the canary's percent of the endpoint's traffic (default 10); with a "
-                             "config file the share is `fmnist serve --canary-traffic`")
-    canary.add_argument("--busy", choices=release.BUSY_POLICIES, default=release.REPLACE,
-                        help="while another canary runs: replace it (default; it is recorded as superseded) or "
-                             "keep it and refuse")
-    promote = actions.add_parser("promote", parents=[common], help="make the canary stable and drop the old stable")
-    gates = promote.add_argument_group("gates, measured on --server before anything changes")
-    gates.add_argument("--max-error-rate", type=float, default=None, metavar="FRACTION",
-                       help="refuse if the canary answered more than this fraction of its requests with an error "
-                            "(from the server's fmnist_serving_requests counters)")
-    gates.add_argument("--min-requests", type=int, default=100,
-                       help="refuse the error-rate gate below this many canary requests (default 100)")
-    gates.add_argument("--min-agreement", type=float, default=None, metavar="FRACTION",
-                       help="refuse if canary and stable predict the same class on less than this fraction of "
-                            "the test images")
-    gates.add_argument("--agreement-images", type=int, default=200, help="test images for --min-agreement")
-    gates.add_argument("--data-dir", type=Path, default=Path("data/raw"),
-                       help="where the official test split is, for --min-agreement (default data/raw)")
-    actions.add_parser("rollback", parents=[common], help="drop the canary; stable serves everything")
-    measured = argparse.ArgumentParser(add_help=False)
-    _add_analysis_arguments(measured)
-    actions.add_parser("analyze", parents=[common, measured],
-                       help="measure the canary against stable on --server over a bake window: each check, "
-                            "then the decision (changes nothing)")
-    auto = actions.add_parser("auto", parents=[common, measured],
-                              help="analyze, then promote (every check passes) or roll back (any fails); "
-                                   "recorded in the release history")
-    auto.add_argument("--on-inconclusive", choices=analysis.ON_INCONCLUSIVE, default="keep",
-                      help="too little evidence when the bake ends: keep the canary (default), promote or roll "
-                           "back")
-    history = actions.add_parser("history", parents=[common],
-                                 help="every label move and automatic decision, oldest first")
-    history.add_argument("--last", type=int, default=None, metavar="N", help="only the newest N entries")
-    parser.set_defaults(handler=run)
+    parser = command(commands, "release", "canary releases: stable/canary version labels in a TF Serving model "
+                                          "config, or a Vertex AI endpoint's traffic split",
+                     "On the model config that `fmnist serve`, tensorflow_model_server and the Kubernetes "
+                     "ConfigMap read, or on a Vertex AI endpoint; analyze and auto measure the canary over a bake "
+                     "window and decide. `fmnist release ACTION --help` shows an action's settings.")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for name, (summary, declared) in ACTIONS.items():
+        action = command(actions, name, summary)
+        if name == "canary":
+            action.add_argument("version", help="a version directory's number (Vertex: a deployed model ID)")
+        for cls, title in declared:
+            settings.add_arguments(action, cls, title=title)
+        action.set_defaults(handler=settings_handler(tuple(cls for cls, _ in declared), run))
     return parser
-
-
-def _add_analysis_arguments(parser: argparse.ArgumentParser) -> None:
-    vertex = parser.add_argument_group("a Vertex endpoint's evidence (serving/release/vertex_canary.py)")
-    vertex.add_argument("--bigquery-table", default=None, metavar="PROJECT.DATASET.TABLE",
-                        help="the endpoint's request-response logging table: each version's predicted classes, "
-                             "and stable's answers that the canary's SavedModel replays for agreement")
-    vertex.add_argument("--replay-instances", type=int, default=REPLAY_INSTANCES,
-                        help="stable's logged instances the canary answers again, at most "
-                             f"(default {REPLAY_INSTANCES})")
-    local = parser.add_argument_group("labelled answers (issue #24), for the accuracy check")
-    local.add_argument("--requests", type=Path, default=None, metavar="LOGDIR",
-                       help="the server's request log directory (fmnist serve --log-requests): the calls logged "
-                            "during the bake, joined with the labels `fmnist feedback` stored there")
-    bake = parser.add_argument_group("the bake window")
-    bake.add_argument("--bake-seconds", type=float, default=analysis.Bake.seconds,
-                      help=f"measure at most this long (default {analysis.Bake.seconds:g})")
-    bake.add_argument("--bake-requests", type=int, default=analysis.Bake.requests,
-                      help="stop once the canary has run this many requests (its own and shadow ones); fewer "
-                           f"when the time is up is inconclusive (default {analysis.Bake.requests})")
-    checks = parser.add_argument_group("thresholds (defaults measured: README, Releases)")
-    checks.add_argument("--max-error-rate", type=float, default=analysis.MAX_ERROR_RATE, metavar="FRACTION",
-                        help=f"canary non-OK requests over all it ran (default {analysis.MAX_ERROR_RATE:g})")
-    checks.add_argument("--max-p99-ratio", type=float, default=analysis.MAX_P99_RATIO,
-                        help=f"canary p99 latency over stable's (default {analysis.MAX_P99_RATIO:g}) ...")
-    checks.add_argument("--p99-floor-ms", type=float, default=analysis.P99_FLOOR_SECONDS * 1000,
-                        help="... or at most this, whichever is larger, so that tiny latencies do not flap "
-                             f"(default {analysis.P99_FLOOR_SECONDS * 1000:g})")
-    checks.add_argument("--min-agreement", type=float, default=analysis.MIN_AGREEMENT, metavar="FRACTION",
-                        help="shadow instances on which the canary predicts stable's class "
-                             f"(default {analysis.MIN_AGREEMENT:g})")
-    checks.add_argument("--max-class-divergence", type=float, default=analysis.MAX_CLASS_DIVERGENCE,
-                        help="Jensen-Shannon divergence of the predicted-class distributions, base 2 "
-                             f"(default {analysis.MAX_CLASS_DIVERGENCE:g})")
-    checks.add_argument("--max-accuracy-drop", type=float, default=analysis.MAX_ACCURACY_DROP, metavar="FRACTION",
-                        help="canary accuracy on labelled answers may trail stable's by this much "
-                             f"(default {analysis.MAX_ACCURACY_DROP:g})")
-    checks.add_argument("--min-labelled", type=int, default=outcomes.MIN_LABELLED,
-                        help="labelled answers each version needs before accuracy is judged "
-                             f"(default {outcomes.MIN_LABELLED})")
 
 
 def _policy(args: argparse.Namespace) -> tuple[analysis.Policy, analysis.Bake]:
@@ -261,10 +311,12 @@ def promotion_gates(args: argparse.Namespace) -> list[release.Gate]:
     return gates
 
 
-def run(args: argparse.Namespace) -> int:
+def run(values: settings.Values, parsed: argparse.Namespace) -> int:
     """Prints the release (status) or what changed and the release now; 0. A refusal (a gate that
     missed, a bad version, no canary, no test split for a gate) or a Vertex API error: one line on
     stderr, 2, nothing changed."""
+    # The action's resolved settings, read below as attributes like the positional VERSION.
+    args = argparse.Namespace(**{**vars(parsed), **values.values})
     errors: tuple[type[BaseException], ...] = (release.ReleaseError, dataset.DatasetError)
     if _vertex(args):
         from google.api_core import exceptions as api_exceptions
@@ -288,7 +340,7 @@ def run(args: argparse.Namespace) -> int:
             state = target.rollback()
         served = release.served_labels(args.server, state.model) if args.server and not _vertex(args) else None
     except errors as err:
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     for note in state.notes:
         print(note)

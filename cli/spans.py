@@ -16,8 +16,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import local_runner
+from cli.commands import command, settings_handler
 from fmnist import dataset, landing, settings, tf_env
 from fmnist.settings import setting
 from tfx_pipeline.config import PipelineConfig
@@ -28,6 +30,8 @@ ACTIONS = ("list", "history", "quarantine", "release")
 @dataclass(frozen=True)
 class SpanActionSettings:
     """Settings of `fmnist spans quarantine|release`."""
+
+    ENV_SCOPE: ClassVar[str] = "SPANS_"
 
     why: str | None = setting(None, "quarantine/release: the reason, recorded with the verdict (required)")
     by: str | None = setting(None, "quarantine/release: who decides (default: this user)")
@@ -40,16 +44,18 @@ SETTINGS = (*local_runner.SETTINGS, SpanActionSettings)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "spans", help="each span's verdict (accepted, drifted, anomalous, rejected, quarantined, released); "
-                      "quarantine or release one", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command(commands, "spans", "list each span's verdict (accepted, drifted, anomalous, rejected, "
+                                        "quarantined, released); quarantine or release one",
+                     __doc__.split("\n\n", 1)[1],
+                     usage="%(prog)s [-h] [list | history | quarantine N | release N] [settings]")
     parser.add_argument("action", nargs="?", default="list", choices=ACTIONS,
                         help="list (default): one row per span; history: every verdict recorded; quarantine N / "
                              "release N: change span N's verdict")
-    parser.add_argument("span", nargs="?", type=int, help="the span, for quarantine and release")
-    settings.add_arguments(parser, *SETTINGS)
-    parser.set_defaults(handler=main)
+    # dest span_number: `span` is also the pipeline setting --span, which a positional default would hide.
+    parser.add_argument("span_number", nargs="?", type=int, metavar="span", help="the span, for quarantine and release")
+    settings.add_arguments(parser, SpanActionSettings, title="quarantine and release")
+    settings.add_arguments(parser, *local_runner.SETTINGS, title="pipeline settings (as local_runner.py)")
+    parser.set_defaults(handler=settings_handler(SETTINGS, main))
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -128,22 +134,21 @@ def on_vertex(store, action: str, span: int | None, why: str | None, by: str | N
     return _effect(span, made.verdict)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(values: settings.Values, args: argparse.Namespace) -> int:
     tf_env.configure()
     from tfx_pipeline.span_verdicts import VerdictError
 
     try:
-        values = settings.resolve(SETTINGS, args, environ=None)
         config, _ = local_runner.build_config(values)
         options: SpanActionSettings = values.build(SpanActionSettings)
     except settings.SettingsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     listing = args.action in ("list", "history")
-    if listing and args.span is not None:
+    if listing and args.span_number is not None:
         print(f"error: `fmnist spans {args.action}` takes no span number", file=sys.stderr)
         return 2
-    if not listing and (args.span is None or not options.why):
+    if not listing and (args.span_number is None or not options.why):
         print(f"error: `fmnist spans {args.action}` needs a span number and --why TEXT", file=sys.stderr)
         return 2
     if options.vertex_project:
@@ -154,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
             return 2
         try:
             print(on_vertex(VertexVerdicts(options.vertex_project, options.vertex_region, config.pipeline_name),
-                            args.action, args.span, options.why, options.by))
+                            args.action, args.span_number, options.why, options.by))
         except VerdictError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -171,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
             elif args.action == "history":
                 text = _history(config.metadata_path, config.pipeline_name)
             else:
-                text = change(config.metadata_path, config.pipeline_name, args.action, args.span, options.why,
+                text = change(config.metadata_path, config.pipeline_name, args.action, args.span_number, options.why,
                               options.by)
     except VerdictError as err:
         print(f"error: {err}", file=sys.stderr)

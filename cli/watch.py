@@ -17,9 +17,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import local_runner
+from cli.commands import command, settings_handler
 from fmnist import dataset, landing, outcomes, settings, tf_env
+from fmnist.errors import one_line
 from fmnist.settings import setting
 from serving.release import canary_analysis as analysis
 from serving.release.labels import ReleaseError
@@ -30,6 +33,8 @@ from tfx_pipeline.config import PipelineConfig
 class WatchSettings:
     """Settings of the loop itself (the pipeline's are the local runner's)."""
 
+    ENV_SCOPE: ClassVar[str] = "WATCH_"
+
     interval: float = setting(30.0, "seconds between two looks at the landing directory")
     once: bool = setting(False, "run the spans waiting now (with --auto-release: or decide a waiting canary), "
                                 "then exit (for cron or a test)")
@@ -39,6 +44,8 @@ class WatchSettings:
 class AutoReleaseSettings:
     """After each push (and while a canary is waiting): analyze it on a running server and decide.
     Defaults: serving/release/canary_analysis.py's measured thresholds."""
+
+    ENV_SCOPE: ClassVar[str] = "WATCH_"
 
     auto_release: bool = setting(False, "after a push, bake the canary on --server, then promote or roll it back")
     server: str = setting("127.0.0.1:8501", "REST HOST:PORT of the `fmnist serve` running the release file")
@@ -80,9 +87,14 @@ SETTINGS = (*local_runner.SETTINGS, WatchSettings, AutoReleaseSettings)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("watch", help="train, validate and push once per newly landed span")
-    settings.add_arguments(parser, *SETTINGS)
-    parser.set_defaults(handler=main)
+    parser = command(commands, "watch", "train, validate and push once per newly landed span",
+                     __doc__.split("\n\n", 1)[1], usage="%(prog)s [-h] [loop and auto release settings] "
+                                                          "[pipeline settings]")
+    # The loop's own settings first; the pipeline's (the local runner's) after them.
+    settings.add_arguments(parser, WatchSettings, title="the loop")
+    settings.add_arguments(parser, AutoReleaseSettings, title="auto release (--auto-release)")
+    settings.add_arguments(parser, *local_runner.SETTINGS, title="pipeline settings (as local_runner.py)")
+    parser.set_defaults(handler=settings_handler(SETTINGS, main))
 
 
 def ingested_spans(config: PipelineConfig) -> set[int]:
@@ -172,14 +184,13 @@ def _say_release(config: PipelineConfig, options: AutoReleaseSettings, say: Call
     try:
         line = release_step(config, options)
     except ReleaseError as err:  # the server is down, say: the canary waits, the loop goes on
-        line = f"release: canary not analyzed: {' '.join(str(err).split())}"
+        line = f"release: canary not analyzed: {one_line(err)}"
     if line:
         say(line)
 
 
-def main(args: argparse.Namespace) -> int:
+def main(values: settings.Values, args: argparse.Namespace) -> int:
     try:
-        values = settings.resolve(SETTINGS, args, environ=None)
         tf_env.configure(bool(values["verbose"]))
         config, local = local_runner.build_config(values)
         options: WatchSettings = values.build(WatchSettings)

@@ -27,14 +27,13 @@ import csv
 import fcntl
 import os
 import re
-import tempfile
 import time as clock
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fmnist import features, request_ids
+from fmnist import features, files, request_ids
 
 FEEDBACK_DIR = "feedback"
 PREFIX, SUFFIX = "labels-", ".csv"
@@ -219,26 +218,11 @@ def _next_path(folder: Path, now: float) -> Path:
 
 
 def _write_atomic(target: Path, rows: list[tuple[str, int, float | None]]) -> None:
-    handle = tempfile.NamedTemporaryFile("w", dir=target.parent, prefix=f".{target.name}.", suffix=".tmp",
-                                         delete=False, newline="", encoding="utf-8")
-    try:
-        with handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(COLUMNS)
-            writer.writerows([key, label, _format_time(moment)] for key, label, moment in rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(handle.name, 0o644)
-        os.rename(handle.name, target)  # atomic: readers see the whole file or none of it
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
-        raise
-    directory = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # the rename itself survives a crash
-    finally:
-        os.close(directory)
+    # Durable: a label file acknowledged as stored must survive a crash.
+    with files.replaced_atomically(target, newline="", mode=0o644, durable=True) as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(COLUMNS)
+        writer.writerows([key, label, _format_time(moment)] for key, label, moment in rows)
 
 
 def store_labels(rows: list[LabelRow], source: str | os.PathLike, log_dir: str | os.PathLike,

@@ -12,6 +12,12 @@ Precedence: flag > environment variable > file > declared default.
 
 Values are parsed by type: booleans accept true/false/1/0/yes/no/on/off (anything else is an
 error naming where it came from), `X | None` accepts an empty string or `none` as None.
+
+A subcommand's own dataclass may set `ENV_SCOPE` (a ClassVar, e.g. "SERVE_"): its variables are
+then `FMNIST_SERVE_*`, so two commands' `--dest` never read each other's variable. A field may
+take another user-facing name (`setting(..., name="model_base_path")`) when its flag is older
+than the field. A declared default that is a relative `Path` is anchored at the project root
+(fmnist.paths), so every command finds the same files from any directory.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fmnist import paths
+
 ENV_PREFIX = "FMNIST_"
 CONFIG = "config"  # a setting of this name names the YAML file
 _TRUE = {"true", "1", "yes", "on"}
@@ -36,9 +44,16 @@ class SettingsError(ValueError):
     """A setting with a value that cannot be used; the message names the setting and its source."""
 
 
-def setting(default: Any, help: str, *, choices: tuple | None = None, required: bool = False) -> Any:
-    """A dataclass field that is also a user setting (flag, FMNIST_ variable, YAML key)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "required": required})
+def setting(default: Any, help: str, *, choices: tuple | None = None, required: bool = False,
+            name: str | None = None) -> Any:
+    """A dataclass field that is also a user setting (flag, FMNIST_ variable, YAML key), named
+    like the field unless `name` says otherwise."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "required": required,
+                                                        "name": name})
+
+
+def _setting_name(field: dataclasses.Field) -> str:
+    return field.metadata.get("name") or field.name
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,7 @@ class Declared:
     choices: tuple | None
     required: bool
     path: tuple[str, ...]
+    scope: str = ""  # the ENV_SCOPE of the top-level class: FMNIST_<scope><NAME>
 
     @property
     def flag(self) -> str:
@@ -59,7 +75,7 @@ class Declared:
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.name.upper()
+        return ENV_PREFIX + self.scope + self.name.upper()
 
 
 def _is_dataclass_type(kind: Any) -> bool:
@@ -70,18 +86,19 @@ def declared(*classes: type) -> list[Declared]:
     """Every setting of the given dataclasses, nested ones flattened, in declaration order."""
     found: list[Declared] = []
 
-    def walk(cls: type, path: tuple[str, ...]) -> None:
+    def walk(cls: type, path: tuple[str, ...], scope: str) -> None:
         hints = typing.get_type_hints(cls)
         for field in dataclasses.fields(cls):
             kind = hints[field.name]
             if _is_dataclass_type(kind):
-                walk(kind, (*path, field.name))
+                walk(kind, (*path, field.name), scope)
             elif "help" in field.metadata:
-                found.append(Declared(field.name, kind, field.default, field.metadata["help"],
-                                      field.metadata["choices"], field.metadata["required"], (*path, field.name)))
+                found.append(Declared(_setting_name(field), kind, field.default, field.metadata["help"],
+                                      field.metadata["choices"], field.metadata["required"], (*path, field.name),
+                                      scope))
 
     for cls in classes:
-        walk(cls, ())
+        walk(cls, (), getattr(cls, "ENV_SCOPE", ""))
     names = [d.name for d in found]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
@@ -138,17 +155,27 @@ def add_arguments(parser: argparse.ArgumentParser, *classes: type, title: str | 
     group = parser.add_argument_group(title) if title else parser
     for item in declared(*classes):
         kind, _ = _base_type(item.type)
-        default_text = "" if item.default in (None, False) else f" (default: {item.default})"
-        help_text = f"{item.help}{default_text} [{item.env}]"
+        help_text = f"{item.help}{default_text(item)} [{item.env}]".replace("%", "%%")
         if kind is bool:
             # --x sets True; --no-x (not for names that already start with no_) sets False.
             negative = [] if item.name.startswith("no_") else ["--no-" + item.flag[2:]]
             group.add_argument(item.flag, *negative, dest=item.name, action=_Switch, nargs=0,
                                default=argparse.SUPPRESS, help=help_text)
         else:
-            group.add_argument(item.flag, dest=item.name, default=argparse.SUPPRESS, metavar=item.name.upper(),
+            metavar = "{" + ",".join(map(str, item.choices)) + "}" if item.choices else item.name.upper()
+            group.add_argument(item.flag, dest=item.name, default=argparse.SUPPRESS, metavar=metavar,
                                choices=item.choices, help=help_text,
                                type=lambda text, item=item: _flag_value(item, text))
+
+
+def default_text(item: Declared) -> str:
+    """" (default: X)" for help; nothing for None (the help says what no value means). Paths are
+    shown as declared (relative to the project root), never as this machine's absolute path."""
+    if item.default is None or item.required:
+        return ""
+    if isinstance(item.default, bool):
+        return f" (default: {'on' if item.default else 'off'})"
+    return f" (default: {item.default})"
 
 
 class _Switch(argparse.Action):
@@ -197,8 +224,8 @@ class Values:
                 kwargs[field.name] = overrides[field.name]
             elif _is_dataclass_type(hints[field.name]):
                 kwargs[field.name] = self.build(hints[field.name])
-            elif field.name in self.values:
-                kwargs[field.name] = self.values[field.name]
+            elif _setting_name(field) in self.values:
+                kwargs[field.name] = self.values[_setting_name(field)]
         return cls(**kwargs)
 
     def with_defaults(self, profile: Mapping[str, Any]) -> Values:
@@ -207,6 +234,13 @@ class Values:
         if unknown:  # a misspelt profile key would otherwise change nothing, silently
             raise TypeError(f"profile names undeclared settings {unknown}")
         return Values({**self.values, **{k: v for k, v in profile.items() if k not in self.given}}, self.given)
+
+
+def _anchored_default(item: Declared) -> Any:
+    kind, _ = _base_type(item.type)
+    if kind is Path and isinstance(item.default, Path):
+        return paths.anchored(item.default)
+    return item.default
 
 
 def resolve(classes: type | tuple[type, ...], args: argparse.Namespace | None = None,
@@ -234,7 +268,7 @@ def resolve(classes: type | tuple[type, ...], args: argparse.Namespace | None = 
         elif item.name in from_file:
             values[item.name] = parse_value(item, from_file[item.name], f"{config_file}: {item.name}")
         else:
-            values[item.name] = item.default
+            values[item.name] = _anchored_default(item)
             continue
         given.add(item.name)
     missing = [f"{i.flag} ({i.env})" for i in items if i.required and values[i.name] in (None, "")]

@@ -15,30 +15,42 @@ if TYPE_CHECKING:
     from modules.config import TrainingConfig
 
 # Written by a Tuner run (its best_hyperparameters.txt, copied verbatim); see README "Tuning".
+# The one source of the tuned values: HParams' defaults for the searched fields are read from it,
+# and tests/test_model.py checks that its stored search space is modules/tuner.py's.
 TUNED_HPARAMS_FILE = os.path.join(os.path.dirname(__file__), "tuned_hyperparameters.json")
+
+
+def _tuned_values() -> dict[str, Any]:
+    with open(TUNED_HPARAMS_FILE) as stream:
+        return json.load(stream)["values"]
+
+
+_TUNED = _tuned_values()
 
 
 @dataclass(frozen=True)
 class HParams:
-    """Model and training hyperparameters. Every value is a scalar so KerasTuner can search it."""
+    """Model and training hyperparameters. Every value is a scalar so KerasTuner can search it.
+    The searched ones default to the tuned values (tuned_hyperparameters.json), so HParams() is
+    what the Trainer trains with when nothing overrides them."""
 
-    base_filters: int = 32  # block i has base_filters * 2**i filters
-    num_blocks: int = 2
-    convs_per_block: int = 2
-    dense_units: int = 128
-    conv_dropout: float = 0.2
-    dense_dropout: float = 0.4
-    weight_decay: float = 1e-4
+    base_filters: int = _TUNED["base_filters"]  # block i has base_filters * 2**i filters
+    num_blocks: int = _TUNED["num_blocks"]
+    convs_per_block: int = _TUNED["convs_per_block"]
+    dense_units: int = _TUNED["dense_units"]
+    conv_dropout: float = _TUNED["conv_dropout"]
+    dense_dropout: float = _TUNED["dense_dropout"]
+    weight_decay: float = _TUNED["weight_decay"]
     bn_momentum: float = 0.9  # Keras' 0.99 lags behind fast-moving weights on short runs
-    learning_rate: float = 2e-3
+    learning_rate: float = _TUNED["learning_rate"]
     batch_size: int = 128
     # The training budget, not tuned: 24 epochs keep the full local pipeline under 20 minutes
     # on 2 CPU cores (Tuner trials are short; the winner trains for this full schedule).
     epochs: int = 24
     early_stopping_patience: int = 3
     augment: bool = True
-    max_shift: int = 2
-    flip: bool = True
+    max_shift: int = _TUNED["max_shift"]
+    flip: bool = _TUNED["flip"]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> HParams:
@@ -52,10 +64,8 @@ class HParams:
 
     @classmethod
     def tuned(cls, overrides: Mapping[str, Any] | None = None) -> HParams:
-        """The checked-in tuned values, then `overrides` on top."""
-        with open(TUNED_HPARAMS_FILE) as stream:
-            tuned = json.load(stream)["values"]
-        return cls.from_dict({**tuned, **(overrides or {})})
+        """The checked-in tuned values (the defaults), then `overrides` on top."""
+        return cls.from_dict(overrides)
 
     def replace(self, **changes: Any) -> HParams:
         return dataclasses.replace(self, **changes)

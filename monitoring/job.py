@@ -34,7 +34,7 @@ from typing import Any
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import schema_pb2
 
-from fmnist import outcomes
+from fmnist import files, outcomes
 from monitoring import live, metrics, page
 from monitoring.checks import CheckResult, check_window
 from monitoring.examples import served_examples
@@ -119,10 +119,9 @@ def previous_window(state_dir: str | os.PathLike) -> WindowSummary | None:
 
 
 def _write_summary(directory: str | os.PathLike, summary: WindowSummary) -> None:
-    path = Path(directory) / SUMMARY_FILE
-    partial = path.with_name(f".{SUMMARY_FILE}.tmp")
-    partial.write_text(json.dumps({k: v for k, v in asdict(summary).items() if k != "directory"}, indent=2))
-    os.replace(partial, path)  # a reader sees the old summary or the new one, never half of one
+    # A reader sees the old summary or the new one, never half of one.
+    with files.replaced_atomically(Path(directory) / SUMMARY_FILE) as stream:
+        stream.write(json.dumps({k: v for k, v in asdict(summary).items() if k != "directory"}, indent=2))
 
 
 def rejudge(recorded: list[WindowSummary], labels: Mapping[str, Any], thresholds: LiveThresholds,

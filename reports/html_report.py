@@ -13,9 +13,9 @@ import jinja2
 import numpy as np
 
 from fmnist import features
+from fmnist.files import replaced_atomically
 from reports import charts
 from reports.evaluation import OVERALL_METRICS, Evaluation, SplitEvaluation
-from reports.files import replaced_atomically
 from reports.misclassified import Predictions, explain_examples, predict_split
 from tfx_pipeline.config import BLESSING_SPLIT, REPORTED_SPLIT
 
@@ -122,7 +122,7 @@ def write_report(evaluation: Evaluation, out_path: str | os.PathLike, mistakes: 
 
 
 def write_page(text: str, out_path: str | os.PathLike) -> Path:
-    """Writes `text` to `out_path` atomically (reports.files.replaced_atomically)."""
+    """Writes `text` to `out_path` atomically (fmnist.files.replaced_atomically)."""
     with replaced_atomically(out_path) as stream:
         stream.write(text)
     return Path(out_path)

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 from fmnist import dataset, features
-from reports.files import replaced_atomically
+from fmnist.files import replaced_atomically
 from tfx_pipeline import metadata
 from tfx_pipeline.config import BULK_INFERRER_ID
 

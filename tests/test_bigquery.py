@@ -200,16 +200,15 @@ def test_cli_reads_csv_with_the_land_formats_and_takes_span_and_project(sample, 
 
 
 def test_cli_format_choices_are_those_of_fmnist_land(capsys):
-    parser = cli.build_parser()
-    assert parser.parse_args(["bq-load", ".", "--table", TABLE]).format == dataset.IDX
+    assert cli.resolved(["bq-load", ".", "--table", TABLE])[1]["format"] == dataset.IDX
     for kind in landing.SOURCE_KINDS:
-        assert parser.parse_args(["bq-load", ".", "--table", TABLE, "--format", kind]).format == kind
+        assert cli.resolved(["bq-load", ".", "--table", TABLE, "--format", kind])[1]["format"] == kind
     with pytest.raises(SystemExit):
-        parser.parse_args(["bq-load", ".", "--table", TABLE, "--format", "parquet"])
-    assert f"choose from {', '.join(map(repr, landing.SOURCE_KINDS))}" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        parser.parse_args(["bq-load", "."])  # --table is required
-    assert "--table" in capsys.readouterr().err
+        cli.build_parser().parse_args(["bq-load", ".", "--table", TABLE, "--format", "parquet"])
+    assert f"must be one of {', '.join(landing.SOURCE_KINDS)}" in capsys.readouterr().err
+    assert cli.main(["bq-load", "."]) == 2  # --table is required
+    assert capsys.readouterr().err == "error: missing --table (FMNIST_BQ_LOAD_TABLE): give a flag, a variable or a " \
+                                      "--config file entry\n"
 
 
 def test_cli_refuses_an_old_span_with_exit_2_and_one_line(sample_dir, fake_client, capsys):

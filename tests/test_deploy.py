@@ -222,7 +222,7 @@ def test_the_monitoring_job_runs_fmnist_monitor_on_the_logging_table_with_state_
     (container,) = task["containers"]
     assert container["image"].endswith("/fashion-mnist/fmnist:TAG")  # the project image's `serving` target
     parsed = build_parser().parse_args(container["args"])  # the flags exist and parse
-    assert parsed.handler is monitor.main
+    assert parsed.handler.handler is monitor.main
     args = settings.resolve(monitor.MonitorSettings, parsed, environ={}).build(monitor.MonitorSettings)
     assert args.requests is None and bigquery.check_table_id(args.bigquery_table.replace("PROJECT", "my-project"))
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}

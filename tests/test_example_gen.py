@@ -42,7 +42,7 @@ def test_example_carries_784_pixels_and_label(sample_dir):
 
 
 def test_train_and_eval_partition_the_official_train_split(sample_dir):
-    split = reg.read_split(str(sample_dir), "train", "idx")
+    split = reg.read_split_through_fileio(str(sample_dir), "train", "idx")
     rest = reg.select_rows(split.labels, "rest", 200, 42)
     holdout = reg.select_rows(split.labels, "holdout", 200, 42)
     assert len(rest) == 800 and len(holdout) == 200
@@ -53,7 +53,7 @@ def test_train_and_eval_partition_the_official_train_split(sample_dir):
 def test_a_missing_file_is_named(sample_dir, tmp_path):
     (tmp_path / dataset.IDX_FILES["train"][0]).write_bytes((sample_dir / dataset.IDX_FILES["train"][0]).read_bytes())
     with pytest.raises(dataset.DatasetError, match=r"train-labels-idx1-ubyte\.gz: missing"):
-        reg.read_split(str(tmp_path), "train", "idx")
+        reg.read_split_through_fileio(str(tmp_path), "train", "idx")
 
 
 def test_split_patterns_match_exactly_the_files_read(sample_dir):

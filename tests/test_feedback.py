@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from cli.main import main
-from fmnist import dataset, features, feedback, landing, request_ids
+from fmnist import dataset, features, feedback, files, landing, request_ids
 from serving.server import request_log
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC).timestamp()
@@ -172,7 +172,7 @@ def test_an_empty_file_and_a_missing_log_dir_are_refused(tmp_path, logs, capsys)
 def test_a_failed_write_leaves_no_file(tmp_path, logs, originals, monkeypatch):
     def fail(*_):
         raise OSError("disk full")
-    monkeypatch.setattr(feedback.os, "rename", fail)
+    monkeypatch.setattr(files.os, "replace", fail)  # the rename of fmnist.files.replaced_atomically
     rows = feedback.parse_label_file(_good_csv(tmp_path, originals))
     with pytest.raises(OSError, match="disk full"):
         feedback.store_labels(rows, "labels.csv", logs, {"a1": 3, "a2": 1, "c1": 2, "b1": 1})

@@ -1,10 +1,12 @@
 """Model construction and hyperparameter handling."""
 
+import json
+
 import numpy as np
 import pytest
 
 from fmnist import features
-from modules.model import HParams, build_model
+from modules.model import TUNED_HPARAMS_FILE, HParams, build_model
 
 
 def test_cnn_outputs_a_distribution_per_image():
@@ -44,9 +46,31 @@ def test_tuner_search_space_covers_the_architecture_and_every_choice_builds():
 
 
 def test_tuned_values_are_checked_in_and_overridable():
-    tuned = HParams.tuned()
-    assert tuned != HParams(), "tuned_hyperparameters.json should change something"
+    with open(TUNED_HPARAMS_FILE) as stream:
+        stored = json.load(stream)["values"]
+    # One truth: HParams' defaults are the stored tuned values, field for field.
+    assert {name: HParams().to_dict()[name] for name in stored} == stored
+    assert HParams.tuned() == HParams()
     assert HParams.tuned({"epochs": 2}).epochs == 2
+
+
+def _space(config: list[dict]) -> dict[str, tuple]:
+    """name -> (kind, choices) of a KerasTuner space config, the form the JSON stores."""
+    return {hp["config"]["name"]: (hp["class_name"], tuple(hp["config"].get("values", ())))
+            for hp in config}
+
+
+def test_the_stored_search_space_is_the_tuners_and_every_searched_value_is_stored():
+    from modules.tuner import search_space
+
+    with open(TUNED_HPARAMS_FILE) as stream:
+        stored = json.load(stream)
+    searched = _space(search_space().get_config()["space"])
+    assert _space(stored["space"]) == searched, "tuned_hyperparameters.json was tuned over another search space"
+    assert set(stored["values"]) == set(searched), "the tuned values must cover exactly the searched parameters"
+    for name, (kind, choices) in searched.items():
+        if kind == "Choice":
+            assert stored["values"][name] in choices, f"{name}: tuned value outside the searched choices"
 
 
 def test_hparams_round_trip_and_reject_unknown_names():

@@ -19,7 +19,7 @@ import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 
 from cli.main import main
-from fmnist import features
+from fmnist import features, paths
 from fmnist.dataset import read_split
 from serving.client.clients import ClientError, GrpcClient, RestClient
 from serving.protocol.model_config import read_model_config, single_model_config, write_model_config
@@ -396,7 +396,7 @@ def test_serve_options(tmp_path, monkeypatch, capsys):
 
     captured = []
     monkeypatch.setattr(serving.server.process, "serve", captured.append)
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(paths, "PROJECT_ROOT", tmp_path)  # where the default paths are anchored
     assert main(["serve", "--canary-traffic", "150"]) == 1
     assert capsys.readouterr().err == "error: --canary-traffic is a percent within 0..100, got 150\n"
     assert main(["serve", "--canary-traffic", "25"]) == 0
@@ -404,10 +404,11 @@ def test_serve_options(tmp_path, monkeypatch, capsys):
     assert main(["serve", "--shadow-traffic", "-1"]) == 1
     assert capsys.readouterr().err == "error: --shadow-traffic is a percent within 0..100, got -1\n"
     assert main(["serve", "--shadow-traffic", "10"]) == 0 and captured[-1].shadow_traffic == 10.0
-    os.makedirs(os.path.dirname(release.DEFAULT_CONFIG_FILE))
-    open(release.DEFAULT_CONFIG_FILE, "w").close()
+    release_file = tmp_path / release.DEFAULT_CONFIG_FILE
+    release_file.parent.mkdir(parents=True)
+    release_file.touch()
     assert main(["serve"]) == 0
-    assert captured[-1].model_config_file == release.DEFAULT_CONFIG_FILE  # the release config, once it exists
+    assert captured[-1].model_config_file == str(release_file)  # the release config, once it exists
     assert main(["serve", "--model-base-path", "elsewhere"]) == 0
     assert captured[-1].model_config_file is None  # an explicit base path wins over it
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google.protobuf import text_format
 
-from cli.main import build_parser, main
+from cli.main import main, resolved, serve_options
 from fmnist import features
 from serving.client.clients import ClientError, GrpcClient, RestClient
 from serving.server.process import RunningServer, ServerOptions, load_tls, ssl_config_class, tf_serving_command
@@ -131,7 +131,7 @@ def test_predict_cli_over_tls_uses_no_tensorflow_runtime(server, tls_files, pred
 
 # -- loopback by default ----------------------------------------------------------------------
 def test_the_default_host_is_loopback(server):
-    serve_defaults = build_parser().parse_args(["serve"])
+    serve_defaults = serve_options(resolved(["serve"])[1], {})
     assert ServerOptions().host == serve_defaults.host == "127.0.0.1"
     assert server.options.host == "127.0.0.1"
     assert server._socket.getsockname()[0] == "127.0.0.1"

@@ -4,6 +4,7 @@ variables and YAML keys, parsed by type, with flag > variable > file > default."
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -105,3 +106,24 @@ def test_a_profile_cannot_name_an_undeclared_setting():
     with pytest.raises(TypeError, match=r"undeclared settings \['epoch'\]"):
         values.with_defaults({"epoch": 3})
     assert set(local_runner.SAMPLE_PROFILE) <= set(values.values)
+
+
+def test_a_command_scope_a_field_alias_and_path_defaults_anchored_at_the_project_root(monkeypatch, tmp_path):
+    @dataclass(frozen=True)
+    class Command:
+        ENV_SCOPE: ClassVar[str] = "CMD_"
+
+        out_file: str | None = setting(None, "where", name="out")
+        data: Path = setting(Path("data/raw"), "input")
+        mode: str = setting("fast", "how", choices=("fast", "exact"))
+
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser, Command)
+    text = " ".join(parser.format_help().split())
+    assert "--out OUT" in text and "[FMNIST_CMD_OUT]" in text and "--mode {fast,exact}" in text
+    assert "(default: data/raw)" in text and "(default: fast)" in text
+    monkeypatch.setattr(settings.paths, "PROJECT_ROOT", tmp_path)
+    built = settings.resolve(Command, parser.parse_args([]), {"FMNIST_CMD_OUT": "x"}).build(Command)
+    assert (built.out_file, built.data) == ("x", tmp_path / "data/raw")  # a default: from the project root
+    given = settings.resolve(Command, parser.parse_args(["--data", "mine"]), {}).build(Command)
+    assert given.data == Path("mine")  # a given path: as given, from the current directory

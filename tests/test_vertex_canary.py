@@ -17,7 +17,7 @@ from google.api import distribution_pb2
 from google.cloud import aiplatform, bigquery, monitoring_v3
 from test_release import FakeEndpoint
 
-from cli.main import build_parser, main
+from cli.main import main, resolved
 from fmnist import features
 from fmnist.dataset import read_split
 from serving.release import canary_analysis as analysis
@@ -273,12 +273,12 @@ def test_the_canary_job_runs_release_auto_on_the_endpoint_with_its_history_on_th
     assert task["maxRetries"] == 0 and task["serviceAccountName"].startswith("fmnist-canary@")
     (container,) = task["containers"]
     assert container["image"].endswith("/fashion-mnist/fmnist:TAG")
-    args = build_parser().parse_args(container["args"])  # the flags exist and parse
-    assert (args.handler, args.action) == (release.run, "auto")
-    assert vertex_canary.endpoint_parts(args.vertex_endpoint) == ("PROJECT", "ENDPOINT_ID")
-    assert tables.check_table_id(args.bigquery_table.replace("PROJECT", "my-project"))
-    assert task["timeoutSeconds"] > args.bake_seconds  # the execution outlives the bake
+    parsed, args = resolved(container["args"], environ={})  # the flags exist and parse
+    assert (parsed.handler.handler, parsed.action) == (release.run, "auto")
+    assert vertex_canary.endpoint_parts(args["vertex_endpoint"]) == ("PROJECT", "ENDPOINT_ID")
+    assert tables.check_table_id(args["bigquery_table"].replace("PROJECT", "my-project"))
+    assert task["timeoutSeconds"] > args["bake_seconds"]  # the execution outlives the bake
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     (volume,) = task["volumes"]
     assert volume["csi"]["driver"] == "gcsfuse.run.googleapis.com"
-    assert args.history.startswith(mounts[volume["name"]] + "/")
+    assert args["history"].startswith(mounts[volume["name"]] + "/")

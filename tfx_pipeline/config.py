@@ -8,17 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmnist import bigquery, dataset
+from fmnist import bigquery, dataset, paths
 from fmnist.features import MAX_WARMUP_RECORDS
 from fmnist.settings import SettingsError, setting
 from modules.config import TrainingConfig
 
-PIPELINE_NAME = "fashion-mnist"
+PIPELINE_NAME = paths.PIPELINE_NAME
 # The curated schema in a checkout (or the image's workdir); light to import for its users, such
 # as `fmnist monitor`, which need the file but not the pipeline.
 SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema")
 SCHEMA_FILE = "schema.pbtxt"
-METADATA_FILE = "metadata.sqlite"  # the local runner's ML Metadata store, beside pipeline_root
+METADATA_FILE = paths.METADATA_FILE  # the local runner's ML Metadata store, beside pipeline_root
 
 # Module paths, not files: the code is installed (locally with `pip install -e .`, on Vertex
 # baked into the image), so nothing is packaged into the pipeline root at compile time.

@@ -45,8 +45,3 @@ def bad_request(message: str) -> ServingError:
 def not_found(message: str) -> ServingError:
     return ServingError(message, HTTPStatus.NOT_FOUND)
 
-
-def one_line(err: BaseException | str) -> str:
-    """The error's text on one line: log lines and CLI errors must not span lines, and protobuf's
-    parse errors and TF's load errors do."""
-    return " ".join(str(err).split())

@@ -7,14 +7,13 @@ config protos are plain protobuf modules.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from serving.protocol.errors import one_line
+from fmnist import files
+from fmnist.errors import one_line
 
 
 def read_model_config(path: str) -> model_server_config_pb2.ModelServerConfig:
@@ -43,28 +42,7 @@ def single_model_config(name: str, base_path: str, labels: dict[str, int] | None
 
 
 def write_model_config(config: model_server_config_pb2.ModelServerConfig, path: str) -> None:
-    """Replaces `path` atomically: a temp file in the same directory, fsynced, renamed over it, so
-    a server polling the file never reads half of one. Keeps the old file's permission bits."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644  # mkstemp's 0600 would lock out a server running as another user
-    handle, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text_format.MessageToString(config))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    # The rename itself must survive a crash too.
-    directory_handle = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(directory_handle)
-    finally:
-        os.close(directory_handle)
+    """Replaces `path` atomically and durably (fmnist.files), so a server polling the file never
+    reads half of one and the rename survives a crash. Keeps the old file's permission bits."""
+    with files.replaced_atomically(path, mode=files.KEEP_MODE, durable=True) as stream:
+        stream.write(text_format.MessageToString(config))

@@ -37,11 +37,12 @@ from typing import Any, Final, Protocol
 
 import numpy as np
 
-from fmnist import features
+from fmnist import features, paths
+from fmnist.errors import one_line
 from serving.protocol.names import PROMETHEUS_PATH, REQUESTS
 
 # Where the local runner writes the release config, beside its push directory (serving_model/).
-DEFAULT_CONFIG_FILE: Final = "outputs/fashion-mnist/models.config"
+DEFAULT_CONFIG_FILE: Final = str(paths.DEFAULT_MODELS_CONFIG)
 STABLE, CANARY = features.STABLE_LABEL, features.CANARY_LABEL
 HISTORY_FILE: Final = "release_history.jsonl"  # beside the model config
 # What start_canary does when a canary is already running: the newer version replaces it (the older
@@ -218,7 +219,7 @@ class FileRelease:
         try:
             config = read_model_config(self.config_file)
         except (OSError, ValueError) as err:
-            raise ReleaseError(" ".join(str(err).split())) from None
+            raise ReleaseError(one_line(err)) from None
         models = {m.name: m for m in config.model_config_list.config}
         name = self.model_name or (next(iter(models)) if len(models) == 1 else features.MODEL_NAME)
         if name not in models:

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from tensorflow_serving.config import model_server_config_pb2
 
 from fmnist import features
+from fmnist.errors import one_line
 from serving.protocol import protos
-from serving.protocol.errors import not_found, one_line
+from serving.protocol.errors import not_found
 
 log = logging.getLogger(__name__)
 # Through serving.protocol.protos, so importing the manager (rest.py's State, option checks) never

@@ -17,51 +17,80 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from functools import cache
+from typing import ClassVar
 
-from fmnist import features
+from fmnist import features, paths
+from fmnist.paths import TF_SERVING_BINARY
+from fmnist.settings import setting
 
 log = logging.getLogger(__name__)
-TF_SERVING_BINARY = "tensorflow_model_server"
+TF_SERVING_CHOICES = ("auto", "yes", "no")
 
 
 @dataclass(frozen=True)
 class ServerOptions:
-    model_name: str = features.MODEL_NAME
-    base_path: str = "outputs/fashion-mnist/serving_model"
-    model_config_file: str | None = None  # TF Serving text proto; overrides model_name/base_path
-    version_labels: dict[str, int] = field(default_factory=dict)
-    # Percent (0-100) of requests without version or label sent to the `canary` label when there is
-    # one (the rest go to `stable`). This project's server only: tensorflow_model_server has no share.
-    canary_traffic: float = 0.0
-    # Percent (0-100) of the requests routed to `stable` (no version or label) that also run on the
-    # `canary`, off the request path, to compare their answers (serving/server/shadow.py); beyond
-    # shadow_queue_size waiting, they are dropped and counted. This project's server only.
-    shadow_traffic: float = 0.0
+    """`fmnist serve`'s settings (flags, FMNIST_SERVE_* variables, --config YAML: fmnist.settings)
+    and what RunningServer and tensorflow_model_server are started with. Declared once, here."""
+
+    ENV_SCOPE: ClassVar[str] = "SERVE_"
+
+    model_name: str = setting(features.MODEL_NAME, "the model's name in request paths")
+    base_path: str = setting(str(paths.DEFAULT_SERVING_MODEL_DIR), "the Pusher's directory of numbered versions",
+                             name="model_base_path")
+    model_config_file: str | None = setting(
+        None, "TF Serving model config (text proto: several models, version policy, labels); overrides "
+              "--model-name/--model-base-path and is re-read when it changes (default: "
+              f"{paths.DEFAULT_MODELS_CONFIG} when it exists and neither --model-base-path nor --label is given)")
+    version_labels: dict[str, int] = field(default_factory=dict)  # --label LABEL=VERSION, repeated
+    # tensorflow_model_server has no traffic share: these two are this project's server only.
+    canary_traffic: float = setting(0.0, "percent (0-100) of requests without version or label sent to the "
+                                         "'canary' label (the rest go to 'stable'); this project's server only")
+    shadow_traffic: float = setting(0.0, "percent (0-100) of the requests answered by 'stable' (no version or "
+                                         "label) also run on the 'canary' in the background, to compare their "
+                                         "answers for `fmnist release analyze`; the client gets stable's answer "
+                                         "(this project's server only)")
+    # Beyond this many shadow requests waiting, more are dropped and counted (serving/server/shadow.py).
     shadow_queue_size: int = 256
     # Loopback unless told otherwise: exposing the server is a decision (host="0.0.0.0").
-    host: str = "127.0.0.1"
-    rest_port: int = 8501
-    grpc_port: int = 8500
-    poll_seconds: float = 2.0
-    max_batch_size: int = 64
-    batch_timeout_ms: float = 0.0
-    max_request_bytes: int = 8 << 20  # REST body and gRPC message (both directions)
-    max_request_instances: int = 1024  # rows per Predict/Classify, on both transports
+    host: str = setting("127.0.0.1", "interface to listen on (127.0.0.1: this machine only; 0.0.0.0 exposes it "
+                                     "on every interface)")
+    rest_port: int = setting(8501, "REST API port (0: a free one)")
+    grpc_port: int = setting(8500, "gRPC API port (0: a free one)")
+    poll_seconds: float = setting(2.0, "how often the base path is scanned for new versions, seconds")
+    max_batch_size: int = setting(64, "most instances batched into one model call")
+    batch_timeout_ms: float = setting(0.0, "how long a batch waits for more requests, ms (0: take what is queued)")
+    max_request_bytes: int = setting(8 << 20, "largest REST body / gRPC message, both directions "
+                                              "(413 / RESOURCE_EXHAUSTED beyond)")
+    max_request_instances: int = setting(1024, "most instances in one :predict/:classify, on both transports "
+                                               "(400 / INVALID_ARGUMENT beyond)")
     # PEM files, both or neither: REST becomes https and gRPC TLS-only (load_tls checks them).
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    use_tf_serving: bool | None = None  # None: whenever the binary is on PATH
+    tls_cert_file: str | None = setting(None, "PEM certificate chain: REST serves https and gRPC TLS (needs "
+                                              "--tls-key); tensorflow_model_server gets it for gRPC only",
+                                        name="tls_cert")
+    tls_key_file: str | None = setting(None, "PEM private key of --tls-cert (unencrypted)", name="tls_key")
+    tf_serving: str = setting("auto", "run tensorflow_model_server (auto: when it is on PATH)",
+                              choices=TF_SERVING_CHOICES)
     # Request logging (serving/server/request_log.py), this project's server only: a `log_sampling` share
     # of answered Predict/Classify calls as PredictionLog TFRecords in this directory (None: off).
-    log_requests_dir: str | None = None
-    log_sampling: float = 1.0
-    log_max_bytes: int = 64 << 20  # a file is closed (and a new one begun) at this size ...
-    log_max_seconds: float = 3600.0  # ... or this age
+    log_requests_dir: str | None = setting(None, "log sampled Predict/Classify requests and responses as "
+                                                 "PredictionLog TFRecords in this directory (this project's "
+                                                 "server only)", name="log_requests")
+    log_sampling: float = setting(1.0, "with --log-requests: share of requests logged, within 0..1")
+    log_max_bytes: int = setting(64 << 20, "with --log-requests: start a new log file past this size")
+    log_max_seconds: float = setting(3600.0, "with --log-requests: start a new log file past this age, seconds")
     log_queue_size: int = 1024  # records waiting for the writer; beyond, they are dropped and counted
-    log_retention_days: float = 0.0  # > 0: closed log files older than this are deleted (0: kept forever)
+    log_retention_days: float = setting(0.0, "with --log-requests: delete closed log files opened more than this "
+                                             "many days ago, at start and at each rotation (0: keep forever)")
     # Request ids on every Predict/Classify answer and in the request log (fmnist/request_ids.py).
     # Off only to measure what they cost (benchmarks/request_ids.py): labels cannot be joined without.
-    request_ids: bool = True
+    request_ids: bool = setting(True, "answer every :predict/:classify with a request id (X-Request-Id header, "
+                                      "x-request-id gRPC trailing metadata) and log it; --no-request-ids only to "
+                                      "measure their cost (this project's server only)")
+
+    @property
+    def use_tf_serving(self) -> bool | None:
+        """True/False as --tf-serving says; None (auto): whenever the binary is on PATH."""
+        return {"auto": None, "yes": True, "no": False}[self.tf_serving]
 
 
 @dataclass(frozen=True)
@@ -323,7 +352,7 @@ def tf_serving_command(options: ServerOptions, workdir: str) -> list[str]:
 
 def serve(options: ServerOptions) -> None:
     """`fmnist serve`: never returns while serving. With tensorflow_model_server on PATH (or
-    use_tf_serving=True) the process is replaced by it (os.execvp); otherwise this package's
+    tf_serving="yes") the process is replaced by it (os.execvp); otherwise this package's
     server runs in the foreground until SIGTERM/SIGINT, then returns after a graceful stop."""
     _check_request_log(options)
     use_tf_serving = options.use_tf_serving

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fmnist.errors import one_line
 from serving.server.prometheus import ServingMetrics, predicted_classes
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ class ShadowMirror:
                 classes = self._classes(shadow, self._prepare(shadow), len(shadow.stable_classes))
             except Exception as err:  # any failure is the canary's, counted; the client has its answer
                 log.warning("shadow request on %s version %d failed: %s", shadow.model, shadow.canary.version,
-                            " ".join(str(err).split()))
+                            one_line(err))
                 key = (shadow.model, str(shadow.stable_version), str(shadow.canary.version))
                 self.metrics.shadow_requests.labels(*key).inc()
                 self.metrics.shadow_errors.labels(*key).inc()

@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from tensorflow_serving.apis import prediction_log_pb2
 
 from fmnist import features
-from serving.protocol.errors import one_line
+from fmnist.errors import one_line
 from serving.server.batching import Batcher
 from serving.server.grpc_service import PredictionServicer
 from serving.server.prometheus import ServingMetrics

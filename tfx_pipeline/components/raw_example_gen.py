@@ -65,7 +65,7 @@ def to_tf_example(image: np.ndarray | Sequence[int], label: int | None = None,
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def read_split(input_base: str, split: str, input_format: str) -> dataset.RawSplit:
+def read_split_through_fileio(input_base: str, split: str, input_format: str) -> dataset.RawSplit:
     """Reads one official split through TFX's filesystem layer (local paths or gs://)."""
     return dataset.read_split(input_base, split, input_format,
                               open_fn=lambda path: fileio.open(path, "rb"), exists_fn=fileio.exists)
@@ -257,7 +257,7 @@ def _whole_split_examples(directory: str, source: str, input_format: str, role: 
         for image, image_id in zip(unlabelled.images, unlabelled.ids, strict=True):
             yield to_tf_example(image, example_id=image_id).SerializeToString()
         return
-    split = read_split(directory, source, input_format)
+    split = read_split_through_fileio(directory, source, input_format)
     for row in select_rows(split.labels, role, holdout, seed):
         yield to_tf_example(split.images[row], int(split.labels[row])).SerializeToString()
 

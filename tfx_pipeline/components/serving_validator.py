@@ -24,6 +24,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types import standard_artifacts
 from tfx.utils import io_utils, path_utils
 
+from fmnist.errors import first_line
 from modules.inference import read_examples
 from tfx_pipeline.serving_validation import checks, requests, server_process
 
@@ -36,18 +37,13 @@ NOT_EVALUATED = "not validated: the model was not blessed (eval hold-out and gol
 _FAILURES = (server_process.ServerStartError, checks.ServingCheckError, OSError, ValueError, tf.errors.OpError)
 
 
-def _one_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
 def _validate(model_dir: str, images, num_requests: int, p99_budget_ms: float, load_timeout_s: float,
               tolerance: float, log_path: str) -> dict:
     with server_process.model_server(model_dir, load_timeout_s, log_path) as endpoints:
         try:
             reference = checks.Reference(model_dir)
         except Exception as err:  # served, but TF cannot load it here: not a model we can vouch for
-            raise checks.ServingCheckError(f"the model does not load in-process: {_one_line(err)}") from None
+            raise checks.ServingCheckError(f"the model does not load in-process: {first_line(err)}") from None
         timings = checks.check_served(endpoints, reference, requests.build_requests(images, num_requests),
                                       tolerance, p99_budget_ms)
     return {"server": endpoints.kind, "load_seconds": round(endpoints.load_seconds, 2),
@@ -82,7 +78,7 @@ def ServingValidator(
                                os.path.join(blessing.uri, SERVER_LOG))
             reason = ""
         except _FAILURES as err:
-            reason = _one_line(err)
+            reason = first_line(err)
             if tf.io.gfile.exists(stamped):
                 tf.io.gfile.rmtree(stamped)
     blessed = not reason

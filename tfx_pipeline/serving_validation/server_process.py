@@ -26,8 +26,8 @@ from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from fmnist import features
+from fmnist.paths import TF_SERVING_BINARY
 
-TF_SERVING_BINARY = "tensorflow_model_server"
 PROJECT_SERVER = "project server (fmnist serve)"
 VERSION = 1
 _State = get_model_status_pb2.ModelVersionStatus.State
