@@ -33,6 +33,8 @@ def payload_rows(payload: Any, key: str) -> list:
     for item in items:
         value = _loads(item) if isinstance(item, str) else item
         if isinstance(value, dict) and key in value:
+            if not isinstance(value[key], list):  # found by fuzzing: {"instances": 1} was a TypeError
+                raise bad_request(f'logged "{key}" must be a list, got {type(value[key]).__name__}')
             rows.extend(value[key])
         else:
             rows.append(value)

@@ -334,10 +334,11 @@ def test_a_settings_file_or_variable_is_read_or_refused_in_one_line_naming_it(tm
         _one_line(str(err), item.env)
 
 
-@pytest.mark.parametrize("data", [b"\xff\xfe steps: 1", b"[" * 5000, b"a: [\n  b: c"])
+@pytest.mark.parametrize("data", [b"\xff\xfe steps: 1", b"[" * 5000, b"a: [\n  b: c", b"steps: " + b"9" * 5000])
 def test_an_unreadable_settings_file_is_one_line_naming_it(tmp_path, data):
-    # Found by fuzzing: non-UTF-8 bytes (UnicodeDecodeError) and deep nesting (RecursionError) were
-    # tracebacks; PyYAML's own errors were several lines.
+    # Found by fuzzing: non-UTF-8 bytes (UnicodeDecodeError), deep nesting (RecursionError) and a
+    # 5,000-digit integer (ValueError in PyYAML's int()) were tracebacks; PyYAML's errors were
+    # several lines.
     path = tmp_path / "settings.yaml"
     path.write_bytes(data)
     with pytest.raises(SettingsError) as refused:
@@ -387,10 +388,22 @@ def test_a_logged_payload_is_parsed_or_refused_without_recursing(depth, opener, 
     try:
         vertex_rows.payload_rows(text, "instances")
     except ServingError as err:
-        assert depth > MAX_JSON_DEPTH and err.message == (f"logged payload nested {depth + inside.count('[')} levels "
-                                                          f"deep; at most {MAX_JSON_DEPTH} are accepted")
+        nested = depth + inside.count("[")
+        if nested > MAX_JSON_DEPTH:
+            assert err.message == f"logged payload nested {nested} levels deep; at most {MAX_JSON_DEPTH} are accepted"
+        else:
+            assert err.message.startswith('logged "instances" must be a list'), err.message
     except ValueError:  # json.JSONDecodeError: `{"a":` with nothing inside
         assert not inside
+
+
+@pytest.mark.parametrize("payload", ['{"instances": 1}', '{"instances": {"a": 1}}', '{"instances": null}'])
+def test_logged_instances_that_are_not_a_list_are_a_serving_error(payload):
+    # Found by fuzzing (make fuzz): {"instances": 1} was a TypeError, which the Vertex canary
+    # analysis does not catch: a traceback instead of a line naming the row.
+    with pytest.raises(ServingError) as refused:
+        vertex_rows.payload_rows(payload, "instances")
+    assert refused.value.message.startswith('logged "instances" must be a list, got ')
 
 
 def test_a_deeply_nested_logged_payload_is_a_serving_error():
