@@ -95,7 +95,7 @@ def serialize_examples(examples: list[tf.train.Example]) -> np.ndarray:
 # the server allocate terabytes.
 MAX_TENSOR_ELEMENTS = 1 << 22
 # Handles, not values: tf.make_ndarray has no numpy type for them (a KeyError).
-_UNSENDABLE = {types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT}
+_UNSENDABLE = {types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT, types_pb2.DT_RESOURCE_REF, types_pb2.DT_VARIANT_REF}
 
 
 def _check_tensor(tensor) -> None:

@@ -200,9 +200,11 @@ def _refusal(predict, tensor: tensor_pb2.TensorProto) -> grpc.RpcError:
     return raised.value
 
 
-@pytest.mark.parametrize("dtype", [types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT])
+@pytest.mark.parametrize("dtype", [types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT, types_pb2.DT_RESOURCE_REF,
+                                   types_pb2.DT_VARIANT_REF])
 def test_a_resource_or_variant_tensor_is_invalid_argument(predict, image, dtype):
-    # Found by fuzzing: tf.make_ndarray raised KeyError for these dtypes, an INTERNAL status.
+    # Found by fuzzing (the _REF ones by `make fuzz`): tf.make_ndarray raised KeyError for these
+    # dtypes, an INTERNAL status.
     tensor = tensor_pb2.TensorProto(dtype=dtype)
     tensor.tensor_shape.dim.add(size=1)
     err = _refusal(predict, tensor)
@@ -234,3 +236,21 @@ def test_the_element_bound_lets_a_full_request_through():
     too_many.tensor_shape.dim.add(size=MAX_TENSOR_ELEMENTS + 1)
     with pytest.raises(ServingError, match="at most"):
         arrays_from_protos({"x": too_many})
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("name", "a\nb", "Servable not found for request: unknown model 'a\\nb' (serving: fashion_mnist)"),
+    ("version_label", "x\ny", "model 'fashion_mnist' has no version label 'x\\ny' (labels: none)"),
+    ("signature_name", "s\nt", "model 'fashion_mnist' version 1 has no signature 's\\nt'; available: "),
+])
+def test_a_name_with_a_newline_is_quoted_in_a_one_line_refusal(predict, image, field, value, message):
+    # Found by `make fuzz`: a model name of "\n" made the NOT_FOUND message two lines.
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = MODEL
+    setattr(request.model_spec, field, value)
+    request.inputs[features.IMAGES_INPUT].CopyFrom(tf.make_tensor_proto(image))
+    with pytest.raises(grpc.RpcError) as raised:
+        predict.Predict(request, timeout=TIMEOUT)
+    assert raised.value.code() in CLIENT_ERRORS
+    assert raised.value.details().startswith(message) and "\n" not in raised.value.details()
+    _still_serves(predict, image)
