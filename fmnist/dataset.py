@@ -195,12 +195,29 @@ def read_csv_split(stream: BinaryIO, source: str) -> RawSplit:
         try:
             rows.append([int(value) for value in row])
         except ValueError:
-            bad = next(v for v in row if not v.strip().lstrip("-").isdigit())
-            raise DatasetError(f"{source}:{line_number}: non-integer value {bad!r}") from None
+            raise DatasetError(f"{source}:{line_number}: non-integer value {_not_an_int(row)!r}") from None
     if not rows:
         raise DatasetError(f"{source}: no data rows")
-    table = np.asarray(rows, dtype=np.int64)
+    try:
+        table = np.asarray(rows, dtype=np.int64)
+    except OverflowError:  # found by fuzzing: a 20-digit pixel was a traceback, not a line
+        row = next(i for i, values in enumerate(rows) if not all(_INT64_MIN <= v <= _INT64_MAX for v in values))
+        value = next(v for v in rows[row] if not _INT64_MIN <= v <= _INT64_MAX)
+        raise DatasetError(f"{source}:{lines[row]}: value {value} is outside the 64-bit integer range") from None
     return RawSplit(images=table[:, 1:], labels=table[:, 0], source=source, lines=np.asarray(lines))
+
+
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+
+def _not_an_int(cells: list[str]) -> str:
+    """The first cell int() refuses (by int() itself: "--5" or "²" look like digits to str methods)."""
+    for cell in cells:
+        try:
+            int(cell)
+        except ValueError:
+            return cell
+    raise AssertionError("every cell is an integer")  # only called after int() refused one
 
 
 def _parse_csv_fast(data: bytes, source: str) -> RawSplit | None:
@@ -217,7 +234,9 @@ def _parse_csv_fast(data: bytes, source: str) -> RawSplit | None:
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
-    if table.column_names != CSV_HEADER or table.num_rows == 0:
+    # An empty cell is a null, which to_numpy would turn into NaN cast to int64 (found by fuzzing:
+    # refused as "pixelN = -9223372036854775808"): the slow reader names it as the empty cell it is.
+    if table.column_names != CSV_HEADER or table.num_rows == 0 or any(c.null_count for c in table.columns):
         return None
     values = table.combine_chunks().to_pandas().to_numpy(dtype=np.int64)
     if b"\n\n" in data or b"\n\r\n" in data:  # blank lines (skipped) shift rows against file lines

@@ -76,13 +76,18 @@ def parse_time(text: str) -> float | None:
     if not text:
         return None
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp()
+    # Found by fuzzing: inf, nan or year 0 in UTC passed here and failed as a traceback when stored.
+    try:
+        datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise ValueError(f"{text!r} is not a time within the years 1..9999 UTC") from None
+    return seconds
 
 
 def read_labels(log_dir: str | os.PathLike) -> dict[str, Label]:

@@ -196,8 +196,12 @@ def read_file(path: Path) -> dict[str, Any]:
 
     try:
         loaded = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise SettingsError(f"{path}: cannot read the settings file ({err})") from None
+    # ValueError: not UTF-8, or (found by fuzzing) an integer of over 4,300 digits in PyYAML's int()
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        # YAML errors span lines (the problem, then where): an error is one line
+        raise SettingsError(f"{path}: cannot read the settings file ({' '.join(str(err).split())})") from None
+    except RecursionError:  # found by fuzzing: PyYAML recurses per level of `[[[...`
+        raise SettingsError(f"{path}: cannot read the settings file (nested too deep)") from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):

@@ -19,8 +19,12 @@ from fmnist.errors import one_line
 def read_model_config(path: str) -> model_server_config_pb2.ModelServerConfig:
     """The ModelServerConfig text proto at `path`. Raises OSError if it cannot be read, ValueError
     (one line, naming the file) if it is not a ModelServerConfig or lists no model."""
-    with open(path) as stream:
-        text = stream.read()
+    with open(path, "rb") as stream:
+        data = stream.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:  # found by fuzzing: the error did not name the file
+        raise ValueError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
         config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
     except text_format.ParseError as err:

@@ -6,7 +6,34 @@ from __future__ import annotations
 
 import base64
 
+import numpy as np
+
 from serving.protocol.errors import bad_request
+
+# Deepest nesting of arrays and objects a request body may have. The deepest body the protocol
+# needs is {"inputs": {"images": [[[[...]]]]}} (6); Python's json recurses per level and raised
+# RecursionError (an HTTP 500) at about a thousand.
+MAX_JSON_DEPTH = 32
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+_NESTING = np.zeros(256, dtype=np.int8)  # +1 opens an array/object, -1 closes one
+_NESTING[list(b"[{")], _NESTING[list(b"]}")] = 1, -1
+
+
+def json_depth(body: bytes) -> int:
+    """The deepest nesting of arrays/objects in `body`, brackets inside strings not counted; a
+    vectorized pass (about 20 ms a megabyte). Exact for valid JSON; for invalid JSON, a value
+    json.loads refuses anyway."""
+    data = np.frombuffer(body, dtype=np.uint8)
+    quote = data == _QUOTE
+    if b"\\" in body:  # a quote is escaped when an odd run of backslashes precedes it
+        backslash = data == _BACKSLASH
+        runs = np.cumsum(backslash, dtype=np.int64)
+        runs -= np.maximum.accumulate(np.where(backslash, 0, runs))  # the run ending at each byte
+        quote[1:] &= (runs[:-1] % 2) == 0
+    inside = (np.cumsum(quote, dtype=np.int64) - quote) % 2 == 1  # within a string, its closing quote included
+    step = _NESTING[data].astype(np.int64)
+    step[inside] = 0
+    return int(np.cumsum(step).max(initial=0))
 
 
 def decode_b64(value):

@@ -12,7 +12,17 @@ from typing import Any
 import numpy as np
 
 from fmnist import features
-from serving.protocol.predict_body import parse_predict_request
+from serving.protocol.errors import bad_request
+from serving.protocol.predict_body import MAX_JSON_DEPTH, json_depth, parse_predict_request
+
+
+def _loads(text: str) -> Any:
+    # Logged payloads are what clients sent: the REST door's depth bound applies before json.loads
+    # recurses (a RecursionError at about a thousand levels).
+    depth = json_depth(text.encode())
+    if depth > MAX_JSON_DEPTH:
+        raise bad_request(f"logged payload nested {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
+    return json.loads(text)
 
 
 def payload_rows(payload: Any, key: str) -> list:
@@ -21,8 +31,10 @@ def payload_rows(payload: Any, key: str) -> list:
     items = [payload] if isinstance(payload, str | dict) else list(payload or [])
     rows: list = []
     for item in items:
-        value = json.loads(item) if isinstance(item, str) else item
+        value = _loads(item) if isinstance(item, str) else item
         if isinstance(value, dict) and key in value:
+            if not isinstance(value[key], list):  # found by fuzzing: {"instances": 1} was a TypeError
+                raise bad_request(f'logged "{key}" must be a list, got {type(value[key]).__name__}')
             rows.extend(value[key])
         else:
             rows.append(value)

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import base64
+import math
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import types_pb2
 
 from fmnist import features
 from serving.protocol.errors import bad_request
@@ -91,7 +93,30 @@ def serialize_examples(examples: list[tf.train.Example]) -> np.ndarray:
 
 
 # -- gRPC --------------------------------------------------------------------------------------
+# The most elements one TensorProto may declare: as many float32 as a 16 MiB message (the default
+# gRPC limit) carries, far above a full request (1024 images of 784). tf.make_ndarray fills the
+# declared shape from however few values were sent, so without it a 20-byte request could make
+# the server allocate terabytes.
+MAX_TENSOR_ELEMENTS = 1 << 22
+# Handles, not values: tf.make_ndarray has no numpy type for them (a KeyError).
+_UNSENDABLE = {types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT, types_pb2.DT_RESOURCE_REF, types_pb2.DT_VARIANT_REF}
+
+
+def _check_tensor(tensor) -> None:
+    if tensor.dtype in _UNSENDABLE:
+        raise bad_request(f"malformed TensorProto: dtype {types_pb2.DataType.Name(tensor.dtype)} cannot be sent "
+                          "as a value")
+    dims = [d.size for d in tensor.tensor_shape.dim]
+    elements = math.prod(dims)  # Python ints: no overflow however large the dims
+    if elements > MAX_TENSOR_ELEMENTS:
+        raise bad_request(f"malformed TensorProto: shape {dims} has {elements} elements; at most "
+                          f"{MAX_TENSOR_ELEMENTS} are accepted")
+
+
 def arrays_from_protos(protos) -> dict[str, np.ndarray]:
+    """{input name: array} of a request's TensorProtos; a malformed or oversized one raises a 400."""
+    for tensor in protos.values():
+        _check_tensor(tensor)
     try:
         return {k: tf.make_ndarray(v) for k, v in protos.items()}
     except (TypeError, ValueError) as err:

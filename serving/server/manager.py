@@ -260,13 +260,13 @@ class ModelManager:
 
     def _known(self, name: str) -> None:
         if name not in self._models:
-            raise not_found(f"Servable not found for request: unknown model '{name}' "
+            raise not_found(f"Servable not found for request: unknown model {name!r} "
                             f"(serving: {', '.join(sorted(self._models)) or 'none'})")
 
     def _label_version(self, name: str, label: str) -> int:
         labels = self._labels.get(name, {})
         if label not in labels:
-            raise not_found(f"model '{name}' has no version label '{label}' "
+            raise not_found(f"model {name!r} has no version label {label!r} "
                             f"(labels: {', '.join(sorted(labels)) or 'none'})")
         return labels[label]
 
@@ -287,9 +287,9 @@ class ModelManager:
             elif version is None:
                 version = self._route(self._labels.get(name, {}), available)
                 if version is None:
-                    raise not_found(f"model '{name}' has no version available yet")
+                    raise not_found(f"model {name!r} has no version available yet")
             if version not in available:
-                raise not_found(f"model '{name}' version {version} is not available "
+                raise not_found(f"model {name!r} version {version} is not available "
                                 f"(available: {', '.join(map(str, sorted(available))) or 'none'})")
             return available[version].servable
 
@@ -326,13 +326,13 @@ class ModelManager:
         Raises a NOT_FOUND ServingError for an unknown model, label or version."""
         with self._lock:
             if name not in self._models:
-                raise not_found(f"unknown model '{name}'")
+                raise not_found(f"unknown model {name!r}")
             if label is not None:
                 version = self._label_version(name, label)
             versions = self._versions.get(name, {})
             if version is not None:
                 if version not in versions:
-                    raise not_found(f"model '{name}' has no version {version}")
+                    raise not_found(f"model {name!r} has no version {version}")
                 versions = {version: versions[version]}
             return [(v, s.state, s.error) for v, s in sorted(versions.items())]
 

@@ -286,6 +286,7 @@ def read_request_logs(directory: str, start: datetime | float | None = None,
     [start, end) (datetimes or epoch seconds; None: unbounded), oldest file first. Files still
     being written (.tmp) are skipped. An unreadable record raises tf.errors.OpError."""
     import tensorflow as tf
+    from google.protobuf.message import DecodeError
     from tensorflow_serving.apis import prediction_log_pb2
 
     low, high = _timestamp(start), _timestamp(end)
@@ -295,11 +296,21 @@ def read_request_logs(directory: str, start: datetime | float | None = None,
             return  # this file and every later one began after the window (record stamps are >= open time)
         # Not warmup.read_logs: that one caps the count at TF Serving's warmup limit and rejects kinds.
         # Batched: one eager iterator step per record cost more than parsing the record.
-        for record in (r for batch in tf.data.TFRecordDataset(path).batch(_READ_BATCH) for r in batch.numpy()):
-            logged = prediction_log_pb2.PredictionLog.FromString(record)
-            stamp_secs = logged.log_metadata.timestamp_secs
-            if (low is None or stamp_secs >= int(low)) and (high is None or stamp_secs < high):
-                yield logged
+        # Found by fuzzing: a record that is not a PredictionLog was a DecodeError traceback, and
+        # a corrupt one an error without the file's name. Both now name it, as an OpError.
+        index = -1
+        try:
+            for record in (r for batch in tf.data.TFRecordDataset(path).batch(_READ_BATCH) for r in batch.numpy()):
+                index += 1
+                logged = prediction_log_pb2.PredictionLog.FromString(record)
+                stamp_secs = logged.log_metadata.timestamp_secs
+                if (low is None or stamp_secs >= int(low)) and (high is None or stamp_secs < high):
+                    yield logged
+        except DecodeError as err:
+            raise tf.errors.DataLossError(None, None,
+                                          f"{path}: record {index} is not a PredictionLog ({err})") from None
+        except tf.errors.OpError as err:
+            raise type(err)(err.node_def, err.op, f"{path}: {' '.join(err.message.split())}") from None
 
 
 # -- Vertex AI endpoint request-response logging (BigQuery) -------------------------------------

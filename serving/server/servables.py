@@ -127,7 +127,7 @@ class Servable:
     def signature(self, name: str | None) -> str:
         name = name or features.SERVING_DEFAULT
         if name not in self.signature_defs or name not in self._functions:
-            raise bad_request(f"model '{self.model_name}' version {self.version} has no signature '{name}'; "
+            raise bad_request(f"model '{self.model_name}' version {self.version} has no signature {name!r}; "
                               f"available: {', '.join(sorted(self.signature_defs))}")
         return name
 
