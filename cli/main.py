@@ -321,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except dataset.DatasetError as err:  # bad input data (a span to land, images to predict): exit 2
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, RuntimeError, LookupError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -365,8 +365,8 @@ def test_the_cli_refuses_a_broken_span_and_a_broken_label_file_in_one_line(tmp_p
     images.write_bytes(images.read_bytes()[:-7])
     landed = tmp_path / "landing"
     status, errors = _cli("land", str(source), "--landing", str(landed))
-    # `fmnist land` refuses with exit 1 (its documented status, tests/test_landing.py).
-    assert status == 1 and len(errors) == 1 and errors[0].startswith(f"error: {images}: "), errors
+    # Bad input data is exit 2, like every file door (cli.main maps DatasetError to it).
+    assert status == 2 and len(errors) == 1 and errors[0].startswith(f"error: {images}: "), errors
     assert not landed.exists()
 
     label_file = tmp_path / "labels.csv"

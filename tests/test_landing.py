@@ -67,7 +67,7 @@ def test_bad_spans_are_refused_and_nothing_is_landed(breakage, sample_dir, tmp_p
         (source / "Bag").mkdir(parents=True)
         (source / "Bag" / "notes.txt").write_text("hi")
         kind, message = "images", r"notes\.txt: not an image file"
-    assert cli.main(["land", str(source), "--landing", str(out), "--format", kind]) == 1
+    assert cli.main(["land", str(source), "--landing", str(out), "--format", kind]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
     assert re.search(message, err), err
