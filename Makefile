@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 COVERAGE_ARGS ?= --cov --cov-report=term --cov-fail-under=87
 SERVE_ARGS ?=
 
-.PHONY: env data run run-sample watch serve test fuzz lint lock clean
+.PHONY: env data run run-sample watch serve test test-unit fuzz lint lock clean
 
 env:
 	@bash scripts/setup_env.sh
@@ -40,6 +40,11 @@ serve: env
 test: env
 	@bash scripts/setup_browser.sh
 	$(PY) -m pytest $(COVERAGE_ARGS) $(PYTEST_ARGS)
+
+## The fast tier (<= 2 min): no pipeline runs, component executors, load tests or extra trainings (markers in pytest.ini).
+UNIT_MARKERS := not e2e and not pipeline and not slow
+test-unit: env
+	$(PY) -m pytest -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
 
 ## The fuzz tests (tests/test_fuzz_*.py) with many more examples than `make test` gives them.
 fuzz: env

@@ -211,6 +211,7 @@ def test_a_bad_config_is_rejected_in_one_line_and_the_previous_labels_keep_servi
 
 
 # -- fmnist release on a config file ------------------------------------------------------------
+@pytest.mark.slow
 def test_promote_and_rollback_under_load_fail_no_request(tmp_path, exported_model, images):
     """REST and gRPC clients stream unlabelled requests while `fmnist release` runs canary 2 ->
     promote -> canary 3 -> rollback; in each phase, once the server has switched and until the

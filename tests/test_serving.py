@@ -313,6 +313,7 @@ def test_predict_cli_summary_only_refuses_unlabelled_inputs_before_any_request(t
 
 
 # -- load, batching, metrics --------------------------------------------------------------------
+@pytest.mark.slow
 def test_load_from_several_threads_has_zero_errors(server, test_images):
     images = test_images[0]
     failures, done = [], []
@@ -489,6 +490,7 @@ def test_default_model_name_is_the_contract_constant():
     assert DEFAULT_MODEL == ServerOptions().model_name == features.MODEL_NAME
 
 
+@pytest.mark.slow
 def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path, exported_model, test_images):
     import signal
     import socket
@@ -524,6 +526,7 @@ def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path, exported_model
     assert "serving models ['fashion_mnist']" in output
 
 
+@pytest.mark.slow
 def test_serving_code_never_imports_tfx_or_beam():
     script = ("import sys\nimport serving.server, serving.rest, serving.grpc_service, serving.client, serving.inputs\n"
               "print(sorted({m.split('.')[0] for m in sys.modules} & {'tfx', 'apache_beam', 'tensorflow_transform', "
