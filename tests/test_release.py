@@ -154,6 +154,7 @@ def test_labels_switch_only_once_their_versions_are_loaded(tmp_path):
     assert manager.resolve(MODEL).version == 1  # unlabelled: stable, not the highest
 
 
+@pytest.mark.slow
 def test_a_bad_config_is_rejected_in_one_line_and_the_previous_labels_keep_serving(tmp_path, exported_model,
                                                                                    images, caplog):
     caplog.set_level(logging.INFO, logger="serving")

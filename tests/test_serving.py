@@ -414,6 +414,7 @@ def _polling_server(base, exported_model):
         running.stop()
 
 
+@pytest.mark.slow
 def test_hot_swap_fails_no_request(tmp_path, exported_model, test_images):
     """A new version is pushed (copied file by file, like the Pusher) while requests stream in."""
     base = tmp_path / "models"
