@@ -41,7 +41,7 @@ test: env
 	@bash scripts/setup_browser.sh
 	$(PY) -m pytest $(COVERAGE_ARGS) $(PYTEST_ARGS)
 
-## The fast tier (<= 2 min): no pipeline runs, component executors, load tests or extra trainings (markers in pytest.ini).
+## The fast tier: no pipeline runs, component executors, load tests or extra trainings (markers in pytest.ini).
 UNIT_MARKERS := not e2e and not pipeline and not slow
 test-unit: env
 	$(PY) -m pytest -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
