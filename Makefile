@@ -15,7 +15,7 @@ SERVE_ARGS ?=
 PIPELINE ?= $(or $(notdir $(shell ls -dt $(OUTPUT_DIR)/fashion-mnist $(OUTPUT_DIR)/fashion-mnist-sample 2>/dev/null | head -n 1)),fashion-mnist)
 SAMPLE_RUN = $(filter fashion-mnist-sample,$(PIPELINE))
 
-.PHONY: env data run run-sample watch serve test fuzz lint lock clean
+.PHONY: env data run run-sample watch serve test test-unit fuzz lint lock clean
 
 env:
 	@bash scripts/setup_env.sh
@@ -56,6 +56,11 @@ serve: env
 test: env
 	@bash scripts/setup_browser.sh
 	$(PY) -m pytest $(COVERAGE_ARGS) $(PYTEST_ARGS)
+
+## The fast tier: no pipeline runs, component executors, load tests or extra trainings (markers in pytest.ini).
+UNIT_MARKERS := not e2e and not pipeline and not slow
+test-unit: env
+	$(PY) -m pytest -m "$(UNIT_MARKERS)" $(PYTEST_ARGS)
 
 ## The fuzz tests (tests/test_fuzz_*.py) with many more examples than `make test` gives them.
 fuzz: env

@@ -128,6 +128,7 @@ def _logs(inference_result):
             for record in tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator()]
 
 
+@pytest.mark.pipeline
 def test_one_classify_log_per_image_with_the_models_own_classes(inferred, unlabelled_dir, exported_model):
     from modules import inference
 
@@ -145,6 +146,7 @@ def test_one_classify_log_per_image_with_the_models_own_classes(inferred, unlabe
         assert int(np.argmax(scores)) == by_id[image_id.bytes_list.value[0].decode()]
 
 
+@pytest.mark.pipeline
 def test_export_writes_sorted_rows_as_csv_and_jsonl(inferred, tmp_path):
     from cli.main import main
 
@@ -165,6 +167,7 @@ def test_export_writes_sorted_rows_as_csv_and_jsonl(inferred, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "predictions.jsonl"]  # no temp files
 
 
+@pytest.mark.pipeline
 def test_an_unblessed_model_leaves_nothing_to_export(tmp_path, unlabelled_dir, exported_model, inferred, capsys):
     from cli.main import main
 
@@ -180,6 +183,7 @@ def test_an_unblessed_model_leaves_nothing_to_export(tmp_path, unlabelled_dir, e
     assert not out.exists()
 
 
+@pytest.mark.pipeline
 def test_an_unreadable_log_is_one_line_error_and_writes_nothing(tmp_path, inferred, capsys):
     from cli.main import main
 

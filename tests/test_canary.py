@@ -392,6 +392,7 @@ def test_analyze_and_auto_refuse_bad_input_in_one_line(tmp_path, server):
 
 
 # -- zero failed requests through bake, promote, replace and rollback ------------------------------
+@pytest.mark.slow
 def test_zero_failed_requests_through_auto_promote_replace_and_auto_rollback(tmp_path, base, images,
                                                                               import_benchmark):
     """A real `fmnist serve` process with --canary-traffic 25 --shadow-traffic 50, four client

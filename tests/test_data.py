@@ -186,6 +186,7 @@ def test_a_split_over_the_budget_streams_every_example_once_per_epoch(transforme
     np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in evaluation]), in_memory.images)
 
 
+@pytest.mark.slow
 def test_the_trainer_fits_from_a_streamed_split(transformed_files):
     from modules import trainer
 

@@ -127,6 +127,7 @@ def test_stratified_holdout_rejects_impossible_size():
         dataset.stratified_holdout(np.zeros(10, dtype=int), 10, seed=0)
 
 
+@pytest.mark.slow
 def test_full_official_files_parse(full_data_dir):
     train = read_split(full_data_dir, "train")
     assert train.images.shape == (60000, 784)

@@ -120,6 +120,7 @@ def _landed(sample_dir, tmp_path):
     return span
 
 
+@pytest.mark.pipeline
 def test_executor_writes_the_same_multiset_of_examples_as_reading_the_span_whole(sample_dir, tmp_path, small_chunks):
     from tfx.components.util import examples_utils
     from tfx.types import artifact_utils
@@ -184,6 +185,7 @@ def test_bad_input_is_one_line_naming_the_file(sample_dir, tmp_path, small_chunk
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.pipeline
 def test_the_executor_rejects_bad_input_in_one_line(sample_dir, tmp_path, small_chunks):
     span = _landed(sample_dir, tmp_path)
     _missing_labels(span)  # found while the Beam pipeline is built

@@ -89,6 +89,7 @@ def test_any_json_body_gets_an_answer_or_a_one_line_4xx(rest, image, body, key, 
     _still_serves(rest, image)
 
 
+@pytest.mark.slow
 @FAST
 @given(shape=SHAPES, fill=st.floats(allow_nan=True, allow_infinity=True) | st.integers(-300, 300) | st.text(max_size=3),
        form=st.sampled_from(["instances", "inputs", "inputs-named", "b64"]))

@@ -225,6 +225,7 @@ def test_the_monitoring_page_renders_in_a_headless_browser(model, test_images, t
     assert (pixels < 200).mean() > 0.02
 
 
+@pytest.mark.slow
 def test_the_console_shows_only_the_commands_own_lines(model, test_images, test_labels, training, tmp_path):
     """In its own process, as cron runs it: TensorFlow's C++ lines and library warnings go to the log."""
     import subprocess

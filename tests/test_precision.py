@@ -173,6 +173,7 @@ def _dtypes_in_graph(export_dir) -> set[int]:
     return found
 
 
+@pytest.mark.slow
 def test_a_bf16_fit_trains_in_bf16_and_says_so(bf16_run, tmp_path):
     result, _, _ = bf16_run
     assert result.precision.policy == BF16 and result.precision.requested == "bfloat16"
@@ -183,6 +184,7 @@ def test_a_bf16_fit_trains_in_bf16_and_says_so(bf16_run, tmp_path):
     assert json.loads(path.read_text())["precision"] == result.precision.to_dict()
 
 
+@pytest.mark.slow
 def test_every_signature_of_a_bf16_export_computes_and_answers_in_float32(bf16_run, test_images):
     result, export_dir, tf_transform_output = bf16_run
     assert tf.bfloat16.as_datatype_enum not in _dtypes_in_graph(export_dir), "an exported function computes in bf16"
@@ -212,6 +214,7 @@ def test_every_signature_of_a_bf16_export_computes_and_answers_in_float32(bf16_r
                                served, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_warm_start_reads_a_bf16_export(bf16_run):
     result, export_dir, _ = bf16_run
     for policy in ("float32", BF16):  # the next run may train in either

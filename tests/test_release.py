@@ -155,6 +155,7 @@ def test_labels_switch_only_once_their_versions_are_loaded(tmp_path):
     assert manager.resolve(MODEL).version == 1  # unlabelled: stable, not the highest
 
 
+@pytest.mark.slow
 def test_a_bad_config_is_rejected_in_one_line_and_the_previous_labels_keep_serving(tmp_path, exported_model,
                                                                                    images, caplog):
     caplog.set_level(logging.INFO, logger="serving")
@@ -212,6 +213,7 @@ def test_a_bad_config_is_rejected_in_one_line_and_the_previous_labels_keep_servi
 
 
 # -- fmnist release on a config file ------------------------------------------------------------
+@pytest.mark.slow
 def test_promote_and_rollback_under_load_fail_no_request(tmp_path, exported_model, images):
     """REST and gRPC clients stream unlabelled requests while `fmnist release` runs canary 2 ->
     promote -> canary 3 -> rollback; in each phase, once the server has switched and until the

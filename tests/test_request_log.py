@@ -96,6 +96,7 @@ def test_rest_and_grpc_calls_are_logged_as_sent_and_answered(exported_model, tmp
     assert list(read_request_logs(str(tmp_path / "logs"), end=datetime.fromtimestamp(start, UTC))) == []
 
 
+@pytest.mark.slow
 def test_sampling_logs_about_the_share_asked_for(exported_model, tmp_path, images):
     server = _start(exported_model, tmp_path / "logs", log_sampling=0.25)
     # Seeded: the count is exact for this seed, so the test cannot flake.
@@ -113,6 +114,7 @@ def test_sampling_logs_about_the_share_asked_for(exported_model, tmp_path, image
     assert 70 <= expected <= 130
 
 
+@pytest.mark.slow
 def test_a_full_queue_drops_records_and_never_fails_a_request(exported_model, tmp_path, images, monkeypatch):
     def slow_append(self, writer, record):
         time.sleep(0.05)

@@ -313,6 +313,7 @@ def test_predict_cli_summary_only_refuses_unlabelled_inputs_before_any_request(t
 
 
 # -- load, batching, metrics --------------------------------------------------------------------
+@pytest.mark.slow
 def test_load_from_several_threads_has_zero_errors(server, test_images):
     images = test_images[0]
     failures, done = [], []
@@ -413,6 +414,7 @@ def _polling_server(base, exported_model):
         running.stop()
 
 
+@pytest.mark.slow
 def test_hot_swap_fails_no_request(tmp_path, exported_model, test_images):
     """A new version is pushed (copied file by file, like the Pusher) while requests stream in."""
     base = tmp_path / "models"
@@ -489,6 +491,7 @@ def test_default_model_name_is_the_contract_constant():
     assert DEFAULT_MODEL == ServerOptions().model_name == features.MODEL_NAME
 
 
+@pytest.mark.slow
 def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path, exported_model, test_images):
     import signal
     import socket
@@ -524,6 +527,7 @@ def test_serve_command_shuts_down_gracefully_on_sigterm(tmp_path, exported_model
     assert "serving models ['fashion_mnist']" in output
 
 
+@pytest.mark.slow
 def test_serving_code_never_imports_tfx_or_beam():
     script = ("import sys\nimport serving.server.process, serving.server.rest, serving.server.grpc_service\n"
               "import serving.client.clients, serving.client.inputs\n"

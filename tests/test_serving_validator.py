@@ -89,6 +89,7 @@ def _warmup_records(model_dir: str) -> list[prediction_log_pb2.PredictionLog]:
     return [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
 
 
+@pytest.mark.pipeline
 def test_a_model_that_serves_right_is_blessed_and_pushed_with_its_warmup(tmp_path, exported_model, test_examples):
     infra, result, evaluated = _validate(tmp_path, exported_model, test_examples)
     assert result["blessed"] and result["reason"] == "", result
@@ -159,6 +160,7 @@ def _not_a_saved_model(path) -> str:
     return str(path)
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("broken, reason", [
     (_wrong_shape_model, "output 'probabilities' has shape [1, 3], expected [1, 10]"),
     (_failing_model, "cannot take grey levels"),
@@ -185,12 +187,14 @@ def test_a_model_the_evaluator_did_not_bless_is_not_served(tmp_path, exported_mo
     assert _push(tmp_path, evaluated, infra) == (0, [])
 
 
+@pytest.mark.pipeline
 def test_a_latency_budget_the_server_cannot_meet_fails_the_check(tmp_path, exported_model, test_examples):
     _, result, _ = _validate(tmp_path, exported_model, test_examples, p99_budget_ms=0.001)
     assert not result["blessed"] and result["reason"].startswith("p99 latency "), result
     assert "over the budget of 0 ms" in result["reason"]
 
 
+@pytest.mark.pipeline
 def test_tensorflow_model_server_is_used_when_it_is_on_path(tmp_path, exported_model, test_examples, monkeypatch):
     """A stand-in `tensorflow_model_server` (the binary cannot be installed here) that takes TF
     Serving's flags and serves them with the project's server: the validator must start it with

@@ -115,6 +115,7 @@ def halves(sample_dir):
     return train, order[0::2], order[1::2]  # two stratified halves
 
 
+@pytest.mark.slow
 def test_two_halves_of_the_sample_do_not_drift_but_inverted_images_and_a_missing_class_do(tmp_path, halves):
     train, first, second = halves
     previous = _statistics(tmp_path, "first", train.images[first], train.labels[first])
@@ -255,6 +256,7 @@ def test_warm_start_restores_the_exported_weights_and_refuses_another_architectu
     assert all(np.array_equal(a, b) for a, b in zip(before, untouched.get_weights(), strict=True))
 
 
+@pytest.mark.slow
 def test_fit_follows_the_warm_schedule_only_when_the_weights_fit(exported_model, sample_dir):
     from modules import trainer
     from modules.data import Split

@@ -345,6 +345,7 @@ def _same(a: float, b: float, tolerance: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tolerance
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("run", ["floors", "baseline"])
 def test_new_config_computes_the_same_metrics_as_the_old_one(evaluations, run):
     old, new = (_metrics(evaluations["runs"][name, run][0]) for name in ("old", "new"))
@@ -374,6 +375,7 @@ def test_new_config_computes_the_same_metrics_as_the_old_one(evaluations, run):
             eval_config.PRECISION, eval_config.RECALL} <= compared
 
 
+@pytest.mark.pipeline
 @pytest.mark.parametrize("run", ["floors", "baseline"])
 def test_new_config_judges_as_the_old_one(evaluations, run):
     (old_uri, old_blessed), (new_uri, new_blessed) = (evaluations["runs"][name, run] for name in ("old", "new"))
@@ -429,6 +431,7 @@ def test_paired_counts_compare_both_models_on_the_same_example():
     assert counts.tolist() == [5, 2, 1]
 
 
+@pytest.mark.pipeline
 def test_golden_config_binds_its_margins_to_the_bound_in_the_evaluator(tmp_path, exported_model, sample_dir):
     """The golden EvalConfig through TFX's Evaluator, the candidate as its own baseline: the bound
     is 0 on every slice; asking for a gain overall (a negative margin) fails that slice alone."""

@@ -243,6 +243,7 @@ def _run_drift_gate(root: Path, examples, statistics, previous) -> SpanStatistic
     return accepted
 
 
+@pytest.mark.pipeline
 def test_the_baseline_step_gives_the_drift_gate_the_newest_trainable_spans_statistics(tmp_path, thirds):
     train, parts = thirds
     fake = FakeVertexMetadata()
