@@ -135,6 +135,17 @@ def test_non_ascii_base64_is_a_400(rest, image):
     _still_serves(rest, image)
 
 
+@pytest.mark.parametrize("verb", ["predict", "classify"])
+@pytest.mark.parametrize("name", [[None], {"a": 1}, 3, True])
+def test_a_signature_name_that_is_not_a_string_is_a_400(rest, image, verb, name):
+    # Found by test_any_json_body_gets_an_answer_or_a_one_line_4xx under a 10-example random
+    # profile: {"signature_name": [null], ...} reached the signature lookup and was an HTTP 500.
+    response = rest.post(f"/v1/models/{MODEL}:{verb}", json={"signature_name": name, "instances": image})
+    assert response.status_code == 400
+    assert response.json()["error"] == f"'signature_name' must be a string, got {type(name).__name__}"
+    _still_serves(rest, image)
+
+
 @FAST
 @given(body=st.binary(max_size=2000) | st.text(max_size=500).map(str.encode))
 def test_raw_bytes_are_refused_in_one_line(rest, image, body):

@@ -51,6 +51,15 @@ def _error(err: ServingError) -> Response:
     return _json({"error": err.message}, err.status)
 
 
+def _signature_name(body: object) -> str | None:
+    """The body's "signature_name": a string, or absent/null for serving_default. Anything else is
+    a 400 (a list reached the signature lookup as an unhashable key, a 500; found by fuzzing)."""
+    name = body.get("signature_name") if isinstance(body, dict) else None
+    if name is not None and not isinstance(name, str):
+        raise bad_request(f"'signature_name' must be a string, got {type(name).__name__}")
+    return name
+
+
 async def _read_json(request: Request, limit: int):
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -127,14 +136,15 @@ def create_app(service: InferenceService, max_request_bytes: int) -> Starlette:
             body = await _read_json(request, max_request_bytes)
             served = {VERSION_HEADER: str(servable.version)}
             if api == PREDICT_API:
-                signature = servable.signature(body.get("signature_name") if isinstance(body, dict) else None)
+                signature = servable.signature(_signature_name(body))
                 raw, row_format = codec.parse_predict_request(body, list(servable.inputs[signature]))
                 _, future = service.submit_predict(servable, signature, raw, shadow, request_id)
                 return _json(codec.predict_response(await asyncio.wrap_future(future), row_format),
                              headers=served)
             if api == CLASSIFY_API:
+                signature_name = _signature_name(body)
                 examples = codec.serialize_examples(codec.examples_from_json(body))
-                future = service.submit_classify(servable, body.get("signature_name"), examples, shadow,
+                future = service.submit_classify(servable, signature_name, examples, shadow,
                                                  request_id)
                 outputs = await asyncio.wrap_future(future)
                 return _json(codec.classify_response_json(outputs["classes"], outputs["scores"]),
