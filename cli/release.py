@@ -94,6 +94,12 @@ class LabelledAnswers:
                                           "calls logged during the bake, joined with the labels `fmnist feedback` "
                                           "stored there")
 
+    def outcomes(self) -> analysis.Outcomes:
+        """The labelled answers of a bake, read from --requests when it ends (none without it)."""
+        from cli.labelled import from_request_log
+
+        return from_request_log(self.requests) if self.requests is not None else ()
+
 
 @dataclass(frozen=True)
 class BakeWindow:
@@ -103,6 +109,9 @@ class BakeWindow:
     bake_requests: int = setting(analysis.Bake.requests, "stop once the canary has run this many requests (its own "
                                                          "and shadow ones); fewer when the time is up is "
                                                          "inconclusive")
+
+    def bake(self) -> analysis.Bake:
+        return analysis.Bake(seconds=self.bake_seconds, requests=self.bake_requests)
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,13 @@ class Thresholds:
                                                                    "stable's by this much")
     min_labelled: int = setting(outcomes.MIN_LABELLED, "labelled answers each version needs before accuracy is "
                                                        "judged")
+
+    def policy(self) -> analysis.Policy:
+        """The checks as canary_analysis judges them; ValueError (one line) for a bad threshold."""
+        return analysis.Policy(max_error_rate=self.max_error_rate, max_p99_ratio=self.max_p99_ratio,
+                               p99_floor_seconds=self.p99_floor_ms / 1000, min_agreement=self.min_agreement,
+                               max_class_divergence=self.max_class_divergence,
+                               max_accuracy_drop=self.max_accuracy_drop, min_labelled=self.min_labelled)
 
 
 @dataclass(frozen=True)
@@ -180,11 +196,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
 
 
 def _policy(args: argparse.Namespace) -> tuple[analysis.Policy, analysis.Bake]:
-    return (analysis.Policy(max_error_rate=args.max_error_rate, max_p99_ratio=args.max_p99_ratio,
-                            p99_floor_seconds=args.p99_floor_ms / 1000, min_agreement=args.min_agreement,
-                            max_class_divergence=args.max_class_divergence,
-                            max_accuracy_drop=args.max_accuracy_drop, min_labelled=args.min_labelled),
-            analysis.Bake(seconds=args.bake_seconds, requests=args.bake_requests))
+    return _declared(Thresholds, args).policy(), _declared(BakeWindow, args).bake()
+
+
+def _declared(cls: type, args: argparse.Namespace) -> Any:
+    """`cls` (a settings dataclass of this command) built from the parsed and resolved `args`."""
+    return cls(**{field.name: getattr(args, field.name) for field in dataclasses.fields(cls)})
 
 
 def _measured(args: argparse.Namespace) -> list[str]:
@@ -201,14 +218,10 @@ def _measured(args: argparse.Namespace) -> list[str]:
             raise release.ReleaseError(f"`fmnist release {args.action}` needs --server HOST:PORT (the REST port of "
                                        "the `fmnist serve` running the release)")
         target, measure = open_release(args), functools.partial(analysis.analyze, args.server)
-    labelled: analysis.Outcomes = ()
-    if args.requests is not None:
-        if _vertex(args):
-            raise release.ReleaseError("--requests reads a `fmnist serve` request log; a Vertex endpoint's labels "
-                                       "are judged by `fmnist monitor --bigquery-labels-table`")
-        from cli.labelled import from_request_log
-
-        labelled = from_request_log(args.requests)
+    if args.requests is not None and _vertex(args):
+        raise release.ReleaseError("--requests reads a `fmnist serve` request log; a Vertex endpoint's labels "
+                                   "are judged by `fmnist monitor --bigquery-labels-table`")
+    labelled = _declared(LabelledAnswers, args).outcomes()
     if args.action == "auto":
         decision = analysis.auto_release(target, measure, policy, bake, actor="fmnist release auto",
                                          on_inconclusive=args.on_inconclusive, outcomes=labelled)

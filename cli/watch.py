@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import local_runner
+from cli import release as release_command
 from cli.commands import command, settings_handler
-from fmnist import dataset, landing, outcomes, settings, tf_env
+from fmnist import dataset, landing, settings, tf_env
 from fmnist.errors import one_line
 from fmnist.settings import setting
 from serving.release import canary_analysis as analysis
@@ -41,46 +42,25 @@ class WatchSettings:
 
 
 @dataclass(frozen=True)
-class AutoReleaseSettings:
-    """After each push (and while a canary is waiting): analyze it on a running server and decide.
-    Defaults: serving/release/canary_analysis.py's measured thresholds."""
+class _AutoRelease:
+    auto_release: bool = setting(False, "after a push, bake the canary on --server, then promote or roll it back")
+    server: str = setting("127.0.0.1:8501", "REST HOST:PORT of the `fmnist serve` running the release file")
+
+
+# The last base's fields come first: --auto-release and --server head the group.
+@dataclass(frozen=True)
+class AutoReleaseSettings(release_command.Thresholds, release_command.LabelledAnswers, release_command.BakeWindow,
+                          release_command.AutoSettings, _AutoRelease):
+    """After each push (and while a canary is waiting): analyze it on a running server and decide,
+    with `fmnist release auto`'s settings (declared there; FMNIST_WATCH_* here). Defaults:
+    serving/release/canary_analysis.py's measured thresholds."""
 
     ENV_SCOPE: ClassVar[str] = "WATCH_"
 
-    auto_release: bool = setting(False, "after a push, bake the canary on --server, then promote or roll it back")
-    server: str = setting("127.0.0.1:8501", "REST HOST:PORT of the `fmnist serve` running the release file")
-    bake_seconds: float = setting(analysis.Bake.seconds, "bake: measure the canary at most this long")
-    bake_requests: int = setting(analysis.Bake.requests, "bake: stop once the canary ran this many requests (its "
-                                                         "own and shadow); fewer is inconclusive")
-    on_inconclusive: str = setting("keep", "too little traffic when the bake ends: keep the canary (and analyze "
-                                           "it again after the next span), promote or roll back",
-                                   choices=analysis.ON_INCONCLUSIVE)
-    min_agreement: float = setting(analysis.MIN_AGREEMENT, "canary check: share of shadow requests on which the "
-                                                           "canary predicts stable's class")
-    max_class_divergence: float = setting(analysis.MAX_CLASS_DIVERGENCE, "canary check: Jensen-Shannon divergence "
-                                                                         "of predicted-class distributions")
-    max_error_rate: float = setting(analysis.MAX_ERROR_RATE, "canary check: share of its requests answered "
-                                                             "with an error")
-    requests: Path | None = setting(None, "the server's request log directory (fmnist serve --log-requests): "
-                                          "labelled answers of the bake (fmnist feedback) for the accuracy check")
-    min_labelled: int = setting(outcomes.MIN_LABELLED, "canary check: labelled answers each version needs before "
-                                                       "accuracy is judged")
-    max_p99_ratio: float = setting(analysis.MAX_P99_RATIO, "canary check: p99 latency over stable's (below "
-                                                           f"{analysis.P99_FLOOR_SECONDS * 1000:g} ms always passes)")
-
-    def policy(self) -> analysis.Policy:
-        return analysis.Policy(max_error_rate=self.max_error_rate, max_p99_ratio=self.max_p99_ratio,
-                               min_agreement=self.min_agreement, max_class_divergence=self.max_class_divergence,
-                               min_labelled=self.min_labelled)
-
-    def outcomes(self) -> analysis.Outcomes:
-        """The labelled answers of a bake: read from --requests when it ends (none without it)."""
-        from cli.labelled import from_request_log
-
-        return from_request_log(self.requests) if self.requests is not None else ()
-
-    def bake(self) -> analysis.Bake:
-        return analysis.Bake(seconds=self.bake_seconds, requests=self.bake_requests)
+    # The pipeline's --max-accuracy-drop (the Evaluator's rule) already has this flag in `fmnist watch`.
+    max_accuracy_drop: float = setting(analysis.MAX_ACCURACY_DROP, "canary accuracy on labelled answers may trail "
+                                                                   "stable's by this much",
+                                       name="canary_max_accuracy_drop")
 
 
 SETTINGS = (*local_runner.SETTINGS, WatchSettings, AutoReleaseSettings)

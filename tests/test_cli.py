@@ -179,3 +179,20 @@ def test_no_help_shows_this_machines_absolute_paths(capsys):
         text = _help(*words, capsys=capsys)
         assert str(paths.PROJECT_ROOT) not in text and os.path.expanduser("~") + "/" not in text, words
     assert "(default: outputs)" in " ".join(_help("watch", capsys=capsys).split())
+
+
+def test_watch_auto_release_takes_release_autos_settings_and_builds_the_same_policy():
+    from cli import release, watch
+
+    flags = ["--max-error-rate", "0.2", "--p99-floor-ms", "7", "--min-agreement", "0.8", "--bake-requests", "9",
+             "--min-labelled", "11", "--on-inconclusive", "rollback"]
+    _, watched = cli.resolved(["watch", *flags, "--canary-max-accuracy-drop", "0.03"])
+    _, released = cli.resolved(["release", "auto", *flags, "--max-accuracy-drop", "0.03"])
+    loop = watched.build(watch.AutoReleaseSettings)
+    assert loop.policy() == released.build(release.Thresholds).policy()
+    assert loop.bake() == released.build(release.BakeWindow).bake()
+    assert loop.on_inconclusive == released.build(release.AutoSettings).on_inconclusive == "rollback"
+    # The pipeline's own --max-accuracy-drop (the Evaluator's rule) is another setting in `fmnist watch`.
+    _, pipeline = cli.resolved(["watch", "--max-accuracy-drop", "0.02"])
+    assert pipeline["max_accuracy_drop"] == 0.02
+    assert pipeline.build(watch.AutoReleaseSettings).max_accuracy_drop == watch.analysis.MAX_ACCURACY_DROP != 0.02
