@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fmnist import settings
+from fmnist import paths, settings
 from fmnist.settings import setting
 
 SETTINGS_REFUSED = 2  # a setting that cannot be used: one line, nothing done
@@ -36,6 +36,20 @@ class CommandSettings:
 
     config: Path | None = setting(None, "YAML file with any of this command's settings, keys named like the flags")
 
+
+
+@dataclass(frozen=True)
+class MetadataSettings(CommandSettings):
+    """Where a command finds the local runner's ML Metadata: `fmnist report`, `predictions export`."""
+
+    pipeline_root: Path = setting(paths.DEFAULT_PIPELINE_ROOT, "the local runner's pipeline root")
+    metadata: Path | None = setting(None, f"ML Metadata SQLite file (default: {paths.METADATA_FILE} beside the "
+                                          "pipeline root)")
+    pipeline_name: str | None = setting(None, "needed only if the store records several")
+
+    def metadata_file(self) -> Path:
+        """--metadata, else the store the local runner writes beside the pipeline root."""
+        return self.metadata or self.pipeline_root.resolve().parent / paths.METADATA_FILE
 
 class ParagraphFormatter(argparse.HelpFormatter):
     """Wraps each paragraph of a description on its own, keeping the blank lines between them

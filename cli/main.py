@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from cli import bq_load, feedback, monitor, predictions, release, spans, watch
-from cli.commands import EPILOG, CommandSettings, command, grouped_commands, settings_handler
+from cli.commands import EPILOG, CommandSettings, MetadataSettings, command, grouped_commands, settings_handler
 from fmnist import dataset, features, landing, paths, settings, tf_env
 from fmnist.landing import SOURCE_KINDS
 from fmnist.settings import setting
@@ -59,13 +59,9 @@ class LandSettings(CommandSettings):
 
 
 @dataclass(frozen=True)
-class ReportSettings(CommandSettings):
+class ReportSettings(MetadataSettings):
     ENV_SCOPE: ClassVar[str] = "REPORT_"
 
-    pipeline_root: Path = setting(paths.DEFAULT_PIPELINE_ROOT, "the local runner's pipeline root")
-    metadata: Path | None = setting(None, f"ML Metadata SQLite file (default: {paths.METADATA_FILE} beside the "
-                                          "pipeline root)")
-    pipeline_name: str | None = setting(None, "needed only if the store records several")
     out: Path | None = setting(None, "HTML file to write (default: reports/evaluation_report.html beside the "
                                      "pipeline root)")
     mistakes: int = setting(32, "misclassified images to show (0: none)")
@@ -140,7 +136,7 @@ def _land(values: settings.Values, args: argparse.Namespace) -> int:
 def _report(values: settings.Values, args: argparse.Namespace) -> int:
     options: ReportSettings = values.build(ReportSettings)
     output_dir = options.pipeline_root.resolve().parent
-    metadata = options.metadata or output_dir / paths.METADATA_FILE
+    metadata = options.metadata_file()
     if not metadata.is_file():  # say so before paying for the TF/TFMA import
         raise FileNotFoundError(f"no ML Metadata store at {metadata} (run the pipeline, or pass --metadata)")
     tf_env.configure()

@@ -9,25 +9,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from cli.commands import CommandSettings, command, settings_handler
-from fmnist import paths, settings, tf_env
+from cli.commands import MetadataSettings, command, settings_handler
+from fmnist import settings, tf_env
 from fmnist.settings import setting
 
 FORMATS = ("csv", "jsonl")  # reports.predictions.FORMATS, without importing TF for --help
 
 
 @dataclass(frozen=True)
-class ExportSettings(CommandSettings):
+class ExportSettings(MetadataSettings):
     """Settings of `fmnist predictions export`."""
 
     ENV_SCOPE: ClassVar[str] = "PREDICTIONS_"
 
     format: str = setting(None, "file format of the rows", choices=FORMATS, required=True)
     out: Path | None = setting(None, "file to write (replaced whole, never half-written)", required=True)
-    pipeline_root: Path = setting(paths.DEFAULT_PIPELINE_ROOT, "the local runner's pipeline root")
-    metadata: Path | None = setting(None, f"ML Metadata SQLite file (default: {paths.METADATA_FILE} beside the "
-                                          "pipeline root)")
-    pipeline_name: str | None = setting(None, "needed only if the store records several")
     inference_result: str | None = setting(None, "read this BulkInferrer inference_result directory instead of "
                                                  "asking ML Metadata")
 
@@ -53,8 +49,7 @@ def run(values: settings.Values, args: argparse.Namespace) -> int:
 
     try:
         directory = options.inference_result or predictions.latest_inference_result(
-            str(options.metadata or options.pipeline_root.resolve().parent / paths.METADATA_FILE),
-            options.pipeline_name)
+            str(options.metadata_file()), options.pipeline_name)
         count = predictions.write_predictions(predictions.read_predictions(directory), options.out, options.format)
     except (predictions.PredictionsNotFoundError, predictions.PredictionsError) as err:
         print(f"error: {err}", file=sys.stderr)
