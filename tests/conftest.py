@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 from fmnist import tf_env
 
@@ -14,8 +14,12 @@ tf_env.configure()
 # Property-based tests (tests/test_fuzz_*.py): a bounded number of examples by default, so the
 # suite stays fast; `make fuzz` runs them with the `fuzz` profile. Derandomized in CI: a failure
 # is reproducible from the same commit; the fuzz profile explores new examples each run.
-settings.register_profile("ci", max_examples=60, derandomize=True, print_blob=True)
-settings.register_profile("fuzz", max_examples=3000, print_blob=True)
+# Every case talks to a live server or writes files: no per-example deadline, and module fixtures
+# (one server for all examples) are what these tests want.
+_FUZZ = dict(print_blob=True, deadline=None,
+             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=60, derandomize=True, **_FUZZ)
+settings.register_profile("fuzz", max_examples=3000, **_FUZZ)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
@@ -201,6 +205,17 @@ def exported_model_base(tmp_path_factory, exported_model) -> Path:
     base = tmp_path_factory.mktemp("served") / "models"
     shutil.copytree(exported_model, base / "1")
     return base
+
+
+@pytest.fixture(scope="module")
+def fuzzed_server(exported_model_base):
+    """The project's server on exported_model_base with a 1 MiB request bound, for the fuzz tests."""
+    from serving.server.process import RunningServer, ServerOptions
+
+    running = RunningServer(ServerOptions(base_path=str(exported_model_base), rest_port=0, grpc_port=0,
+                                          host="127.0.0.1", max_request_bytes=1 << 20)).start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -34,7 +34,6 @@ from serving.protocol.model_config import read_model_config
 from serving.protocol.predict_body import MAX_JSON_DEPTH
 from serving.server import request_log, warmup
 
-FAST = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST_ID = "0123456789abcdef0123456789abcdef"
 
@@ -82,7 +81,6 @@ def _mutate(data: bytes, how: str, at: int, byte: int) -> bytes:
     return data + bytes([byte]) * (at % 50)
 
 
-@FAST
 @given(which=st.sampled_from([0, 1]), how=MUTATIONS, at=st.integers(0, 10_000), byte=st.integers(0, 255),
        compressed=st.booleans())
 def test_a_mutated_idx_span_is_landed_whole_or_refused_naming_the_file(which, how, at, byte, compressed):
@@ -136,7 +134,6 @@ def _csv(directory: Path, rows: list[list[str]], header: str | None = None) -> P
     return path
 
 
-@FAST
 @given(rows=st.lists(st.tuples(st.integers(0, 3), st.lists(CELLS, max_size=3), st.integers(-2, 2)), max_size=4),
        header=st.none() | st.sampled_from(["", "label", "label,pixel1"]) | st.text(max_size=10))
 def test_random_csv_rows_are_landed_or_refused_naming_the_file_and_line(rows, header):
@@ -175,7 +172,6 @@ def image_files(draw) -> tuple[str, bytes]:
     return suffix, data[:draw(st.integers(0, len(data)))] if kind == "truncated" else data
 
 
-@FAST
 @given(files=st.lists(st.tuples(st.sampled_from([*features.CLASS_NAMES[:3], "t-shirt_top", "nope", ".hidden"]),
                                 image_files()), min_size=1, max_size=4))
 def test_an_image_folder_with_odd_files_is_landed_or_refused_naming_the_file(files):
@@ -197,7 +193,6 @@ CONFIG_WORDS = st.sampled_from(["model_config_list", "config", "name", "base_pat
                                 "#", "\n", "\x00", "\xff", "é"])
 
 
-@FAST
 @given(words=st.lists(CONFIG_WORDS, max_size=30), raw=st.binary(max_size=40))
 def test_a_garbled_model_config_is_read_or_refused_in_one_line_naming_it(tmp_path, words, raw):
     path = tmp_path / "models.config"
@@ -234,7 +229,6 @@ def _write_records(path: Path, records: list[bytes], tail: bytes) -> None:
         handle.write(tail)
 
 
-@FAST
 @given(records=RECORDS, tail=st.binary(max_size=20))
 def test_garbage_warmup_records_are_refused_in_one_line_naming_the_file(tmp_path, records, tail):
     path = Path(warmup.warmup_path(str(tmp_path)))
@@ -247,7 +241,6 @@ def test_garbage_warmup_records_are_refused_in_one_line_naming_the_file(tmp_path
         assert len(logs) == len(records)
 
 
-@FAST
 @given(records=RECORDS, tail=st.binary(max_size=20))
 def test_garbage_request_log_records_are_refused_in_one_line_naming_the_file(tmp_path, records, tail):
     path = tmp_path / request_log.log_file_name(1_700_000_000.0, 1)
@@ -275,7 +268,6 @@ FIELDS = st.sampled_from([REQUEST_ID, f"{REQUEST_ID}#1", f"{REQUEST_ID}#x", "", 
                           "9999-12-31T23:59:59-14:00", '"', "a,b"]) | st.text(max_size=6)
 
 
-@FAST
 @given(rows=st.lists(st.lists(FIELDS, max_size=4), max_size=4), raw=st.binary(max_size=10))
 def test_random_label_rows_are_parsed_or_refused_naming_the_file_and_line(tmp_path, rows, raw):
     path = tmp_path / "labels.csv"
@@ -318,7 +310,6 @@ ENV = st.sampled_from(["", "1", "-0", "1e400", "nan", "inf", "9" * 5000, "true",
     max_size=6)
 
 
-@FAST
 @given(text=YAML, name=st.sampled_from([item.name for item in declared(Fuzzed)]), value=ENV)
 def test_a_settings_file_or_variable_is_read_or_refused_in_one_line_naming_it(tmp_path, text, name, value):
     path = tmp_path / "settings.yaml"
@@ -380,7 +371,6 @@ def test_the_cli_refuses_a_broken_span_and_a_broken_label_file_in_one_line(tmp_p
 
 
 # -- Vertex AI logging-table payloads (JSON text the clients sent) ------------------------------
-@FAST
 @given(depth=st.integers(0, 5000), opener=st.sampled_from(["[", '{"instances":', '{"a":']),
        inside=st.sampled_from(["", "1", '"x"', "[[1]]"]))
 def test_a_logged_payload_is_parsed_or_refused_without_recursing(depth, opener, inside):

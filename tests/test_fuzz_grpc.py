@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
@@ -29,13 +29,12 @@ from fmnist import features
 from fmnist.dataset import read_split
 from serving.protocol.errors import ServingError
 from serving.server.codec import MAX_TENSOR_ELEMENTS, arrays_from_protos
-from serving.server.process import RunningServer, ServerOptions
+from serving.server.process import ServerOptions
 
 MODEL = features.MODEL_NAME
 # What a client error may be answered with; INTERNAL and UNKNOWN are the server's own failures.
 CLIENT_ERRORS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
                  grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNIMPLEMENTED}
-FAST = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
 TIMEOUT = 30  # seconds: a call that takes longer is a hang, and fails the test
 
 DTYPES = st.sampled_from(sorted(types_pb2.DataType.values())) | st.integers(-5, 2**31 - 1)
@@ -101,16 +100,8 @@ def image(sample_dir) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def server(exported_model_base):
-    running = RunningServer(ServerOptions(base_path=str(exported_model_base), rest_port=0, grpc_port=0,
-                                          host="127.0.0.1", max_request_bytes=1 << 20)).start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as opened:
+def channel(fuzzed_server):
+    with grpc.insecure_channel(f"127.0.0.1:{fuzzed_server.grpc_port}") as opened:
         yield opened
 
 
@@ -136,7 +127,6 @@ def _still_serves(predict, image) -> None:
     assert tf.make_ndarray(answer.outputs["probabilities"]).shape == (1, features.NUM_CLASSES)
 
 
-@FAST
 @given(data=st.data(), tensor=tensor_protos(), input_name=st.sampled_from([features.IMAGES_INPUT, "", "x"]),
        output_filter=st.lists(st.sampled_from(["probabilities", "nope", ""]), max_size=2))
 def test_any_predict_request_is_answered_or_refused_as_a_client_error(predict, image, data, tensor, input_name,
@@ -148,7 +138,6 @@ def test_any_predict_request_is_answered_or_refused_as_a_client_error(predict, i
     _still_serves(predict, image)
 
 
-@FAST
 @given(data=st.data(), batch=st.lists(examples(), max_size=4), context=st.none() | examples())
 def test_any_classify_request_is_answered_or_refused_as_a_client_error(predict, image, data, batch, context):
     request = classification_pb2.ClassificationRequest()
@@ -162,7 +151,6 @@ def test_any_classify_request_is_answered_or_refused_as_a_client_error(predict, 
     _still_serves(predict, image)
 
 
-@FAST
 @given(data=st.data(), fields=st.lists(st.sampled_from(["signature_def", "", "nope"]) | st.text(max_size=6),
                                        max_size=3))
 def test_any_metadata_or_status_request_is_answered_or_refused_as_a_client_error(channel, predict, image, data,
@@ -176,7 +164,6 @@ def test_any_metadata_or_status_request_is_answered_or_refused_as_a_client_error
     _still_serves(predict, image)
 
 
-@FAST
 @given(body=st.binary(max_size=2000))
 def test_raw_bytes_for_any_method_are_refused_as_a_client_error(channel, predict, image, body):
     # Bytes that are not the method's proto (or a proto of it that decodes oddly): the server's

@@ -13,12 +13,11 @@ import math
 import httpx
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from fmnist import features
 from fmnist.dataset import read_split
-from serving.server.process import RunningServer, ServerOptions
 from serving.server.rest import MAX_JSON_DEPTH, json_depth
 
 MODEL = features.MODEL_NAME
@@ -29,7 +28,6 @@ JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=5) | 
 # Arrays of numbers of random shapes and depths: near misses of a [N, 28, 28, 1] image batch.
 SHAPES = st.lists(st.sampled_from([0, 1, 2, 3, 27, 28, 29]), max_size=6).filter(lambda s: math.prod(s) <= 4 * 784)
 KEYS = st.sampled_from(["instances", "inputs", "examples", "signature_name", features.IMAGES_INPUT, "b64", ""])
-FAST = settings(suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow], deadline=None)
 
 
 def _depth(value) -> int:
@@ -40,14 +38,12 @@ def _depth(value) -> int:
     return 0
 
 
-@FAST
 @given(JSON_VALUES)
 def test_json_depth_is_the_nesting_of_the_document(value):
     body = json.dumps(value).encode()
     assert json_depth(body) == _depth(value)
 
 
-@FAST
 @given(st.text(alphabet='[]{}"\\ ,:a1', max_size=60))
 def test_json_depth_of_any_text_never_raises(text):
     assert json_depth(text.encode()) >= 0
@@ -59,11 +55,8 @@ def image(sample_dir) -> list:
 
 
 @pytest.fixture(scope="module")
-def server(exported_model_base):
-    running = RunningServer(ServerOptions(base_path=str(exported_model_base), rest_port=0, grpc_port=0,
-                                          host="127.0.0.1", max_request_bytes=1 << 20)).start()
-    yield running
-    running.stop()
+def server(fuzzed_server):  # the name conftest's `rest` client asks for
+    return fuzzed_server
 
 
 def _refused_well(response: httpx.Response) -> None:
@@ -80,7 +73,6 @@ def _still_serves(rest, image) -> None:
     assert len(answer.json()["predictions"]) == 1
 
 
-@FAST
 @given(body=JSON_VALUES, key=KEYS, wrap=st.booleans())
 def test_any_json_body_gets_an_answer_or_a_one_line_4xx(rest, image, body, key, wrap):
     payload = {key: body} if wrap else body
@@ -90,7 +82,6 @@ def test_any_json_body_gets_an_answer_or_a_one_line_4xx(rest, image, body, key, 
 
 
 @pytest.mark.slow
-@FAST
 @given(shape=SHAPES, fill=st.floats(allow_nan=True, allow_infinity=True) | st.integers(-300, 300) | st.text(max_size=3),
        form=st.sampled_from(["instances", "inputs", "inputs-named", "b64"]))
 def test_near_miss_tensors_are_refused_in_one_line(rest, image, shape, fill, form):
@@ -103,7 +94,6 @@ def test_near_miss_tensors_are_refused_in_one_line(rest, image, shape, fill, for
     _still_serves(rest, image)
 
 
-@FAST
 @given(depth=st.integers(MAX_JSON_DEPTH - 2, 200_000), opener=st.sampled_from(["[", '{"a":']),
        inside=st.sampled_from(["", "1", '"x"']))
 def test_nesting_past_the_bound_is_a_400_naming_the_depth(rest, image, depth, opener, inside):
@@ -146,14 +136,12 @@ def test_a_signature_name_that_is_not_a_string_is_a_400(rest, image, verb, name)
     _still_serves(rest, image)
 
 
-@FAST
 @given(body=st.binary(max_size=2000) | st.text(max_size=500).map(str.encode))
 def test_raw_bytes_are_refused_in_one_line(rest, image, body):
     _refused_well(rest.post(f"/v1/models/{MODEL}:predict", content=body))
     _still_serves(rest, image)
 
 
-@FAST
 @given(path=st.text(max_size=40).filter(lambda p: "#" not in p and "?" not in p),
        method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
        content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded",
