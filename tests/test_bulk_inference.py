@@ -57,7 +57,7 @@ def test_no_images_file_is_one_line_error(tmp_path, sample_dir):
     (gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x01\x05"), "wrong magic number 0x00000801"),  # labels, renamed
     (gzip.compress(b"\x00\x00\x08\x03\x00\x00\x00\x02\x00\x00\x00\x1c\x00\x00\x00\x1c" + bytes(784)),
      r"shape \(2, 28, 28\) = 1568 bytes of data, but the file holds 784"),
-])
+], ids=["not-gzip", "a-labels-file", "too-short"])  # gzip bytes hold a timestamp: ids that every worker collects alike
 def test_a_corrupt_images_file_is_named(tmp_path, content, message):
     (tmp_path / "new-images-idx3-ubyte.gz").write_bytes(content)
     with pytest.raises(dataset.DatasetError, match=rf"new-images-idx3-ubyte\.gz: .*{message}") as raised:
