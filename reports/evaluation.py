@@ -20,9 +20,9 @@ from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.slicer import slicer_lib
 
 from fmnist import features
+from tfx_pipeline import blessing as blessing_keys
 from tfx_pipeline import eval_config as names
 from tfx_pipeline import label_agreement, metadata
-from tfx_pipeline.components import blessing_gate
 from tfx_pipeline.components.serving_validator import RESULT_FILE
 from tfx_pipeline.config import (
     BLESSING_GATE_ID,
@@ -105,7 +105,7 @@ class Evaluation:
     # The serving check's validation.json (components/serving_validator.py) of the same run, if it ran.
     serving_validation: dict | None = None
     blessing_reason: str = ""  # the BlessingGate's: "passed", or what failed
-    golden_status: str = blessing_gate.GOLDEN_NOT_JUDGED  # passed | failed | not judged (no stable model)
+    golden_status: str = blessing_keys.GOLDEN_NOT_JUDGED  # passed | failed | not judged (no stable model)
     golden_baseline_uri: str | None = None  # the stable model the golden gate compared with
     labels_status: str = label_agreement.NOT_JUDGED  # the BlessingGate's label check: agree | disagree
 
@@ -327,14 +327,14 @@ def load_latest(metadata_path: str, pipeline_name: str | None = None, run_id: st
     return Evaluation(
         pipeline_name=pipeline_name, run_id=judged.run_id, model_uri=model.uri,
         baseline_model_uri=baseline.uri if baseline else None, examples_uris=examples_uris,
-        blessed=blessing_gate.blessing_state(blessing), splits=splits,
+        blessed=blessing_keys.blessing_state(blessing), splits=splits,
         serving_validation=_serving_validation(metadata_path, pipeline_name, judged.run_id),
-        blessing_reason=properties[blessing_gate.REASON_KEY].string_value if gate else "",
-        golden_status=(properties[blessing_gate.GOLDEN_KEY].string_value if gate else
-                       blessing_gate.GOLDEN_NOT_JUDGED),
+        blessing_reason=properties[blessing_keys.REASON_KEY].string_value if gate else "",
+        golden_status=(properties[blessing_keys.GOLDEN_KEY].string_value if gate else
+                       blessing_keys.GOLDEN_NOT_JUDGED),
         golden_baseline_uri=golden_baseline.uri if golden_baseline else None,
-        labels_status=(properties[blessing_gate.LABELS_KEY].string_value
-                       if gate and blessing_gate.LABELS_KEY in properties else label_agreement.NOT_JUDGED),
+        labels_status=(properties[blessing_keys.LABELS_KEY].string_value
+                       if gate and blessing_keys.LABELS_KEY in properties else label_agreement.NOT_JUDGED),
     )
 
 

@@ -23,6 +23,19 @@ settings.register_profile("fuzz", max_examples=3000, **_FUZZ)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
+# Session fixtures whose one pipeline run several test files share (tests/e2e/conftest.py).
+SHARED_RUN_FIXTURES = ("first_sample_run",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """Groups for `make test`'s parallel workers (pytest-xdist --dist loadgroup; no effect
+    without it): a test file runs whole on one worker, in order (its module fixtures build on each
+    other), except that the tests using a shared run's fixture, whatever their file, form one
+    group, so the run is made once."""
+    for item in items:
+        shared = [name for name in SHARED_RUN_FIXTURES if name in item.fixturenames]
+        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.nodeid.split("::")[0]))
 SAMPLE_DIR = REPO / "data" / "sample"
 # The full official files: beside the checkout in CI (../shared), or where `make run` fetched them.
 FULL_DATA_CANDIDATES = [REPO.parent / "shared" / "data" / "fashion-mnist", REPO / "data" / "raw"]

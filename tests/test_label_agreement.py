@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
+from tfx_pipeline import blessing as blessing_keys
 from tfx_pipeline import label_agreement, span_verdicts
-from tfx_pipeline.components import blessing_gate
 
 GOLDEN = {c: 0.9 for c in range(10)} | {6: 0.75}  # a trusted model's golden recalls (Shirt is hard)
 
@@ -70,4 +70,4 @@ def test_a_span_whose_labels_disagree_is_rejected_even_when_only_the_floors_fail
     agreeing = blessing | {"labels": label_agreement.AGREE}
     kept = span_verdicts.decide(4, None, "", agreeing, None, None)
     assert kept[1] == span_verdicts.ACCEPTED and kept[2].startswith("kept for training")
-    assert blessing_gate.LABELS_KEY == "labels"
+    assert blessing_keys.LABELS_KEY == "labels"

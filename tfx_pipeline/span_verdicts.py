@@ -36,8 +36,8 @@ from typing import Any, Final
 from ml_metadata import errors, metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
+from tfx_pipeline import blessing as blessing_keys
 from tfx_pipeline import label_agreement, metadata
-from tfx_pipeline.components import blessing_gate
 from tfx_pipeline.config import (
     BLESSING_GATE_ID,
     EVALUATOR_ID,
@@ -230,10 +230,10 @@ def decide(span: int, stopped_by: str | None, stop_reason: str, blessing: Mappin
         return span, stopped_by, stop_reason
     if blessing is None:
         return None
-    if int(blessing.get(blessing_gate.BLESSED_KEY, 0)) != 1:
-        if (blessing.get(blessing_gate.GOLDEN_KEY) == blessing_gate.GOLDEN_FAILED
-                or blessing.get(blessing_gate.LABELS_KEY) == label_agreement.DISAGREE):
-            return span, REJECTED, f"not blessed: {blessing.get(blessing_gate.REASON_KEY, '')}"
+    if int(blessing.get(blessing_keys.BLESSED_KEY, 0)) != 1:
+        if (blessing.get(blessing_keys.GOLDEN_KEY) == blessing_keys.GOLDEN_FAILED
+                or blessing.get(blessing_keys.LABELS_KEY) == label_agreement.DISAGREE):
+            return span, REJECTED, f"not blessed: {blessing.get(blessing_keys.REASON_KEY, '')}"
         compared, floors = evaluator_failures(evaluation_uri) if evaluation_uri else ("", "")
         if compared:
             return span, REJECTED, f"not blessed: worse than the latest blessed model on its eval hold-out ({compared})"

@@ -45,11 +45,11 @@ def _pushed_versions(config) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def history(tmp_path_factory, sample_dir):
-    """The good pipeline, run once; later fixtures add runs to the same history. Cold starts
-    only: these tests are about the blessing, and a warm-started rerun would be a new model."""
-    config = _config(sample_dir, tmp_path_factory.mktemp("history"), "--no-warm-start")
-    local_runner.run(config)
+def history(first_sample_run):
+    """The good pipeline's first run (the session's, shared); later fixtures add runs to the
+    same history. Cold starts only: these tests are about the blessing, and a warm-started rerun
+    would be a new model."""
+    config = first_sample_run()
     return {"config": config, "first": load_latest(config.metadata_path),
             "first_pushed": _pushed_versions(config)}
 

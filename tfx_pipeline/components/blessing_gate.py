@@ -26,22 +26,18 @@ from tfx.types import standard_artifacts
 from tfx.utils import io_utils
 
 from tfx_pipeline import label_agreement
+from tfx_pipeline.blessing import (
+    BLESSED_KEY,
+    GOLDEN_FAILED,
+    GOLDEN_KEY,
+    GOLDEN_NOT_JUDGED,
+    GOLDEN_PASSED,
+    LABELS_KEY,
+    REASON_KEY,
+    blessing_state,
+)
 
-BLESSED_KEY = "blessed"
-REASON_KEY = "reason"
-GOLDEN_KEY = "golden"  # passed | failed | not judged (no stable model yet)
-GOLDEN_PASSED, GOLDEN_FAILED, GOLDEN_NOT_JUDGED = "passed", "failed", "not judged"
-LABELS_KEY = "labels"  # label_agreement.AGREE | DISAGREE | NOT_JUDGED
 _FLAG_FILES = {True: "BLESSED", False: "NOT_BLESSED"}  # as TFX's Evaluator writes them
-
-
-def blessing_state(blessing) -> bool | None:
-    """A ModelBlessing's verdict: True/False, or None when its Evaluator judged nothing (TFX
-    writes no `blessed` property without thresholds, e.g. change thresholds with no baseline)."""
-    properties = getattr(blessing, "mlmd_artifact", blessing).custom_properties
-    if BLESSED_KEY not in properties:
-        return None
-    return properties[BLESSED_KEY].int_value == 1
 
 
 def decide(evaluated: bool | None, golden: bool | None, disagreeing: str = "") -> tuple[bool, str, str]:
