@@ -23,22 +23,40 @@ settings.register_profile("fuzz", max_examples=3000, **_FUZZ)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parent.parent
-# Session fixtures whose one pipeline run several test files share (tests/e2e/conftest.py).
-SHARED_RUN_FIXTURES = ("first_sample_run",)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """Groups for `make test`'s parallel workers (pytest-xdist --dist loadgroup; no effect
-    without it): a test file runs whole on one worker, in order (its module fixtures build on each
-    other), except that the tests using a shared run's fixture, whatever their file, form one
-    group, so the run is made once."""
-    for item in items:
-        shared = [name for name in SHARED_RUN_FIXTURES if name in item.fixturenames]
-        item.add_marker(pytest.mark.xdist_group(shared[0] if shared else item.nodeid.split("::")[0]))
 SAMPLE_DIR = REPO / "data" / "sample"
 # The full official files: beside the checkout in CI (../shared), or where `make run` fetched them.
 FULL_DATA_CANDIDATES = [REPO.parent / "shared" / "data" / "fashion-mnist", REPO / "data" / "raw"]
+# Test files whose histories start from one session fixture's pipeline run (tests/e2e/conftest.py),
+# by that fixture: under `make test`'s parallel workers they run on one worker, one after the
+# other, so the run is made once. Collection fails if a file uses such a fixture unlisted.
+SHARED_RUN_FILES = {"tests/e2e/test_evaluation.py": "first_sample_run",
+                    "tests/e2e/test_pipeline.py": "first_sample_run"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` (make test), refined: a test file runs whole on one worker, in order (its
+    module fixtures build on each other), and the files of SHARED_RUN_FILES that share a run go
+    to one worker together. (xdist 3.8's `--dist loadgroup` does not group under pytest 9.2: the
+    tests of one `xdist_group` mark ran on both workers.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedRunScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return SHARED_RUN_FILES.get(path, path)
+    return SharedRunScheduling(config, log)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        for fixture in set(SHARED_RUN_FILES.values()) & set(item.fixturenames):
+            if SHARED_RUN_FILES.get(path) != fixture:
+                raise pytest.UsageError(f"{path} uses the shared run `{fixture}`: list it in SHARED_RUN_FILES "
+                                        "(tests/conftest.py)")
 
 
 @pytest.fixture(scope="session")
