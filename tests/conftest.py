@@ -11,6 +11,15 @@ from fmnist import tf_env
 
 tf_env.configure()
 
+# Parallel workers (make test): each worker's TensorFlow processes (its tests', and the servers
+# and commands they start, which inherit the variable) get an intra-op pool of their share of the
+# cores. TF's default, a pool as large as the machine in every process, oversubscribes them: two
+# concurrent 6-epoch sample fits took 22.5 s each, 11.5 s with one intra-op thread each, the time
+# one fit alone takes with the default (2-core AMD EPYC, 2026-12-06).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
 # Property-based tests (tests/test_fuzz_*.py): a bounded number of examples by default, so the
 # suite stays fast; `make fuzz` runs them with the `fuzz` profile. Derandomized in CI: a failure
 # is reproducible from the same commit; the fuzz profile explores new examples each run.
