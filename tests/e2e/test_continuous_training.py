@@ -122,7 +122,9 @@ def _load(server: RunningServer, images: np.ndarray):
 
 @contextlib.contextmanager
 def _streaming(server: RunningServer, images: np.ndarray):
-    """Predict requests back to back over gRPC while the body runs: (versions, failures)."""
+    """Predict requests over gRPC, one every ~5 ms, while the body runs: (versions, failures).
+    Paced: back to back, the client and the in-process server took a core from the pipeline run
+    the test waits for."""
     client = GrpcClient(f"127.0.0.1:{server.grpc_port}", features.MODEL_NAME)
     versions, failures, stop = [], [], threading.Event()
 
@@ -132,6 +134,7 @@ def _streaming(server: RunningServer, images: np.ndarray):
                 versions.append(client.predict(images).version)
             except Exception as err:  # any failure is the test's finding
                 failures.append(repr(err))
+            time.sleep(0.005)
 
     thread = threading.Thread(target=stream)
     thread.start()
