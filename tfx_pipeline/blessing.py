@@ -1,7 +1,8 @@
 """What a ModelBlessing says: the custom properties the BlessingGate writes (beside TFX's
 Evaluator's `blessed`) and the readers (span verdicts, reports) look up. Kept apart from the
-component so that reading a verdict loads ML Metadata only, not TFX and TensorFlow (`fmnist
-spans` answers in about a second and prints no library noise)."""
+component, so that tfx_pipeline.span_verdicts needs ML Metadata only, not TFX and TensorFlow,
+to decide a span's verdict. (`fmnist spans` still loads them: reports/spans.py imports
+TensorFlow, TFDV and the DriftGate component at module level.)"""
 
 from __future__ import annotations
 
