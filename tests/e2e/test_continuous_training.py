@@ -107,7 +107,8 @@ def _load(server: RunningServer, images: np.ndarray):
                 versions.append(client.predict(batch).version)
             except Exception as err:  # any failure is the test's finding
                 failures.append(repr(err))
-            time.sleep(0.01)  # ~100 requests a second each: traffic, not a benchmark
+            time.sleep(0.05)  # ~20 requests a second each: traffic, not a benchmark (every request runs two
+            # models here, in this process: at ~100 a second each they held a core the pipeline runs waited for)
 
     threads = [threading.Thread(target=send, args=(client, 2 * i)) for i, client in enumerate(clients)]
     for thread in threads:
@@ -122,9 +123,9 @@ def _load(server: RunningServer, images: np.ndarray):
 
 @contextlib.contextmanager
 def _streaming(server: RunningServer, images: np.ndarray):
-    """Predict requests over gRPC, one every ~5 ms, while the body runs: (versions, failures).
-    Paced: back to back, the client and the in-process server took a core from the pipeline run
-    the test waits for."""
+    """Predict requests over gRPC, one every ~20 ms, while the body runs: (versions, failures).
+    Paced: back to back (or every 5 ms), the client and the in-process server took a core from the
+    pipeline run the test waits for."""
     client = GrpcClient(f"127.0.0.1:{server.grpc_port}", features.MODEL_NAME)
     versions, failures, stop = [], [], threading.Event()
 
@@ -134,7 +135,7 @@ def _streaming(server: RunningServer, images: np.ndarray):
                 versions.append(client.predict(images).version)
             except Exception as err:  # any failure is the test's finding
                 failures.append(repr(err))
-            time.sleep(0.005)
+            time.sleep(0.02)
 
     thread = threading.Thread(target=stream)
     thread.start()

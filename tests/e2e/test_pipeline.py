@@ -276,9 +276,11 @@ def test_tuner_output_flows_into_the_trainer(good_run):
     from modules.config import TuningConfig
     from modules.trainer import TRAINING_SUMMARY_FILE
 
-    # Cold: a warm start would train the blessed model's weights on its own shorter schedule.
+    # Cold: a warm start would train the blessed model's weights on its own shorter schedule. A few
+    # steps: what is checked is which hyperparameters the Trainer used, not the model they make.
     tuned_run = good_run.replace(training=dataclasses.replace(
-        good_run.training, warm_start=False, tuning=TuningConfig(tune=True, tuning_trials=2, tuning_epochs=1)))
+        good_run.training, warm_start=False, max_train_steps=5,
+        tuning=TuningConfig(tune=True, tuning_trials=2, tuning_epochs=1)))
     local_runner.run(tuned_run)
     states = {r.component: r.state for r in metadata.component_runs(tuned_run.metadata_path,
                                                                         tuned_run.pipeline_name)}
