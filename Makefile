@@ -8,8 +8,8 @@ RUN_ARGS ?=
 PYTEST_ARGS ?=
 # Test files run in parallel workers, one per CPU (pytest-xdist): a file stays on one worker, in
 # order, so module fixtures that build on each other (a pipeline history) stay valid; files that
-# share a session's pipeline run share a worker (tests/conftest.py). Files start in
-# collection order, so the long end-to-end files (tests/e2e) start first. TEST_WORKERS=0: one process.
+# share a session's pipeline run share a worker (tests/conftest.py). The long files start first
+# (tests/conftest.py orders them: end-to-end, then those with pipeline or slow tests). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= auto
 XDIST_ARGS = $(if $(filter 0,$(TEST_WORKERS)),-p no:xdist,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 # Line coverage of the whole suite: 91.9 % measured from a fresh clone on 2026-12-06 (AMD EPYC, 2 CPUs); the floor stays at 87.

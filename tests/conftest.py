@@ -2,6 +2,7 @@ import gc
 import importlib
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -67,6 +68,16 @@ def pytest_collection_modifyitems(items):
             if SHARED_RUN_FILES.get(path) != fixture:
                 raise pytest.UsageError(f"{path} uses the shared run `{fixture}`: list it in SHARED_RUN_FILES "
                                         "(tests/conftest.py)")
+    # Workers take files in this order: the long ones first (end-to-end, then by their number of
+    # pipeline or slow tests), so the run ends on short files and both workers finish together. (In
+    # collection order the 70-second Evaluator file, tests/test_tfma_metrics.py, started last.)
+    heavy = Counter(item.nodeid.split("::")[0] for item in items
+                    if item.get_closest_marker("pipeline") or item.get_closest_marker("slow"))
+
+    def weight(item) -> tuple[int, int]:
+        path = item.nodeid.split("::")[0]
+        return (0, 0) if path.startswith("tests/e2e/") else (1, -heavy[path]) if path in heavy else (2, 0)
+    items.sort(key=weight)  # stable: each file's tests keep their order
 
 
 @pytest.fixture(scope="module", autouse=True)
