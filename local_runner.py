@@ -454,4 +454,5 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
 
 if __name__ == "__main__":
+    tf_env.freeze_heap_at_exit()
     sys.exit(main())

@@ -310,6 +310,8 @@ def resolved(argv: list[str], environ: Mapping[str, str] | None = None) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `fmnist` program itself, not a caller in a longer-lived process
+        tf_env.freeze_heap_at_exit()
     # INFO for this project's own messages; the TF/TFMA stack is chatty at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("fmnist").setLevel(logging.INFO)
