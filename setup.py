@@ -18,6 +18,6 @@ setup(
     py_modules=["local_runner", "kubeflow_runner"],
     package_data={"fmnist": ["*.json"], "reports": ["templates/*.j2"], "monitoring": ["templates/*.j2"],
                   "modules": ["*.json"]},
-    entry_points={"console_scripts": ["fmnist=cli.main:main"]},
+    entry_points={"console_scripts": ["fmnist=cli.main:run"]},
     license="MIT",
 )

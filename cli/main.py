@@ -310,8 +310,6 @@ def resolved(argv: list[str], environ: Mapping[str, str] | None = None) -> tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    if argv is None:  # the `fmnist` program itself, not a caller in a longer-lived process
-        tf_env.freeze_heap_at_exit()
     # INFO for this project's own messages; the TF/TFMA stack is chatty at INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     logging.getLogger("fmnist").setLevel(logging.INFO)
@@ -327,5 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> int:
+    """The `fmnist` program (its console script and `python -m cli.main`): main() on sys.argv, in
+    a process that ends with it."""
+    tf_env.freeze_heap_at_exit()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

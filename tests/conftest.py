@@ -61,23 +61,23 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedRunScheduling(config, log)
 
 
+def _file(item) -> str:
+    return item.nodeid.split("::")[0]  # as xdist's loadfile scopes it: tests/...py
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
-        path = item.nodeid.split("::")[0]
         for fixture in set(SHARED_RUN_FILES.values()) & set(item.fixturenames):
-            if SHARED_RUN_FILES.get(path) != fixture:
-                raise pytest.UsageError(f"{path} uses the shared run `{fixture}`: list it in SHARED_RUN_FILES "
-                                        "(tests/conftest.py)")
+            if SHARED_RUN_FILES.get(_file(item)) != fixture:
+                raise pytest.UsageError(f"{_file(item)} uses the shared run `{fixture}`: list it in "
+                                        "SHARED_RUN_FILES (tests/conftest.py)")
     # Workers take files in this order: the long ones first (end-to-end, then by their number of
     # pipeline or slow tests), so the run ends on short files and both workers finish together. (In
     # collection order the 70-second Evaluator file, tests/test_tfma_metrics.py, started last.)
-    heavy = Counter(item.nodeid.split("::")[0] for item in items
+    heavy = Counter(_file(item) for item in items
                     if item.get_closest_marker("pipeline") or item.get_closest_marker("slow"))
-
-    def weight(item) -> tuple[int, int]:
-        path = item.nodeid.split("::")[0]
-        return (0, 0) if path.startswith("tests/e2e/") else (1, -heavy[path]) if path in heavy else (2, 0)
-    items.sort(key=weight)  # stable: each file's tests keep their order
+    # stable: each file's tests keep their order
+    items.sort(key=lambda item: (not _file(item).startswith("tests/e2e/"), -heavy[_file(item)]))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -198,14 +198,14 @@ def test_watch_auto_release_takes_release_autos_settings_and_builds_the_same_pol
     assert pipeline.build(watch.AutoReleaseSettings).max_accuracy_drop == watch.analysis.MAX_ACCURACY_DROP != 0.02
 
 
-@pytest.mark.parametrize("call, frozen", [("main()", True), ("main(['release', '--help'])", False)])
+@pytest.mark.parametrize("call, frozen", [("run()", True), ("main(['release', '--help'])", False)])
 def test_the_program_freezes_its_heap_only_after_every_other_exit_handler(call, frozen):
-    """`fmnist` as a program (no argv given) freezes the heap at exit, so the interpreter's last
-    collections skip TensorFlow's objects; a handler registered before it (run after it) sees the
-    frozen heap. A caller's main(argv) in a longer-lived process is left alone."""
+    """`fmnist` as a program (run(), the console script) freezes the heap at exit, so the
+    interpreter's last collections skip TensorFlow's objects; a handler registered before it (run
+    after it) sees the frozen heap. A caller's main(argv) in a longer-lived process is left alone."""
     script = ("import atexit, gc, sys\n"
               "atexit.register(lambda: print('frozen at exit:', gc.get_freeze_count() > 0))\n"
-              "from cli.main import main\n"
+              "from cli.main import main, run\n"
               f"sys.argv = ['fmnist', 'release', '--help']\n{call}\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           cwd=Path(__file__).resolve().parent.parent)
